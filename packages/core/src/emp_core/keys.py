@@ -1,0 +1,105 @@
+"""Every Redis key and channel the queue uses, each template written once.
+
+All keys of one queue share the hash tag ``{queue}``, so every key a Redis Function touches lives in
+one Cluster slot. Lua derives a few keys from a job's stored fields (claim, cancel, reap find the job
+inside the function); it builds them from ``prefix`` with the same suffixes as below, and
+``tests/test_keys.py`` checks that the two spellings agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """The key schema of one queue: ``Keys(prefix="emp", queue="default")``."""
+
+    prefix: str = "emp"
+    queue: str = "default"
+
+    @property
+    def base(self) -> str:
+        """Prefix of every key of this queue; the braces are the Cluster hash tag."""
+        return f"{self.prefix}:{{{self.queue}}}"
+
+    # --- job records -------------------------------------------------------------------------
+    def job(self, job_id: str) -> str:
+        """Hash: one job's fields while live and for the retention period."""
+        return f"{self.base}:job:{job_id}"
+
+    def events(self, job_id: str) -> str:
+        """Stream: one job's events, capped, replayed to late subscribers."""
+        return f"{self.base}:events:{job_id}"
+
+    def seq(self) -> str:
+        """Counter: submit order, the FIFO part of the pending score."""
+        return f"{self.base}:seq"
+
+    def fence(self) -> str:
+        """Counter: fencing tokens, one per claim, so a stale worker's writes are refused."""
+        return f"{self.base}:fence"
+
+    # --- pending index: jobs grouped by what they need ------------------------------------------
+    def classes(self, service: str) -> str:
+        """Hash: requirement classes of a service that have pending jobs, class id -> requirements."""
+        return f"{self.base}:classes:{service}"
+
+    def pending(self, class_id: str) -> str:
+        """Sorted set: pending jobs of one requirement class by score (priority, then age)."""
+        return f"{self.base}:pending:{class_id}"
+
+    def pending_customer(self, class_id: str, customer_id: str) -> str:
+        """Sorted set: the same, for one customer (workers with allow lists read these)."""
+        return f"{self.base}:pending:{class_id}:cust:{customer_id}"
+
+    def pending_workflow(self, class_id: str, workflow_id: str) -> str:
+        """Sorted set: the same, for one workflow (workers pinned to a workflow read these)."""
+        return f"{self.base}:pending:{class_id}:wf:{workflow_id}"
+
+    def pending_count(self) -> str:
+        """Hash: service -> number of pending jobs, for queue depth without scanning."""
+        return f"{self.base}:pending_count"
+
+    def workflow(self, workflow_id: str) -> str:
+        """Hash: a workflow's priority, first submit order and customer, inherited by its steps."""
+        return f"{self.base}:workflow:{workflow_id}"
+
+    # --- time-ordered sets ----------------------------------------------------------------------
+    def delayed(self) -> str:
+        """Sorted set: jobs waiting out a retry backoff, by due time (ms)."""
+        return f"{self.base}:delayed"
+
+    def leases(self) -> str:
+        """Sorted set: claimed jobs by lease deadline (ms); the reaper reads its head."""
+        return f"{self.base}:leases"
+
+    def dead(self) -> str:
+        """Sorted set: the dead-letter set, finally failed jobs by failure time (ms)."""
+        return f"{self.base}:dead"
+
+    def customer_jobs(self, customer_id: str) -> str:
+        """Sorted set: a customer's jobs by submit order, for listing without SCAN."""
+        return f"{self.base}:customer:{customer_id}:jobs"
+
+    # --- workers --------------------------------------------------------------------------------
+    def worker(self, worker_id: str) -> str:
+        """Hash with TTL: a live worker's capabilities, state and current job."""
+        return f"{self.base}:worker:{worker_id}"
+
+    def workers(self) -> str:
+        """Sorted set: worker id -> last seen (ms), to list workers without SCAN."""
+        return f"{self.base}:workers"
+
+    # --- pub/sub channels -----------------------------------------------------------------------
+    def wake_channel(self, service: str) -> str:
+        """Channel: a job of this service became pending; idle workers of it try a claim."""
+        return f"{self.base}:wake:{service}"
+
+    def control_channel(self, worker_id: str) -> str:
+        """Channel: commands to one worker (cancel the running job)."""
+        return f"{self.base}:control:{worker_id}"
+
+    def events_channel(self) -> str:
+        """Channel: every job event of the queue, for live fan-out."""
+        return f"{self.base}:events"

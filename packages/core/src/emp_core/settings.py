@@ -1,0 +1,36 @@
+"""Settings shared by every EMP process, read from ``EMP_*`` environment variables."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from emp_core.keys import Keys
+
+
+class QueueSettings(BaseSettings):
+    """Where the queue lives and how it treats jobs.
+
+    Every duration is in seconds unless its name says ``_ms``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EMP_", env_file=".env", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field(default="emp", pattern=r"^[A-Za-z0-9_.-]+$")
+    queue: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
+
+    max_payload_bytes: int = Field(default=1_000_000, gt=0)
+    lease_seconds: float = Field(default=10.0, gt=0)
+    retry_base_seconds: float = Field(default=2.0, ge=0)
+    retry_cap_seconds: float = Field(default=300.0, ge=0)
+    # How long a retried job waits for some other worker before the one that failed may take it
+    # again. Idle capable workers claim within milliseconds, so a couple of seconds is ample.
+    retry_avoid_grace_seconds: float = Field(default=2.0, ge=0)
+    retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    events_maxlen: int = Field(default=1000, gt=0)
+    reap_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(prefix=self.key_prefix, queue=self.queue)
