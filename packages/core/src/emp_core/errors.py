@@ -64,7 +64,7 @@ class LibraryMismatch(EmpError):
 
 
 def invalid_from_validation(exc: ValidationError, *, root: str = "") -> InvalidInput:
-    """The first problem of a pydantic error as an ``InvalidInput`` naming the field's dotted path."""
+    """The first problem of a pydantic error as ``InvalidInput`` naming the field's dotted path."""
     first = exc.errors()[0]
     loc = ".".join(str(part) for part in first["loc"])
     field = ".".join(p for p in (root, loc) if p) or None

@@ -180,7 +180,7 @@ def pending_score(priority: int, seq: int) -> int:
 
 
 def retry_delay(attempt: int, *, base: float, cap: float) -> float:
-    """Seconds before attempt ``attempt + 1``: ``base`` doubled per failed attempt, at most ``cap``."""
+    """Seconds before attempt ``attempt + 1``: ``base`` doubled per failed attempt, capped."""
     if attempt < 1:
         raise InvalidInput(f"attempt must be at least 1, got {attempt}", field="attempt")
     return float(min(cap, base * (2 ** (attempt - 1))))

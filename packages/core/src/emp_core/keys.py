@@ -1,8 +1,8 @@
 """Every Redis key and channel the queue uses, each template written once.
 
-All keys of one queue share the hash tag ``{queue}``, so every key a Redis Function touches lives in
-one Cluster slot. Lua derives a few keys from a job's stored fields (claim, cancel, reap find the job
-inside the function); it builds them from ``prefix`` with the same suffixes as below, and
+All keys of one queue share the hash tag ``{queue}``, so every key a Redis Function touches lives
+in one Cluster slot. Lua derives a few keys from a job's stored fields (claim, cancel, reap find
+the job inside the function); it builds them from ``prefix`` with the same suffixes as below, and
 ``tests/test_keys.py`` checks that the two spellings agree.
 """
 
@@ -42,7 +42,7 @@ class Keys:
 
     # --- pending index: jobs grouped by what they need ------------------------------------------
     def classes(self, service: str) -> str:
-        """Hash: requirement classes of a service that have pending jobs, class id -> requirements."""
+        """Hash: requirement classes of a service with pending jobs, class id -> requirements."""
         return f"{self.base}:classes:{service}"
 
     def pending(self, class_id: str) -> str:

@@ -47,7 +47,15 @@ class RedisServer:
                 "redis-server is not installed: `apt-get install -y redis-server` (Redis >= 7)"
             )
         self.directory.mkdir(parents=True, exist_ok=True)
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory)]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+        ]
         args += ["--logfile", "redis.log", "--protected-mode", "no"]
         if self.persist:
             args += ["--appendonly", "yes", "--save", "60 1"]

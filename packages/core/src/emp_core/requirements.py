@@ -48,7 +48,7 @@ class Exclusions(BaseModel):
 
 
 class Requirements(BaseModel):
-    """The positive part plus ``exclude``; every field is optional and unknown fields are refused."""
+    """The positive part plus ``exclude``; every field is optional, unknown fields are refused."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
