@@ -16,6 +16,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from emp_core.queue import Queue
+from emp_core.redis_client import connect
 from emp_core.redis_server import RedisServer
 from emp_core.settings import QueueSettings
 
@@ -34,7 +35,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         yield client
     finally:

@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '1'
+local VERSION = '2'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -45,7 +45,9 @@ end
 
 local function int_arg(value, field, lo, hi)
   local n = tonumber(value)
-  if n == nil or n ~= math.floor(n) or (lo ~= nil and n < lo) or (hi ~= nil and n > hi) then
+  -- math.floor(inf) == inf, so infinities need their own test.
+  if n == nil or n ~= math.floor(n) or n == math.huge or n == -math.huge
+      or (lo ~= nil and n < lo) or (hi ~= nil and n > hi) then
     local range = ''
     if lo ~= nil and hi ~= nil then range = ' from ' .. lo .. ' to ' .. hi
     elseif lo ~= nil then range = ' of at least ' .. lo end
@@ -216,6 +218,10 @@ local function load_caps(text)
     caps.denied[c] = true
     caps.denied_list[#caps.denied_list + 1] = c
   end
+  if caps.allowed_customers then
+    caps.allowed = {}
+    for _, c in ipairs(caps.allowed_customers) do caps.allowed[c] = true end
+  end
   caps.matches = {}
   if caps_count >= CACHE_MAX then caps_cache, caps_count = {}, 0 end
   caps_cache[digest] = caps
@@ -335,6 +341,11 @@ local function eligible_head(base, zkey, caps, now)
     local m = redis.call('HMGET', base .. ':job:' .. job_id, 'customer_id', 'avoid_worker',
       'avoid_until')
     local customer, avoid, avoid_until = m[1] or '', m[2], tonumber(m[3])
+    if caps.allowed and not caps.allowed[customer] then
+      -- Only a workflow's set gets here (an allow-list worker otherwise reads the sets of its
+      -- allowed customers), and a workflow has one customer: nothing in this set is admitted.
+      return nil, nil, hint
+    end
     if not (customer ~= '' and caps.denied[customer]) then
       all_denied = false
       if avoid == caps.worker_id and avoid_until and avoid_until > now then
@@ -356,10 +367,14 @@ local function eligible_head(base, zkey, caps, now)
   local rank = first_allowed_rank(base, zkey, denied_keys, caps.denied)
   if rank == nil then return nil, nil, hint end
   local entry = redis.call('ZRANGE', zkey, rank, rank, 'WITHSCORES')
-  local m = redis.call('HMGET', base .. ':job:' .. entry[1], 'avoid_worker', 'avoid_until')
+  local m = redis.call('HMGET', base .. ':job:' .. entry[1], 'avoid_worker', 'avoid_until',
+    'customer_id')
   if m[1] == caps.worker_id and tonumber(m[2]) and tonumber(m[2]) > now then
     return nil, nil, hint
   end
+  -- The count above reads per-customer subsets of the class set; a workflow's set has none, so
+  -- check the answer itself rather than trust it.
+  if m[3] and caps.denied[m[3]] then return nil, nil, hint end
   return entry[1], entry[2], hint
 end
 
@@ -412,7 +427,9 @@ local function emp_submit(keys, args)
     j.keys = {job = keys[k + 1], events = keys[k + 2], seq = keys[k + 3], registry = keys[k + 4],
       pending = keys[k + 5], count = keys[k + 6], workflow = keys[k + 7], customer = keys[k + 8]}
     j.priority = int_arg(j.priority, 'priority', 0, PRIORITY_MAX)
-    int_arg(j.max_attempts, 'max_attempts', 1, 100)
+    j.max_attempts = int_arg(j.max_attempts, 'max_attempts', 1, 100)
+    if j.step ~= '' then int_arg(j.step, 'step', 1) end
+    if j.total_steps ~= '' then int_arg(j.total_steps, 'total_steps', 1) end
     num_arg(j.timeout_s, 'timeout_s', 0, 7 * 24 * 3600)
     if j.id == '' or j.service == '' or j.class_id == '' then
       bad('INVALID', 'id', 'id, service and class_id are required')
@@ -458,7 +475,7 @@ local function emp_submit(keys, args)
     end
     local score = fmt_int((PRIORITY_MAX - priority) * SEQ_SPAN + order)
     redis.call('HSET', j.keys.job,
-      'id', j.id, 'service', j.service, 'status', 'pending', 'priority', j.priority,
+      'id', j.id, 'service', j.service, 'status', 'pending', 'priority', priority,
       'payload', j.payload, 'requirements', j.requirements, 'class_id', j.class_id,
       'customer_id', j.customer_id, 'workflow_id', j.workflow_id, 'step', j.step,
       'total_steps', j.total_steps, 'max_attempts', j.max_attempts, 'timeout_s', j.timeout_s,
@@ -614,7 +631,8 @@ local function emp_complete(keys, args)
 end
 
 -- KEYS: job, events, leases, worker, delayed, dead.
--- ARGV: base, job_id, token, error, retryable (0/1), delay_ms, avoid_grace_ms, retention_s, maxlen.
+-- ARGV: base, job_id, token, error, retryable (0/1), delay_ms, avoid_grace_ms, retention_s, maxlen,
+-- and optionally the classification (ADR-009): category, pattern id, user message.
 -- Returns 'retrying' or 'failed'.
 local function emp_fail(keys, args)
   local base, job_id, token, message = args[1], args[2], args[3], args[4]
@@ -625,6 +643,9 @@ local function emp_fail(keys, args)
   local maxlen = int_arg(args[9], 'events_maxlen', 1)
   local job = holder(keys[1], job_id, token)
   local now = now_ms()
+  -- Stored with this attempt's error, so an earlier attempt's classification never lingers.
+  redis.call('HSET', keys[1], 'error_category', args[10] or '', 'error_pattern_id',
+    args[11] or '', 'error_user_message', args[12] or '')
   redis.call('ZREM', keys[3], job_id)
   set_idle(keys[4], now)
   if retryable == 1 and job.attempts < job.max_attempts then

@@ -15,9 +15,10 @@ Service = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 class Hardware(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpu_memory_gb: float = Field(default=0, ge=0)
-    cpu_cores: int = Field(default=0, ge=0)
-    ram_gb: float = Field(default=0, ge=0)
+    # Strict: a bool or a numeric string here is a mistake in a config file, not a number.
+    gpu_memory_gb: float = Field(default=0, ge=0, strict=True, allow_inf_nan=False)
+    cpu_cores: int = Field(default=0, ge=0, strict=True)
+    ram_gb: float = Field(default=0, ge=0, strict=True, allow_inf_nan=False)
 
 
 def _expand_dotted(tree: dict[str, Any]) -> dict[str, Any]:

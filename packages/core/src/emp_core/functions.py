@@ -14,13 +14,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from emp_core.errors import Conflict, EmpError, InvalidInput, LibraryMismatch, NotFound, StaleToken
 from emp_core.keys import Keys
 
-_ERROR = re.compile(r"^EMP_(?P<kind>[A-Z_]+) (?P<field>\S+) (?P<message>.*?)(?: script: .*)?$", re.S)
+_ERROR = re.compile(
+    r"^EMP_(?P<kind>[A-Z_]+) (?P<field>\S+) (?P<message>.*?)(?: script: .*)?$", re.S
+)
 _KINDS: dict[str, type[EmpError]] = {
     "INVALID": InvalidInput,
     "NOT_FOUND": NotFound,
@@ -86,14 +89,14 @@ class Functions:
 
     async def _call(self, name: str, keys: Sequence[str], *args: Any) -> Any:
         try:
-            return await self.redis.fcall(name, len(keys), *keys, self.base, *args)  # type: ignore[no-untyped-call]
+            return await self.redis.fcall(name, len(keys), *keys, self.base, *args)
         except ResponseError as exc:
             raise translate(exc) from None
 
     # --- loading ---------------------------------------------------------------------------------
     async def installed_version(self) -> int | None:
         try:
-            return int(await self.redis.fcall("emp_version", 0))  # type: ignore[no-untyped-call]
+            return int(await self.redis.fcall("emp_version", 0))
         except ResponseError as exc:
             if "function not found" in str(exc).lower():
                 return None
@@ -118,7 +121,8 @@ class Functions:
         if installed != LIBRARY_VERSION:
             found = "no emp library" if installed is None else f"emp library v{installed}"
             raise LibraryMismatch(
-                f"Redis holds {found}; this code needs v{LIBRARY_VERSION} (run `emp functions load`)"
+                f"Redis holds {found}; this code needs v{LIBRARY_VERSION} "
+                "(run `emp functions load`)"
             )
 
     # --- one method per function -----------------------------------------------------------------
@@ -166,6 +170,19 @@ class Functions:
             await self._call("emp_heartbeat", [k.job(job_id), k.leases()], job_id, token, lease_ms)
         )
 
+    @staticmethod
+    def heartbeat_sync(redis: SyncRedis, keys: Keys, job_id: str, token: str, lease_ms: int) -> int:
+        """``heartbeat`` over a synchronous client, for a worker's lease thread, which must keep
+        renewing while a connector blocks the event loop. Same keys and arguments."""
+        lua_keys = [keys.job(job_id), keys.leases()]
+        try:
+            reply = redis.fcall(
+                "emp_heartbeat", len(lua_keys), *lua_keys, keys.base, job_id, token, lease_ms
+            )
+        except ResponseError as exc:
+            raise translate(exc) from None
+        return int(reply)
+
     async def progress(
         self, job_id: str, token: str, progress: float, message: str, events_maxlen: int
     ) -> None:
@@ -199,12 +216,21 @@ class Functions:
         avoid_grace_ms: int,
         retention_s: int,
         events_maxlen: int,
+        classification: tuple[str, str, str] = ("", "", ""),
     ) -> str:
+        """``classification``: category, pattern id and user message, stored on the job."""
         k = self.keys
-        keys = [k.job(job_id), k.events(job_id), k.leases(), k.worker(worker_id), k.delayed(), k.dead()]
+        keys = [
+            k.job(job_id),
+            k.events(job_id),
+            k.leases(),
+            k.worker(worker_id),
+            k.delayed(),
+            k.dead(),
+        ]
         outcome = await self._call(
             "emp_fail", keys, job_id, token, error, int(retryable), delay_ms, avoid_grace_ms,
-            retention_s, events_maxlen,
+            retention_s, events_maxlen, *classification,
         )  # fmt: skip
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 

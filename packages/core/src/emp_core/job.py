@@ -62,10 +62,17 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="after")
     def _workflow_fields(self) -> JobSpec:
+        # InvalidInput rather than ValueError: pydantic reports a model validator's ValueError with
+        # no field, and the caller needs to know which field to fix.
         if (self.step is not None or self.total_steps is not None) and self.workflow_id is None:
-            raise ValueError("step and total_steps belong to a workflow: give workflow_id too")
+            raise InvalidInput(
+                "workflow_id: step and total_steps belong to a workflow; give workflow_id too",
+                field="workflow_id",
+            )
         if self.step and self.total_steps and self.step > self.total_steps:
-            raise ValueError(f"step {self.step} is past total_steps {self.total_steps}")
+            raise InvalidInput(
+                f"step: step {self.step} is past total_steps {self.total_steps}", field="step"
+            )
         return self
 
     @classmethod
@@ -119,12 +126,19 @@ class Job(BaseModel):
     message: str | None = None
     result: Any = None
     error: str | None = None
+    # The last failure's classification by the error patterns (ADR-009): its category, the
+    # pattern that matched (none when the default applied) and what the submitter is told.
+    error_category: str | None = None
+    error_pattern_id: str | None = None
+    error_user_message: str | None = None
     worker_id: str | None = None
     created_at: datetime
     claimed_at: datetime | None = None
     finished_at: datetime | None = None
     retry_at: datetime | None = None
     class_id: str
+    # W3C trace context of the submitter, so the worker's spans join the submit's trace.
+    traceparent: str | None = None
 
     @classmethod
     def from_redis(cls, fields: dict[str, str]) -> Job:
@@ -157,12 +171,16 @@ class Job(BaseModel):
             message=opt("message"),
             result=None if result is None else orjson.loads(result),
             error=opt("error"),
+            error_category=opt("error_category"),
+            error_pattern_id=opt("error_pattern_id"),
+            error_user_message=opt("error_user_message"),
             worker_id=opt("worker_id"),
             created_at=ms("created_at") or datetime.fromtimestamp(0, UTC),
             claimed_at=ms("claimed_at"),
             finished_at=ms("finished_at"),
             retry_at=ms("retry_at"),
             class_id=fields["class_id"],
+            traceparent=opt("traceparent"),
         )
 
     @property

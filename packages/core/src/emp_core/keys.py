@@ -91,6 +91,49 @@ class Keys:
         """Sorted set: worker id -> last seen (ms), to list workers without SCAN."""
         return f"{self.base}:workers"
 
+    # --- machines -------------------------------------------------------------------------------
+    def machine(self, machine_id: str) -> str:
+        """Hash with TTL: a machine supervisor's status, its workers and their restart counts."""
+        return f"{self.base}:machine:{machine_id}"
+
+    def machines(self) -> str:
+        """Sorted set: machine id -> last report (ms), to list machines and spot lost ones."""
+        return f"{self.base}:machines"
+
+    # --- the HTTP API ---------------------------------------------------------------------------
+    def idempotency(self, owner_id: str, key_digest: str) -> str:
+        """String with TTL: an ``Idempotency-Key`` of one user -> the job it created (24 h)."""
+        return f"{self.base}:idem:{owner_id}:{key_digest}"
+
+    def unarchived(self) -> str:
+        """Sorted set: API-submitted jobs not yet in the SQL archive, by submit time (ms)."""
+        return f"{self.base}:unarchived"
+
+    def archive_leader(self) -> str:
+        """String with TTL: the id of the one process whose archive projector is running."""
+        return f"{self.base}:archive_leader"
+
+    # --- error patterns (ADR-009) ----------------------------------------------------------------
+    def patterns_snapshot(self) -> str:
+        """String: the enabled error patterns as versioned JSON, what workers classify with."""
+        return f"{self.base}:patterns:snapshot"
+
+    def pattern_matches(self, day: str) -> str:
+        """Hash: matches of one UTC day (YYYY-MM-DD) per pattern and connector, not yet in SQL."""
+        return f"{self.base}:patterns:matches:{day}"
+
+    def pattern_matches_folding(self, token: str) -> str:
+        """Hash: a day's matches renamed away by one folder, so no other folder counts them."""
+        return f"{self.base}:patterns:folding:{token}"
+
+    def pattern_folding(self) -> str:
+        """Sorted set: folding hashes by hand-off time (ms), so a crashed folder's are found."""
+        return f"{self.base}:patterns:folding"
+
+    def pattern_unmatched(self, day: str) -> str:
+        """Sorted set: one day's most frequent failure messages that no pattern matched."""
+        return f"{self.base}:patterns:unmatched:{day}"
+
     # --- pub/sub channels -----------------------------------------------------------------------
     def wake_channel(self, service: str) -> str:
         """Channel: a job of this service became pending; idle workers of it try a claim."""
@@ -103,3 +146,7 @@ class Keys:
     def events_channel(self) -> str:
         """Channel: every job event of the queue, for live fan-out."""
         return f"{self.base}:events"
+
+    def patterns_channel(self) -> str:
+        """Channel: a new error-pattern snapshot version was saved; workers re-read it."""
+        return f"{self.base}:patterns:announce"

@@ -18,10 +18,11 @@ _MISSING = object()
 
 
 def resolve(tree: Any, path: str) -> Any:
-    """The value at a dotted path in nested mappings, or ``_MISSING``."""
+    """The value at a dotted path in nested mappings, or ``_MISSING``. A null counts as missing,
+    as it does in the Lua (cjson's null is not a value a requirement can hold)."""
     node = tree
     for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        if not isinstance(node, Mapping) or node.get(part) is None:
             return _MISSING
         node = node[part]
     return node
@@ -102,7 +103,9 @@ def class_matches(service: str, req: Requirements, caps: WorkerCapabilities) -> 
     )
 
 
-def job_admitted(customer_id: str | None, workflow_id: str | None, caps: WorkerCapabilities) -> bool:
+def job_admitted(
+    customer_id: str | None, workflow_id: str | None, caps: WorkerCapabilities
+) -> bool:
     """The per-job rules: customer allow and deny lists, and workflow pinning."""
     if caps.workflow_id is not None and workflow_id != caps.workflow_id:
         return False

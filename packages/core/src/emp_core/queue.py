@@ -18,6 +18,7 @@ from emp_core.capabilities import WorkerCapabilities
 from emp_core.errors import InvalidInput, NotFound
 from emp_core.functions import Functions, SubmitArgs
 from emp_core.job import Job, JobSpec, new_job_id, retry_delay
+from emp_core.patterns.rules import Classification
 from emp_core.settings import QueueSettings
 
 _PROMOTE_LIMIT = 100
@@ -54,6 +55,12 @@ def _decode_hash(flat: list[Any]) -> dict[str, str]:
         (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
         for k, v in zip(it, it, strict=True)
     }
+
+
+def _classification_args(c: Classification | None) -> tuple[str, str, str]:
+    if c is None:
+        return ("", "", "")
+    return (c.category.value, c.pattern_id or "", c.user_message)
 
 
 class Queue:
@@ -107,6 +114,7 @@ class Queue:
             except InvalidInput as exc:
                 if isinstance(items, list | tuple) and len(items) > 1:
                     exc.message = f"job {index}: {exc.message}"
+                    exc.args = (exc.message,)
                 raise
         if not prepared:
             return []
@@ -115,14 +123,14 @@ class Queue:
 
     # --- reading ---------------------------------------------------------------------------------
     async def get(self, job_id: str) -> Job:
-        fields = await self.redis.hgetall(self.keys.job(job_id))  # type: ignore[misc]
+        fields = await self.redis.hgetall(self.keys.job(job_id))
         if not fields:
             raise NotFound(f"job {job_id} does not exist", field="job_id")
         return Job.from_redis(_decode_hash(list(sum(fields.items(), ()))))
 
     async def depth(self) -> dict[str, int]:
         """Pending jobs per service."""
-        raw = await self.redis.hgetall(self.keys.pending_count())  # type: ignore[misc]
+        raw = await self.redis.hgetall(self.keys.pending_count())
         out = {}
         for k, v in raw.items():
             if int(v) > 0:
@@ -170,9 +178,13 @@ class Queue:
         *,
         retryable: bool = True,
         delay_s: float | None = None,
+        classification: Classification | None = None,
     ) -> str:
         """Report a failure: retried after a backoff while attempts remain, otherwise failed for
-        good and kept in the dead-letter set. Returns ``"retrying"`` or ``"failed"``."""
+        good and kept in the dead-letter set. Returns ``"retrying"`` or ``"failed"``.
+
+        ``classification`` (from the error patterns) is stored with the attempt: its category,
+        pattern id and the message its user is shown."""
         s = self.settings
         if delay_s is None:
             delay_s = retry_delay(
@@ -181,7 +193,7 @@ class Queue:
         return await self.functions.fail(
             claimed.job.worker_id or "", claimed.id, claimed.token, error[:8000], retryable,
             int(delay_s * 1000), int(s.retry_avoid_grace_seconds * 1000), s.retention_seconds,
-            s.events_maxlen,
+            s.events_maxlen, _classification_args(classification),
         )  # fmt: skip
 
     async def release(self, claimed: ClaimedJob, reason: str = "released") -> None:
@@ -197,6 +209,6 @@ class Queue:
         return await self.functions.cancel(job_id, reason, s.retention_seconds, s.events_maxlen)
 
     async def reap(self, limit: int = 1000) -> tuple[int, int, int]:
-        """Requeue jobs whose lease expired and promote due retries: (requeued, failed, promoted)."""
+        """Requeue jobs whose lease expired, promote due retries: (requeued, failed, promoted)."""
         s = self.settings
         return await self.functions.reap(limit, s.retention_seconds, s.events_maxlen)

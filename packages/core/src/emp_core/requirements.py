@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 _PATH = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# Strict: a number, never a bool or a numeric string silently coerced (True would mean 1 GB).
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 

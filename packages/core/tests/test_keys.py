@@ -1,0 +1,93 @@
+"""The Lua library derives some keys and channels from the key base and a job's stored fields
+(claim, cancel, reap, requeue); they must be exactly the names ``emp_core.keys`` gives. A key
+written under any other spelling would show up here as a stray key or a missing one."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from core_factories import claim_one, glob_escape, make_caps, make_spec, queue_keys, with_settings
+
+from emp_core.keys import Keys
+from emp_core.queue import Queue
+from emp_core.settings import QueueSettings
+
+
+def test_templates_share_one_hash_tag() -> None:
+    k = Keys(prefix="emp", queue="q1")
+    names = [
+        k.job("j"), k.events("j"), k.seq(), k.fence(), k.classes("s"), k.pending("c"),
+        k.pending_customer("c", "u"), k.pending_workflow("c", "w"), k.pending_count(),
+        k.workflow("w"), k.delayed(), k.leases(), k.dead(), k.customer_jobs("u"),
+        k.worker("w"), k.workers(), k.wake_channel("s"), k.control_channel("w"),
+        k.events_channel(),
+    ]  # fmt: skip
+    assert len(set(names)) == len(names)
+    assert all(n.startswith("emp:{q1}:") for n in names)
+
+
+async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
+    queue: Queue, redis: aioredis.Redis, settings: QueueSettings
+) -> None:
+    q = Queue(redis, with_settings(settings, lease_seconds=0.05))
+    k = q.keys
+    pubsub = redis.pubsub()
+    await pubsub.psubscribe(glob_escape(k.base) + ":*")
+    await pubsub.get_message(timeout=1)
+    await redis.hset(k.worker("w1"), mapping={"state": "idle"})
+    w1 = make_caps(worker_id="w1", hardware={"gpu_memory_gb": 16})
+
+    # Submit: the job, its index entries and the workflow and customer records.
+    job_id = await q.submit(
+        make_spec(customer_id="acme", workflow_id="wf", requirements={"gpu_memory_gb": 8})
+    )
+    cid = (await q.get(job_id)).class_id
+    record = {k.job(job_id), k.events(job_id), k.seq(), k.pending_count(), k.workflow("wf"),
+              k.customer_jobs("acme"), k.worker("w1")}  # fmt: skip
+    pending = {k.classes("simulation"), k.pending(cid), k.pending_customer(cid, "acme"),
+               k.pending_workflow(cid, "wf")}  # fmt: skip
+    assert await queue_keys(redis, k) == record | pending
+
+    # Claim: the Lua removes the job from index keys it derives itself.
+    await claim_one(q, w1)
+    assert await queue_keys(redis, k) == record | {k.fence(), k.leases()}
+    assert await redis.hget(k.worker("w1"), "state") == b"busy"
+
+    # Reap: the Lua puts it back into index keys it derives, and idles the worker by its key.
+    await asyncio.sleep(0.1)
+    assert await q.reap() == (1, 0, 0)
+    assert await queue_keys(redis, k) == record | pending | {k.fence()}
+    assert await redis.hget(k.worker("w1"), "state") == b"idle"
+
+    # Fail to the delayed set, promote, claim again; then cancel while running.
+    await q.fail(await claim_one(q, w1), "boom", delay_s=0)
+    assert await queue_keys(redis, k) == record | {k.fence(), k.delayed()}
+    await q.reap()
+    await redis.hset(k.worker("w2"), mapping={"state": "idle"})
+    again = await claim_one(q, make_caps(worker_id="w2", hardware={"gpu_memory_gb": 16}))
+    await q.progress(again, 1)
+    await q.cancel(job_id)
+    assert await redis.hget(k.worker("w2"), "state") == b"idle"
+
+    # A second job fails for good: the dead set.
+    dead = await q.submit(make_spec(max_attempts=1))
+    await q.fail(await claim_one(q, w1), "boom")
+    assert await queue_keys(redis, k) == record | {
+        k.fence(), k.job(dead), k.events(dead), k.dead(), k.worker("w2"),
+    }  # fmt: skip
+
+    channels: set[str] = set()
+    while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
+        channels.add(message["channel"].decode())
+    await pubsub.aclose()
+    assert channels == {
+        k.events_channel(), k.wake_channel("simulation"), k.control_channel("w2"),
+    }  # fmt: skip
+
+
+async def test_keys_of_two_queues_never_meet(redis: aioredis.Redis, queue: Queue) -> None:
+    other = Queue(redis, queue.settings.model_copy(update={"queue": queue.settings.queue + "b"}))
+    await queue.submit(make_spec())
+    assert (await other.claim(make_caps())).claimed is None
+    assert await queue_keys(redis, other.keys) == set()
