@@ -1,0 +1,6 @@
+"""The EMP worker: claims jobs it can run from the queue and drives a connector per service."""
+
+from emp_worker.config import WorkerSettings
+from emp_worker.worker import Worker, WorkerStats
+
+__all__ = ["Worker", "WorkerSettings", "WorkerStats"]

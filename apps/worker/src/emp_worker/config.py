@@ -1,0 +1,179 @@
+"""The worker's settings: command-line flags over ``EMP_*`` environment over a config file.
+
+A config file is TOML (``.toml``) or JSON (``.json``) with the field names below as keys, e.g.::
+
+    services = ["simulation"]
+    slots = 2
+    gpu_memory_gb = 24
+    [models]
+    simulation = ["sd15"]
+    [capabilities]
+    "gpu.vendor" = "nvidia"
+
+It is named by ``--config`` or ``EMP_CONFIG_FILE``. Unknown keys in it are refused, so a typo
+never goes unnoticed (the environment may hold other processes' ``EMP_*`` variables, so unknown
+variables there are ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, JsonValue, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from emp_core.capabilities import Hardware, Identifier, Service, WorkerCapabilities
+from emp_core.errors import InvalidInput
+from emp_core.settings import QueueSettings
+
+
+def default_worker_id() -> str:
+    """``{hostname}-{pid}``, reduced to the characters a worker id may hold."""
+    host = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname()).strip("-.") or "worker"
+    return f"{host[:100]}-{os.getpid()}"
+
+
+def _split(value: Any) -> Any:
+    """``"a, b"`` -> ``["a", "b"]`` for list settings given as one string (env, flags)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """Values from the TOML or JSON file named by the sources above it (flag or environment)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # the whole file is read in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.current_state.get("config_file")
+        if not path:
+            return {}
+        data = read_config_file(Path(path))
+        unknown = sorted(set(data) - set(self.settings_cls.model_fields) - {"config_file"})
+        if unknown:
+            raise InvalidInput(
+                f"config file {path}: unknown setting{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}",
+                field=unknown[0],
+            )
+        return data
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a ``.toml`` or ``.json`` file as a dict."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidInput(
+            f"config file {path} cannot be read: {exc}", field="config_file"
+        ) from None
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise InvalidInput(
+                f"config file {path} must end in .toml or .json", field="config_file"
+            )
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInput(
+            f"config file {path} does not parse: {exc}", field="config_file"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"config file {path} must hold a table of settings", field="config_file")
+    return data
+
+
+class WorkerSettings(QueueSettings):
+    """Everything a worker process needs: the queue's settings plus what this worker is."""
+
+    model_config = SettingsConfigDict(env_prefix="EMP_", env_file=".env", extra="ignore")
+
+    config_file: Path | None = None
+
+    # --- identity and capabilities ---------------------------------------------------------------
+    worker_id: Identifier = Field(default_factory=default_worker_id)
+    machine_id: Identifier | None = None
+    services: Annotated[list[Service], NoDecode] = Field(
+        default_factory=lambda: ["simulation"], min_length=1
+    )
+    gpu_memory_gb: float = Field(default=0, ge=0)
+    cpu_cores: int = Field(default=0, ge=0)
+    ram_gb: float = Field(default=0, ge=0)
+    models: dict[str, list[str]] = Field(default_factory=dict)
+    customer_isolation: Literal["none", "loose", "strict"] = "none"
+    allowed_customers: Annotated[list[Identifier] | None, NoDecode] = None
+    denied_customers: Annotated[list[Identifier], NoDecode] = Field(default_factory=list)
+    workflow_id: Identifier | None = None
+    capabilities: dict[str, JsonValue] = Field(default_factory=dict)
+
+    # --- running ---------------------------------------------------------------------------------
+    slots: int = Field(default=1, ge=1, le=64)
+    grace_seconds: float = Field(default=30.0, ge=0)
+    burst: bool = False
+    # How long an idle slot waits for a wake-up before claiming anyway. Wake-ups arrive within
+    # milliseconds; this only covers messages lost while the subscription reconnected.
+    idle_wait_seconds: float = Field(default=5.0, gt=0)
+    registry_refresh_seconds: float = Field(default=5.0, gt=0)
+    # Error patterns (ADR-009) are swapped when a new version is announced; this re-read covers
+    # an announcement missed while the subscription reconnected.
+    patterns_refresh_seconds: float = Field(default=300.0, gt=0)
+    log_level: str = "INFO"
+
+    # --- the simulation connector ----------------------------------------------------------------
+    simulation_steps: int = Field(default=10, ge=0, le=100_000)
+    simulation_step_time: float = Field(default=0.1, ge=0, le=3600)
+
+    @field_validator("services", "allowed_customers", "denied_customers", mode="before")
+    @classmethod
+    def _comma_lists(cls, value: Any) -> Any:
+        return _split(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first: flags (passed as init arguments), environment, .env, the config file.
+        return (init_settings, env_settings, dotenv_settings, _ConfigFileSource(settings_cls))
+
+    @property
+    def registry_ttl_seconds(self) -> float:
+        """A worker whose refreshes stop drops out of the registry after three missed ones."""
+        return 3 * self.registry_refresh_seconds
+
+    def to_capabilities(self) -> WorkerCapabilities:
+        """What this worker advertises with every claim."""
+        return WorkerCapabilities(
+            worker_id=self.worker_id,
+            machine_id=self.machine_id,
+            services=self.services,
+            hardware=Hardware(
+                gpu_memory_gb=self.gpu_memory_gb, cpu_cores=self.cpu_cores, ram_gb=self.ram_gb
+            ),
+            models=self.models,
+            customer_isolation=self.customer_isolation,
+            allowed_customers=self.allowed_customers,
+            denied_customers=self.denied_customers,
+            workflow_id=self.workflow_id,
+            capabilities=self.capabilities,
+        )

@@ -1,0 +1,75 @@
+"""The connector seam: what the worker asks of the code that does a job's work.
+
+A connector serves one service. The worker calls ``run(job, ctx)`` once per claimed job, in a task
+it may cancel at any ``await`` (cancel request, lease lost, shutdown, timeout); the connector lets
+``asyncio.CancelledError`` pass. The return value is the job's result and must be JSON.
+
+To fail, raise: ``Retry`` or ``Abort`` say what should happen, any other exception's message is
+classified by the worker (``emp_worker.failures.classify``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from pydantic import JsonValue
+
+from emp_core.job import Job
+
+
+@runtime_checkable
+class JobContext(Protocol):
+    """What a running job may tell the worker."""
+
+    @property
+    def worker_id(self) -> str: ...
+
+    async def progress(self, pct: float, message: str = "") -> None:
+        """Report progress, 0-100, with a short message for people."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """Runs jobs of one service."""
+
+    @property
+    def service(self) -> str: ...
+
+    async def run(self, job: Job, ctx: JobContext) -> JsonValue:
+        """Do the job's work and return its result (JSON)."""
+
+
+class Retry(Exception):
+    """Fail this attempt and retry, after ``delay_s`` seconds (None: the queue's backoff)."""
+
+    def __init__(self, message: str, *, delay_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.delay_s = delay_s
+
+    def __repr__(self) -> str:
+        return f"Retry({self.message!r}, delay_s={self.delay_s!r})"
+
+
+class Abort(Exception):
+    """Fail the job for good: retrying cannot help (a malformed payload, say)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Abort({self.message!r})"
+
+
+@dataclass
+class RecordingContext:
+    """An in-memory ``JobContext`` that keeps every progress report: for tests, and for running a
+    connector outside a worker."""
+
+    worker_id: str = "local"
+    reports: list[tuple[float, str]] = field(default_factory=list)
+
+    async def progress(self, pct: float, message: str = "") -> None:
+        self.reports.append((pct, message))

@@ -1,0 +1,487 @@
+"""The worker loop: claim a job the worker can run, drive its connector, report the outcome.
+
+One ``Worker`` per process (per GPU). It has ``slots`` slot tasks, each running one job at a time:
+
+- an idle slot clears its ``WakeSignal``, claims, and when nothing is there waits on the signal
+  (a submit rings it within milliseconds) or the claim's ``retry_in`` hint, never a polling sleep;
+- a claimed job's lease is renewed by the ``LeaseKeeper`` thread; the connector runs in a task of
+  its own, under the job's timeout, and is cancelled when the job is cancelled (control channel),
+  its lease is lost (fencing), or the worker shuts down past its grace period;
+- besides the slots, the worker refreshes its registry entry and runs the (idempotent) reaper.
+
+``stop()`` (SIGTERM) stops claiming and lets running jobs finish within ``grace_seconds``; jobs
+still running then are cancelled and released back to pending, not failed. ``burst`` workers
+return once there is nothing left they can claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import JsonValue
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from emp_core.errors import EmpError, StaleToken
+from emp_core.patterns import PatternCache
+from emp_core.queue import ClaimedJob, Queue
+from emp_core.redis_client import connect
+from emp_core.wake import Waker, WakeSignal
+from emp_core.workers import WorkerRegistry
+from emp_worker.config import WorkerSettings
+from emp_worker.connectors import Connector, build_connectors
+from emp_worker.failures import Classifier, JobTimedOut, classify, decide, describe
+from emp_worker.lease import LeaseKeeper
+from emp_worker.running import QueueJobContext, RunningJob, cancel_until_done
+
+logger = logging.getLogger(__name__)
+
+# After a Redis error in a slot, wait this long before claiming again (seconds).
+_ERROR_BACKOFF = 1.0
+# Never wait less than this for a retry that is due "now" (seconds): no busy loop.
+_MIN_WAIT = 0.005
+# How long cancelled connectors get to unwind at shutdown before their jobs are released anyway.
+_UNWIND_SECONDS = 5.0
+# Cancel messages for jobs this worker has not started yet (a claim reply still in flight).
+_EARLY_CANCELS = 1000
+
+
+@dataclass
+class WorkerStats:
+    """What this worker has done since it started."""
+
+    claims: int = 0  # claim calls, with or without a job
+    claimed: int = 0
+    completed: int = 0
+    retried: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    released: int = 0
+    lost: int = 0  # jobs taken away (reassigned, or cancelled before they reported)
+
+
+class Worker:
+    """One worker process's loop; ``await worker.run()`` until ``stop()`` (or drained, in burst)."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        connectors: Mapping[str, Connector] | None = None,
+        classifier: Classifier = classify,
+        redis: Redis | None = None,
+    ) -> None:
+        self.settings = settings
+        self.caps = settings.to_capabilities()
+        self.id = self.caps.worker_id
+        self.connectors = dict(connectors) if connectors is not None else build_connectors(settings)
+        missing = [s for s in self.caps.services if s not in self.connectors]
+        if missing:
+            raise EmpError(f"worker {self.id} has no connector for {', '.join(missing)}")
+        self.classifier = classifier
+        self.stats = WorkerStats()
+        self.ready = asyncio.Event()  # set once registered and subscribed: claims are live
+        self._redis = redis
+        self._running: dict[str, RunningJob] = {}
+        self._early_cancels: OrderedDict[str, str] = OrderedDict()
+        self._stop_requested = asyncio.Event()
+        self._force = asyncio.Event()
+        self._queue: Queue | None = None
+        self._waker: Waker | None = None
+        self._leases: LeaseKeeper | None = None
+        self._registry: WorkerRegistry | None = None
+        self.patterns: PatternCache | None = None
+
+    # --- control ---------------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stop_requested.is_set()
+
+    @property
+    def running_jobs(self) -> list[str]:
+        return list(self._running)
+
+    @property
+    def queue(self) -> Queue:
+        if self._queue is None:
+            raise RuntimeError("the worker is not running")
+        return self._queue
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop claiming; running jobs get ``grace_seconds`` to finish (none when ``force``)."""
+        if not self.stopping:
+            busy = len(self._running)
+            logger.info(
+                "worker %s stops claiming; %d running job%s get%s %g s to finish",
+                self.id, busy, "" if busy == 1 else "s", "s" if busy == 1 else "",
+                0 if force else self.settings.grace_seconds,
+            )  # fmt: skip
+        elif force and not self._force.is_set():
+            logger.info("worker %s stops now: running jobs go back to the queue", self.id)
+        self._stop_requested.set()
+        if force:
+            self._force.set()
+        if self._waker is not None:
+            self._waker.wake_all()
+
+    # --- the loop --------------------------------------------------------------------------------
+    async def run(self) -> WorkerStats:
+        """Register, subscribe, run the slots until stopped (or drained), then clean up."""
+        s = self.settings
+        redis = self._redis or connect(s.redis_url)
+        queue = self._queue = Queue(redis, s)
+        registry = self._registry = WorkerRegistry(redis, queue.keys, ttl_s=s.registry_ttl_seconds)
+        waker = self._waker = Waker(
+            redis, queue.keys, self.caps.services, self.id, on_control=self._on_control
+        )
+        leases = self._leases = LeaseKeeper(
+            s.redis_url, queue.keys, s.lease_seconds, loop=asyncio.get_running_loop(),
+            on_lost=self._on_lease_lost, worker_id=self.id,
+        )  # fmt: skip
+        background: list[asyncio.Task[None]] = []
+        patterns = self.patterns = PatternCache(
+            redis, queue.keys, refresh_s=s.patterns_refresh_seconds
+        )
+        try:
+            await queue.functions.load()
+            await patterns.start()
+            await registry.register(self.caps, slots=s.slots)
+            await waker.start()  # subscribed before the first claim: no wake-up is lost
+            leases.start()
+            background = [
+                asyncio.create_task(self._refresh_loop(registry), name=f"{self.id}-registry"),
+                asyncio.create_task(self._reap_loop(), name=f"{self.id}-reaper"),
+            ]
+            slots = [
+                asyncio.create_task(self._slot(i), name=f"{self.id}-slot{i}")
+                for i in range(s.slots)
+            ]
+            logger.info(
+                "worker %s started on queue %s: services %s, %d slot%s%s",
+                self.id, s.queue, ", ".join(self.caps.services), s.slots,
+                "" if s.slots == 1 else "s", ", burst" if s.burst else "",
+            )  # fmt: skip
+            self.ready.set()
+            await self._supervise(slots)
+        finally:
+            await cancel_until_done(background, within=_UNWIND_SECONDS)
+            await patterns.stop()
+            leases.stop()
+            await waker.close()
+            with contextlib.suppress(RedisError, OSError):
+                await registry.deregister(self.id)
+            if self._redis is None:
+                await redis.aclose()
+            if self.ready.is_set():
+                self._log_totals()
+        return self.stats
+
+    def _log_totals(self) -> None:
+        st = self.stats
+        logger.info(
+            "worker %s stopped: %d completed, %d retried, %d failed, %d cancelled, "
+            "%d released, %d taken away",
+            self.id, st.completed, st.retried, st.failed, st.cancelled, st.released, st.lost,
+        )  # fmt: skip
+
+    async def _supervise(self, slots: list[asyncio.Task[None]]) -> None:
+        """Wait for the slots; on ``stop()`` give running jobs the grace period, then cancel."""
+        stop_waiter = asyncio.create_task(self._stop_requested.wait())
+        force_waiter = asyncio.create_task(self._force.wait())
+        try:
+            await asyncio.wait([*slots, stop_waiter], return_when=asyncio.FIRST_COMPLETED)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.settings.grace_seconds
+            pending = {t for t in slots if not t.done()}
+            while pending and not self._force.is_set() and (left := deadline - loop.time()) > 0:
+                await asyncio.wait(
+                    [*pending, force_waiter], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending = {t for t in slots if not t.done()}
+            if pending:
+                for running in list(self._running.values()):
+                    running.stop("shutdown", "worker shutting down")
+                _, pending = await asyncio.wait(pending, timeout=_UNWIND_SECONDS)
+            for task in pending:  # a connector that ignores cancellation: stop waiting for it
+                logger.error("worker %s gave up waiting for %s to stop", self.id, task.get_name())
+                task.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)
+        finally:
+            stop_waiter.cancel()
+            force_waiter.cancel()
+
+    async def _slot(self, index: int) -> None:
+        """Claim and run jobs one at a time until stopped (or, in burst, until none is left)."""
+        assert self._waker is not None
+        signal = self._waker.signal()
+        try:
+            while not self.stopping:
+                try:
+                    if not await self._claim_and_run(signal):
+                        return  # burst: drained
+                except (RedisError, OSError) as exc:
+                    logger.warning(
+                        "worker %s slot %d lost Redis (%s); trying again in %g s",
+                        self.id, index, exc, _ERROR_BACKOFF,
+                    )  # fmt: skip
+                    if isinstance(exc, ResponseError) and "function not found" in str(exc).lower():
+                        await self._reload_library()
+                    await signal.wait(_ERROR_BACKOFF)
+                except Exception:
+                    logger.exception("worker %s slot %d failed; carrying on", self.id, index)
+                    await signal.wait(_ERROR_BACKOFF)
+        finally:
+            self._waker.discard(signal)
+
+    async def _reload_library(self) -> None:
+        """Redis lost the Function library (restarted without persistence): load it again, and
+        register again rather than at the next refresh, since the registry went with it."""
+        try:
+            await self.queue.functions.load()
+            if self._registry is not None:
+                await self._registry.refresh(self.caps, slots=self.settings.slots)
+        except (EmpError, RedisError, OSError) as exc:
+            logger.warning("worker %s could not load the emp library: %s", self.id, exc)
+        else:
+            logger.warning("worker %s loaded the emp library again: Redis had lost it", self.id)
+
+    async def _claim_and_run(self, signal: WakeSignal) -> bool:
+        """One turn of a slot. False when a burst worker has nothing left to do."""
+        signal.clear()  # before the claim: a wake-up from now on is not lost
+        result = await self.queue.claim(self.caps)
+        self.stats.claims += 1
+        if result.claimed is not None:
+            await self._run_job(result.claimed)
+            return True
+        if self.settings.burst and result.retry_in is None:
+            return False
+        logger.debug(
+            "worker %s found nothing to claim; next claim on a wake-up or in %s s",
+            self.id, result.retry_in,
+        )  # fmt: skip
+        wait = self.settings.idle_wait_seconds
+        if result.retry_in is not None:
+            wait = min(wait, max(result.retry_in, _MIN_WAIT))
+        await signal.wait(wait)
+        return True
+
+    # --- one job ---------------------------------------------------------------------------------
+    async def _run_job(self, claimed: ClaimedJob) -> None:
+        job = claimed.job
+        self.stats.claimed += 1
+        if self.stopping:  # the claim raced with stop(): hand it straight back
+            await self._release(claimed, "worker shutting down")
+            return
+        assert self._leases is not None
+        self._leases.hold(claimed)
+        logger.info(
+            "worker %s claimed job %s (%s, attempt %d of %d)",
+            self.id, job.id, job.service, job.attempts, job.max_attempts,
+        )  # fmt: skip
+        ctx = QueueJobContext(self.queue, claimed, self.id)
+        task = asyncio.create_task(self.connectors[job.service].run(job, ctx), name=f"job-{job.id}")
+        running = self._running[job.id] = RunningJob(claimed, task)
+        timer = asyncio.get_running_loop().call_later(
+            job.timeout_s, running.stop, "timeout", f"timed out after {job.timeout_s:g} s"
+        )
+        if (reason := self._early_cancels.pop(job.id, None)) is not None:
+            running.stop("cancelled", reason)
+        try:
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                # The slot itself is torn down: its connector ignored cancellation at shutdown.
+                running.stop("shutdown", "worker shutting down")
+                with contextlib.suppress(EmpError, RedisError, OSError):
+                    await self._release(claimed, "worker shutting down")
+                raise
+            await self._report(running)
+        finally:
+            timer.cancel()
+            self._running.pop(job.id, None)
+            self._leases.drop(job.id, claimed.token)
+
+    async def _report(self, running: RunningJob) -> None:
+        """Tell the queue how the job ended, unless it is no longer ours to tell."""
+        claimed, task = running.claimed, running.task
+        job_id = claimed.id
+        if running.stop_reason == "cancelled":
+            self.stats.cancelled += 1
+            logger.info(
+                "job %s was cancelled (%s); its connector stopped after %.1f s on worker %s",
+                job_id, running.detail or "no reason given", running.elapsed, self.id,
+            )  # fmt: skip
+            return
+        if running.stop_reason == "lost":
+            self.stats.lost += 1
+            logger.warning(
+                "job %s was taken from worker %s (%s); its connector stopped after %.1f s",
+                job_id, self.id, running.detail, running.elapsed,
+            )  # fmt: skip
+            return
+        finished = not task.cancelled() and task.exception() is None
+        if running.stop_reason == "shutdown" and not finished:
+            await self._release(claimed, "worker shutting down")
+            return
+        if running.stop_reason == "timeout" and not finished:
+            await self._fail(claimed, JobTimedOut(claimed.job.timeout_s))
+            return
+        if task.cancelled():
+            await self._fail(claimed, asyncio.CancelledError("the connector was cancelled"))
+            return
+        exc = task.exception()
+        if exc is None:
+            await self._complete(running, task.result())
+        elif isinstance(exc, StaleToken):  # a progress report found the job gone
+            self.stats.lost += 1
+            logger.warning(
+                "job %s was taken from worker %s while running (%s)", job_id, self.id, exc.message
+            )
+        else:
+            await self._fail(claimed, exc)
+
+    async def _complete(self, running: RunningJob, result: JsonValue) -> None:
+        claimed = running.claimed
+        try:
+            await self.queue.complete(claimed, result)
+        except StaleToken as exc:
+            self.stats.lost += 1
+            logger.warning(
+                "job %s finished on worker %s but is no longer its claim (%s); result dropped",
+                claimed.id, self.id, exc.message,
+            )  # fmt: skip
+            return
+        except orjson.JSONEncodeError as exc:
+            await self._fail(claimed, TypeError(f"the connector's result is not JSON: {exc}"))
+            return
+        self.stats.completed += 1
+        logger.info("job %s completed in %.1f s on worker %s", claimed.id, running.elapsed, self.id)
+
+    async def _fail(self, claimed: ClaimedJob, exc: BaseException) -> None:
+        message = describe(exc)
+        classifier = self.classifier
+        if classifier is classify and self.patterns is not None:
+            # The job's service names its connector: connector-scoped patterns apply first.
+            patterns, service = self.patterns, claimed.job.service
+            classifier = lambda m: classify(m, patterns, service)  # noqa: E731
+        retryable, delay_s, classified = decide(exc, classifier)
+        try:
+            outcome = await self.queue.fail(
+                claimed, message, retryable=retryable, delay_s=delay_s, classification=classified
+            )
+        except StaleToken as exc2:
+            self.stats.lost += 1
+            logger.warning(
+                "job %s failed on worker %s (%s) but is no longer its claim (%s)",
+                claimed.id, self.id, message, exc2.message,
+            )  # fmt: skip
+            return
+        if classified is not None and self.patterns is not None:
+            await self.patterns.record(classified, message, claimed.job.service)
+        job = claimed.job
+        if outcome == "retrying":
+            self.stats.retried += 1
+            logger.info(
+                "job %s failed on worker %s (attempt %d of %d): %s; it will be retried",
+                job.id, self.id, job.attempts, job.max_attempts, message,
+            )  # fmt: skip
+        else:
+            self.stats.failed += 1
+            logger.warning(
+                "job %s failed for good on worker %s (attempt %d of %d%s): %s",
+                job.id, self.id, job.attempts, job.max_attempts,
+                "" if retryable else ", not retryable", message,
+            )  # fmt: skip
+        logger.debug("job %s failure detail", job.id, exc_info=exc)
+
+    async def _release(self, claimed: ClaimedJob, reason: str) -> None:
+        try:
+            await self.queue.release(claimed, reason)
+        except StaleToken as exc:
+            self.stats.lost += 1
+            logger.warning(
+                "job %s could not be handed back by worker %s (%s)",
+                claimed.id,
+                self.id,
+                exc.message,
+            )
+            return
+        self.stats.released += 1
+        logger.info("job %s handed back to the queue by worker %s: %s", claimed.id, self.id, reason)
+
+    # --- messages from Redis and from the lease thread --------------------------------------------
+    def _on_control(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "cancel":
+            logger.debug("worker %s ignored control message %r", self.id, message)
+            return
+        job_id = str(message.get("job_id", ""))
+        reason = str(message.get("reason") or "cancelled")
+        running = self._running.get(job_id)
+        if running is None:
+            # The claim's reply may still be on its way to a slot: remember for a while.
+            self._early_cancels[job_id] = reason
+            while len(self._early_cancels) > _EARLY_CANCELS:
+                self._early_cancels.popitem(last=False)
+            return
+        logger.info(
+            "job %s cancelled (%s); stopping its connector on worker %s", job_id, reason, self.id
+        )
+        running.stop("cancelled", reason)
+
+    def _on_lease_lost(self, job_id: str, token: str, why: str) -> None:
+        running = self._running.get(job_id)
+        if running is None or running.claimed.token != token:
+            return  # already finished
+        logger.warning(
+            "worker %s lost the lease of job %s: %s; stopping its connector", self.id, job_id, why
+        )
+        running.stop("lost", why)
+
+    # --- background ------------------------------------------------------------------------------
+    async def _refresh_loop(self, registry: WorkerRegistry) -> None:
+        """Keep the registry entry alive (TTL three refreshes); mark it draining on stop."""
+        s = self.settings
+        while True:
+            if self.stopping:
+                await asyncio.sleep(s.registry_refresh_seconds)
+            else:  # refresh at once on stop(), to show the worker as draining
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(s.registry_refresh_seconds):
+                        await self._stop_requested.wait()
+            try:
+                state = "draining" if self.stopping else None
+                if not await registry.refresh(self.caps, slots=s.slots, state=state):
+                    logger.warning(
+                        "worker %s had dropped out of the registry; registered again", self.id
+                    )
+            except (RedisError, OSError) as exc:
+                logger.warning("worker %s could not refresh its registration: %s", self.id, exc)
+            except Exception:
+                logger.exception("worker %s registry refresh failed", self.id)
+
+    async def _reap_loop(self) -> None:
+        """Return expired leases to pending and promote due retries, every interval with jitter
+        (the reaper is idempotent, so every worker may run it)."""
+        interval = self.settings.reap_interval_seconds
+        await asyncio.sleep(random.uniform(0, interval))
+        while True:
+            try:
+                requeued, failed, _promoted = await self.queue.reap()
+                if requeued or failed:
+                    logger.info(
+                        "reaper on worker %s requeued %d job%s whose lease expired, failed %d",
+                        self.id, requeued, "" if requeued == 1 else "s", failed,
+                    )  # fmt: skip
+            except (RedisError, OSError) as exc:
+                logger.warning("reaper on worker %s could not reach Redis: %s", self.id, exc)
+            except Exception:
+                logger.exception("reaper on worker %s failed", self.id)
+            await asyncio.sleep(interval * random.uniform(0.8, 1.2))

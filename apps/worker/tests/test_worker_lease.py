@@ -1,0 +1,116 @@
+"""Leases are renewed from a thread: a connector that blocks the event loop keeps its job, and a
+renewal refused (the job was reassigned) stops the connector at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import redis as sync_redis
+from worker_helpers import job_events, make_worker_settings
+
+from emp_core.job import JobStatus
+from emp_core.queue import Queue
+from emp_worker.worker import Worker
+
+LEASE = 0.6
+
+
+class Blocking:
+    """Blocks the event loop, like a synchronous GPU call, for several leases."""
+
+    service = "simulation"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def run(self, job, ctx):
+        time.sleep(self.seconds)  # noqa: ASYNC251 - blocking the loop is the point of this test
+        return {"slept": self.seconds}
+
+
+class Reaper(threading.Thread):
+    """Runs the reaper from outside the (blocked) event loop, as other workers would."""
+
+    def __init__(self, url: str, queue: Queue) -> None:
+        super().__init__(daemon=True)
+        self.client = sync_redis.Redis.from_url(url)
+        self.keys = queue.keys
+        self.settings = queue.settings
+        self.stop = threading.Event()
+        self.runs = 0
+        self.requeued = 0
+
+    def run(self) -> None:
+        k = self.keys
+        while not self.stop.wait(0.05):
+            requeued, _, _ = self.client.fcall(
+                "emp_reap", 3, k.leases(), k.delayed(), k.dead(), k.base, 1000,
+                self.settings.retention_seconds, self.settings.events_maxlen,
+            )  # fmt: skip
+            self.runs += 1
+            self.requeued += int(requeued)
+        self.client.close()
+
+
+async def test_a_connector_blocking_the_event_loop_keeps_its_lease(redis, queue: Queue, settings):
+    job_id = await queue.submit({"service": "simulation"})
+    worker = Worker(
+        make_worker_settings(settings, lease_seconds=LEASE),
+        redis=redis,
+        connectors={"simulation": Blocking(4 * LEASE)},
+    )
+    reaper = Reaper(settings.redis_url, queue)
+    reaper.start()
+    try:
+        stats = await worker.run()
+    finally:
+        reaper.stop.set()
+        reaper.join(5)
+
+    assert reaper.runs >= 20  # the reaper ran all along, every 50 ms
+    assert reaper.requeued == 0  # and never found the lease expired
+    assert worker._leases is not None
+    assert worker._leases.renewals >= 3
+    job = await queue.get(job_id)
+    assert (job.status, job.attempts) == (JobStatus.COMPLETED, 1)
+    assert stats.completed == 1
+
+
+async def test_a_refused_renewal_stops_the_connector(redis, queue: Queue, settings):
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    class Quiet:
+        """Reports no progress, so only the lease thread can notice the job is gone."""
+
+        service = "simulation"
+
+        async def run(self, job, ctx):
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    job_id = await queue.submit({"service": "simulation"})
+    worker = Worker(
+        make_worker_settings(settings, lease_seconds=LEASE),
+        redis=redis,
+        connectors={"simulation": Quiet()},
+    )
+    run = asyncio.create_task(worker.run())
+    await asyncio.wait_for(started.wait(), 5)
+    # As if the reaper had handed the job to another worker: the fencing token moved on.
+    await redis.hset(queue.keys.job(job_id), "token", "999999")
+
+    await asyncio.wait_for(cancelled.wait(), 5)  # within one renewal interval (LEASE / 3)
+    stats = await asyncio.wait_for(run, 10)
+
+    assert stats.lost == 1
+    assert (stats.completed, stats.failed, stats.retried) == (0, 0, 0)
+    types = [e["type"] for e in await job_events(redis, queue, job_id)]
+    assert "completed" not in types
+    assert "retrying" not in types
+    assert "failed" not in types

@@ -1,0 +1,61 @@
+"""A worker outlives a Redis restart: it reconnects, loads the Function library again (a server
+without persistence comes back empty) and takes new jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import redis.asyncio as aioredis
+from worker_helpers import eventually, make_worker_settings
+
+from emp_core.functions import Functions
+from emp_core.job import JobStatus
+from emp_core.queue import Queue
+from emp_core.redis_server import RedisServer
+from emp_core.settings import QueueSettings
+from emp_worker.worker import Worker
+
+
+async def test_worker_survives_a_redis_restart(tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    settings = QueueSettings(redis_url=server.url, queue=f"t{uuid.uuid4().hex[:12]}")
+    client = aioredis.Redis.from_url(server.url)
+    queue = Queue(client, settings)
+    worker = Worker(make_worker_settings(settings, burst=False, idle_wait_seconds=0.5))
+    run = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        first = await queue.submit({"service": "simulation"})
+        await eventually(_completed(queue, first), within=5)
+
+        server.kill()
+        server = RedisServer(tmp_path / "redis", port=server.port).start()
+
+        functions = Functions(client, queue.keys)
+        await eventually(_library_loaded(functions), within=20, every=0.1)  # by the worker
+        second = await queue.submit({"service": "simulation"})
+        await eventually(_completed(queue, second), within=20)
+        assert await client.exists(queue.keys.worker(worker.id))  # registered again
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 20)
+        await client.aclose()
+        server.stop()
+
+
+def _completed(queue: Queue, job_id: str):
+    async def check() -> bool:
+        return (await queue.get(job_id)).status is JobStatus.COMPLETED
+
+    return check
+
+
+def _library_loaded(functions: Functions):
+    async def check() -> bool:
+        try:
+            return await functions.installed_version() is not None
+        except (aioredis.ConnectionError, OSError):
+            return False
+
+    return check

@@ -1,0 +1,136 @@
+"""Idle workers block on Redis pub/sub: a submit reaches them at once, with no polling."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+from worker_helpers import eventually, job_events, make_worker_settings, queue_backoff
+
+from emp_core.job import JobStatus
+from emp_core.queue import Queue
+from emp_core.wake import Waker
+from emp_worker.worker import Worker
+
+
+async def test_idle_worker_wakes_on_submit(redis, queue: Queue, settings, capsys):
+    # The fallback is a minute: a worker that polled would not see the job within the test.
+    worker = Worker(
+        make_worker_settings(settings, burst=False, idle_wait_seconds=60, slots=2), redis=redis
+    )
+    run = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        await eventually(lambda: _claims_at_least(worker, 2))  # both slots idle now
+
+        latencies = []
+        for round_ in range(3):
+            job_id = await queue.submit({"service": "simulation", "payload": {"steps": 1}})
+            await eventually(_status_is(queue, job_id, JobStatus.COMPLETED), within=5)
+            events = {e["type"]: int(e["at"]) for e in await job_events(redis, queue, job_id)}
+            latencies.append(events["claimed"] - events["submitted"])
+            assert worker.stats.completed == round_ + 1
+        # Each submit wakes both idle slots once: one claims, the other finds nothing. Nothing
+        # else claims while idle: 2 initial + 3 x (1 claim + 1 empty) + the winner's next claim.
+        assert worker.stats.claims <= 2 + 3 * 3
+        with capsys.disabled():
+            print(f"\nsubmit-to-claimed with an idle worker (Redis clock): {latencies} ms")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 10)
+
+
+async def test_burst_worker_waits_for_a_due_retry_instead_of_polling(redis, queue: Queue, settings):
+    payload = {"steps": 1, "fail_with": "flaky", "fail_times": 1}
+    job_id = await queue.submit({"service": "simulation", "payload": payload})
+    worker = Worker(
+        make_worker_settings(settings, retry_base_seconds=0.2),
+        redis=redis,
+        classifier=queue_backoff,
+    )
+
+    stats = await worker.run()
+
+    assert (await queue.get(job_id)).status is JobStatus.COMPLETED
+    # claim (run, fail), claim (none: retry due in 0.2 s), claim (run), claim (none: done).
+    # A poll loop would have claimed many more times during the 0.2 s backoff.
+    assert stats.claims <= 5
+
+
+async def _claims_at_least(worker: Worker, n: int) -> bool:
+    return worker.stats.claims >= n
+
+
+def _status_is(queue: Queue, job_id: str, status: JobStatus):
+    async def check() -> bool:
+        return (await queue.get(job_id)).status is status
+
+    return check
+
+
+# --- the Waker alone ------------------------------------------------------------------------
+
+
+async def test_waker_rings_every_signal_on_a_wake_message(redis, queue: Queue):
+    async with Waker(redis, queue.keys, ["simulation"], "w1") as waker:
+        a, b = waker.signal(), waker.signal()
+        await redis.publish(queue.keys.wake_channel("other-service"), "x")  # not subscribed
+        await redis.publish(queue.keys.wake_channel("simulation"), "submit")
+        assert await a.wait(5)
+        assert await b.wait(5)
+        assert waker.wakeups == 1
+        a.clear()
+        assert not await a.wait(0.01)
+
+
+async def test_waker_sees_a_submit_published_right_after_start(redis, queue: Queue):
+    async with Waker(redis, queue.keys, ["simulation"], "w1") as waker:
+        sig = waker.signal()
+        sig.clear()
+        await queue.submit({"service": "simulation"})  # the Lua submit publishes the wake-up
+        assert await sig.wait(5)
+
+
+async def test_waker_hands_control_messages_to_the_worker(redis, queue: Queue):
+    received: list[dict] = []
+    async with Waker(redis, queue.keys, ["simulation"], "w1", on_control=received.append) as waker:
+        sig = waker.signal()
+        sig.clear()
+        channel = queue.keys.control_channel("w1")
+        await redis.publish(channel, b"not json")
+        await redis.publish(channel, orjson.dumps([1, 2]))
+        await redis.publish(channel, orjson.dumps({"type": "cancel", "job_id": "j1"}))
+        await redis.publish(queue.keys.control_channel("w2"), orjson.dumps({"type": "cancel"}))
+        await eventually(lambda: _non_empty(received), within=5)
+        await asyncio.sleep(0.05)  # let the other worker's message arrive, were it subscribed
+    assert received == [{"type": "cancel", "job_id": "j1"}]
+    assert not sig.is_set()  # control messages are not wake-ups
+
+
+async def test_waker_resubscribes_after_its_connection_is_killed(redis, queue: Queue):
+    async with Waker(redis, queue.keys, ["simulation"], "w1") as waker:
+        sig = waker.signal()
+        killed = await redis.client_kill_filter(_type="pubsub")
+        assert killed >= 1
+        # The reconnect rings the doorbell (messages may have been missed meanwhile) ...
+        assert await sig.wait(10)
+        sig.clear()
+        # ... and wake-ups flow again once resubscribed.
+        await eventually(lambda: _published_to_someone(redis, queue), within=10, every=0.05)
+        assert await sig.wait(5)
+
+
+async def _non_empty(items: list) -> bool:
+    return bool(items)
+
+
+async def _published_to_someone(redis, queue: Queue) -> bool:
+    return bool(await redis.publish(queue.keys.wake_channel("simulation"), "x"))
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.01])
+async def test_wake_signal_times_out(seconds):
+    from emp_core.wake import WakeSignal
+
+    assert await WakeSignal().wait(seconds) is False
