@@ -1,0 +1,58 @@
+"""Admin routes: the live workers and the state of the queue."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from emp_api.deps import AdminDep, ServicesDep
+from emp_api.schemas import ERRORS, ErrorResponse, QueueOut, ServiceDepth, WorkerOut
+from emp_core.backlog import backlog
+from emp_core.machines import MachineStatus, list_machines
+
+router = APIRouter(
+    prefix="/api",
+    tags=["admin"],
+    responses={**ERRORS, 403: {"model": ErrorResponse, "description": "Not an admin"}},
+)
+
+
+@router.get("/workers", summary="Live workers")
+async def list_workers(_admin: AdminDep, services: ServicesDep) -> list[WorkerOut]:
+    """Every registered worker whose registration has not expired, most recently seen first."""
+    return [
+        WorkerOut(
+            id=info.worker_id,
+            machine=info.machine_id,
+            services=info.services,
+            capabilities=info.capabilities.model_dump(mode="json", exclude={"worker_id"}),
+            state=info.state,
+            current_job=info.job_id,
+            last_seen=info.last_seen,
+        )
+        for info in await services.workers.live()
+    ]
+
+
+@router.get("/queue", summary="Queue depth per service, and workers idle and busy")
+async def queue_state(_admin: AdminDep, services: ServicesDep) -> QueueOut:
+    depths = await backlog(services.queue)
+    workers = await services.workers.live()
+    busy = sum(1 for w in workers if w.state == "busy")
+    return QueueOut(
+        queue=services.queue.settings.queue,
+        services=[
+            ServiceDepth(
+                service=d.service, pending=d.pending, oldest_pending_age_s=d.oldest_pending_age_s
+            )
+            for d in depths
+        ],
+        workers_idle=sum(1 for w in workers if w.state == "idle"),
+        workers_busy=busy,
+    )
+
+
+@router.get("/machines", summary="Machines and their workers")
+async def machines(_admin: AdminDep, services: ServicesDep) -> list[MachineStatus]:
+    """Every machine that reported in the last 10 minutes, most recent first; one silent for
+    more than 30 s reads as `lost`. Each has its workers with state, pid, GPU and restarts."""
+    return await list_machines(services.queue.redis, services.queue.keys)

@@ -1,0 +1,98 @@
+"""The API process's background tasks: the lease reaper, the archive projector and the fold
+of error-pattern match counts into SQL.
+
+Both are safe with any number of API processes (and workers) running them: the reaper's Lua
+removes each expired lease in exactly one call, and the projector projects only while it holds
+the archive lease, with an idempotent upsert besides (see ``emp_core.archive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from emp_api.state import Services
+from emp_core.archive import ArchiveProjector
+from emp_core.errors import EmpError
+from emp_core.patterns.admin import PatternAdmin
+from emp_core.queue import Queue
+from emp_core.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+
+async def reap_forever(queue: Queue, interval_s: float, telemetry: Telemetry) -> None:
+    """Return expired claims to pending and promote due retries, every ``interval_s``; report
+    the queue's depth to telemetry on the same beat when it is exported."""
+    while True:
+        try:
+            requeued, failed, promoted = await queue.reap()
+            if telemetry.exporting:
+                telemetry.jobs.set_queue_depth(await queue.depth())
+            if requeued or failed:
+                logger.info(
+                    "reaper requeued %d job(s) and failed %d whose worker stopped renewing its "
+                    "lease; promoted %d retries", requeued, failed, promoted,
+                )  # fmt: skip
+        except (RedisError, OSError, EmpError) as exc:
+            logger.warning("reaper skipped a round: %s", exc)
+        await asyncio.sleep(interval_s)
+
+
+async def fold_forever(patterns: PatternAdmin, interval_s: float) -> None:
+    """Fold the error-pattern match counts workers keep in Redis into SQL, every ``interval_s``."""
+    while True:
+        try:
+            folded = await patterns.fold_counts()
+            if folded:
+                logger.info("folded %d error-pattern matches into the statistics", folded)
+        except (RedisError, OSError, EmpError, SQLAlchemyError) as exc:
+            logger.warning("error-pattern fold skipped a round: %s", exc)
+        await asyncio.sleep(interval_s)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A background task must run for the process's lifetime: say so loudly when one stops."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("background task %s stopped", task.get_name(), exc_info=exc)
+
+
+class Background:
+    """Starts and stops the background tasks of one API process."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.projector: ArchiveProjector | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        s, api = self.services, self.services.api
+        if api.run_reaper:
+            interval = s.queue.settings.reap_interval_seconds
+            self._tasks.append(
+                asyncio.create_task(reap_forever(s.queue, interval, s.telemetry), name="reaper")
+            )
+        if api.run_projector:
+            self.projector = ArchiveProjector(
+                s.queue, s.database, catch_up_seconds=api.archive_catch_up_seconds,
+                lease_seconds=api.archive_lease_seconds,
+            )  # fmt: skip
+            s.hub.listen(self.projector.offer)
+            self._tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
+        if api.run_pattern_fold:
+            fold = fold_forever(s.patterns, api.pattern_fold_seconds)
+            self._tasks.append(asyncio.create_task(fold, name="pattern-fold"))
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()

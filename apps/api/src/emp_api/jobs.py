@@ -1,0 +1,80 @@
+"""``/api/jobs``: submit, read, list and cancel the caller's jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from opentelemetry.trace import SpanKind
+
+from emp_api.deps import PrincipalDep, ServicesDep
+from emp_api.schemas import ERRORS, JobPage
+from emp_core.capabilities import Service
+from emp_core.catalog import MAX_PAGE
+from emp_core.job import Job, JobSpec, JobStatus
+from emp_core.telemetry import current_traceparent
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses={**ERRORS})
+
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A job id.")]
+
+
+@router.post("", status_code=201, summary="Submit a job")
+async def submit_job(
+    spec: JobSpec,
+    response: Response,
+    principal: PrincipalDep,
+    services: ServicesDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            max_length=255,
+            description="Retrying with the same key within 24 h returns the same job.",
+        ),
+    ] = None,
+) -> Job:
+    """Enqueue a job for the caller (its `customer_id` is the caller's user id). With an
+    `Idempotency-Key`, a repeated request returns the first request's job and sets
+    `Idempotent-Replayed: true`."""
+    telemetry = services.telemetry
+    with telemetry.tracer().start_as_current_span(
+        "job.submit", kind=SpanKind.PRODUCER, attributes={"emp.job.service": spec.service}
+    ):
+        outcome = await services.catalog.submit(
+            spec, principal, idempotency_key=idempotency_key, traceparent=current_traceparent()
+        )
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        telemetry.jobs.submitted(spec.service)
+    return outcome.job
+
+
+@router.get("", summary="List the caller's jobs, newest first")
+async def list_jobs(
+    principal: PrincipalDep,
+    services: ServicesDep,
+    status: JobStatus | None = None,
+    service: Annotated[Service | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
+    customer_id: Annotated[
+        str | None, Query(max_length=128, description="Admins only: another customer's jobs.")
+    ] = None,
+) -> JobPage:
+    page = await services.catalog.list(
+        principal, customer_id=customer_id, status=status, service=service, limit=limit,
+        cursor=cursor,
+    )  # fmt: skip
+    return JobPage(jobs=page.jobs, next_cursor=page.next_cursor)
+
+
+@router.get("/{job_id}", summary="Read a job")
+async def get_job(job_id: JobId, principal: PrincipalDep, services: ServicesDep) -> Job:
+    return await services.catalog.get(job_id, principal)
+
+
+@router.post("/{job_id}/cancel", summary="Cancel a job that has not finished")
+async def cancel_job(job_id: JobId, principal: PrincipalDep, services: ServicesDep) -> Job:
+    return await services.catalog.cancel(job_id, principal)

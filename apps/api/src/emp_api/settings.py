@@ -1,0 +1,38 @@
+"""Settings of the API process, read from ``EMP_API_*`` environment variables.
+
+The queue (``EMP_REDIS_URL``, ``EMP_QUEUE``, …) and the database (``EMP_DATABASE_URL``) have
+settings classes of their own in ``emp_core``; this one holds what only the API needs.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMP_API_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # Server processes; each holds its own Redis subscription and background tasks.
+    processes: int = Field(default=1, ge=1)
+    log_level: str = "info"
+    # Larger than the payload limit (EMP_MAX_PAYLOAD_BYTES, 1 MB) so that an oversized payload
+    # is refused by the queue with a message naming the field, and anything bigger here with 413.
+    max_body_bytes: int = Field(default=2_000_000, gt=0)
+    auth_cache_seconds: float = Field(default=5.0, ge=0)
+    # Events a WebSocket may have waiting; past it, the oldest progress events are dropped.
+    ws_backlog: int = Field(default=256, ge=8)
+    # Serve /docs and /openapi.json (without a token: documentation, not data).
+    docs: bool = True
+    # FastAPI's native OpenTelemetry instrumentation (EMP_API_TELEMETRY=true to switch it on).
+    telemetry: bool = False
+    run_reaper: bool = True
+    run_projector: bool = True
+    archive_catch_up_seconds: float = Field(default=30.0, gt=0)
+    archive_lease_seconds: float = Field(default=15.0, gt=0)
+    # Error-pattern match counts move from Redis into SQL this often (any number of API
+    # processes may do it at once; each count is folded exactly once).
+    run_pattern_fold: bool = True
+    pattern_fold_seconds: float = Field(default=10.0, gt=0)

@@ -1,0 +1,239 @@
+"""WebSocket routes: one job's events, and every event for admins.
+
+The token is checked before the socket is accepted (``Authorization: Bearer`` or ``?token=``); a
+refused socket gets an HTTP error response with the usual JSON body where the server supports
+it (uvicorn does), a close with 1008 otherwise.
+
+``/ws/jobs/{id}`` subscribes to the hub *first*, then replays the job's stream (XRANGE), then
+sends what the hub delivers, skipping every event at or before the last stream id sent: the
+subscription covers what happens during the replay, and the id check drops what both delivered.
+After the terminal event it closes with 1000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+
+import orjson
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from emp_api.deps import socket_token
+from emp_api.errors import error_response
+from emp_api.state import Services
+from emp_core.auth import Forbidden, Principal
+from emp_core.capabilities import Service
+from emp_core.errors import EmpError, InvalidInput, invalid_from_validation
+from emp_core.events import EventType, JobEvent, replay
+from emp_core.hub import GAP, Subscription, control
+from emp_core.job import Job, JobStatus
+
+router = APIRouter()
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+class SubscribeMessage(BaseModel):
+    """What an admin socket sends to choose its events; a missing list means all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(pattern="^subscribe$")
+    services: list[Service] | None = Field(default=None, max_length=100)
+    statuses: list[JobStatus] | None = None
+
+
+def _stream_id(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() else (0, 0)
+
+
+async def _refuse(websocket: WebSocket, exc: EmpError) -> None:
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(
+            error_response(exc.status_code, exc.code, exc.message, exc.field)
+        )
+    else:
+        await websocket.close(CLOSE_POLICY, exc.message[:120])
+
+
+async def _admit(websocket: WebSocket, services: Services) -> Principal | None:
+    """The caller, or None after refusing the socket (before accepting it)."""
+    try:
+        return await services.auth.authenticate(socket_token(websocket))
+    except EmpError as exc:
+        await _refuse(websocket, exc)
+        return None
+
+
+async def _serve(sender: Awaitable[None], receiver: Awaitable[None]) -> None:
+    """Run a socket's sender and receiver until either ends (the job ended, or the client went
+    away), then stop the other. A send to a client that has gone is not an error here: it
+    raises ``WebSocketDisconnect``, an ``OSError`` (uvicorn) or a ``RuntimeError`` (Starlette,
+    after a close)."""
+    tasks = {asyncio.ensure_future(sender), asyncio.ensure_future(receiver)}
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError | RuntimeError):
+            raise exc
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+def _final_event(job: Job) -> str:
+    """A terminal event rebuilt from the job's record, for a job whose stream has expired."""
+    return JobEvent(
+        event_id="",
+        job_id=job.id,
+        type=EventType(job.status.value),
+        status=job.status.value,
+        at=job.finished_at or datetime.now(UTC),
+        service=job.service,
+        attempt=job.attempts,
+        worker_id=job.worker_id,
+        progress=job.progress,
+        error=job.error,
+    ).model_dump_json()
+
+
+class _JobFeed:
+    """Sends one job's events to one socket, each once, in stream order."""
+
+    def __init__(
+        self, websocket: WebSocket, services: Services, job_id: str, viewer: Principal
+    ) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.job_id = job_id
+        self.viewer = viewer
+        self.last = (0, 0)
+
+    async def _send(self, text: str, event_id: str, terminal: bool) -> bool:
+        """Send unless already sent; True once the terminal event is out."""
+        stream_id = _stream_id(event_id)
+        if stream_id <= self.last:
+            return False
+        self.last = stream_id
+        await self.websocket.send_text(text)
+        return terminal
+
+    async def _replay(self) -> bool:
+        after = "-" if self.last == (0, 0) else f"{self.last[0]}-{self.last[1]}"
+        q = self.services.queue
+        for event in await replay(q.redis, q.keys, self.job_id, after=after):
+            if await self._send(event.model_dump_json(), event.event_id, event.is_terminal):
+                return True
+        return False
+
+    async def run(self, sub: Subscription) -> None:
+        if await self._replay() or await self._ended_without_stream():
+            await self.websocket.close(CLOSE_NORMAL)
+            return
+        while True:
+            item = await sub.get()
+            if item is None:
+                await self.websocket.close(CLOSE_TRY_AGAIN, "too slow: events were left behind")
+                return
+            if item is GAP:  # the feed reconnected: fill the gap from the stream
+                if await self._replay():
+                    break
+                continue
+            if await self._send(item.text, item.event_id or "", item.kind == "terminal"):
+                break
+        await self.websocket.close(CLOSE_NORMAL)
+
+    async def _ended_without_stream(self) -> bool:
+        """Whether the job has ended, its terminal event sent. A job can end with no terminal
+        event left in its stream (a dead-lettered job keeps its record longer than its stream,
+        an archived one is only in SQL): its final state is then rebuilt from the record."""
+        job = await self.services.catalog.get(self.job_id, self.viewer)
+        if not job.is_terminal:
+            return False
+        if await self._replay():  # it ended since the first replay: the event is in the stream
+            return True
+        await self.websocket.send_text(_final_event(job))
+        return True
+
+
+@router.websocket("/ws/jobs/{job_id}")
+async def job_events(websocket: WebSocket, job_id: str) -> None:
+    """Replay the job's events, follow them live, close with 1000 after the terminal one."""
+    services: Services = websocket.app.state.services
+    viewer = await _admit(websocket, services)
+    if viewer is None:
+        return
+    try:
+        await services.catalog.get(job_id, viewer)
+    except EmpError as exc:
+        await _refuse(websocket, exc)
+        return
+    sub = services.hub.follow_job(job_id)
+    try:
+        await websocket.accept()
+        feed = _JobFeed(websocket, services, job_id, viewer)
+        await _serve(feed.run(sub), _until_closed(websocket))
+    finally:
+        services.hub.leave(sub)
+
+
+async def _send_all(websocket: WebSocket, sub: Subscription) -> None:
+    while (item := await sub.get()) is not None:
+        await websocket.send_text(item.text)
+    await websocket.close(CLOSE_TRY_AGAIN, "too slow: events were left behind")
+
+
+async def _subscriptions(websocket: WebSocket, sub: Subscription) -> None:
+    """Read the admin's subscribe messages; answers travel behind the queued events."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            raw = message.get("text") or message.get("bytes") or b""
+            request = SubscribeMessage.model_validate(orjson.loads(raw))
+        except orjson.JSONDecodeError:
+            error = InvalidInput("the message is not JSON")
+            sub.push(control({"type": "error", "error": error.to_dict()}))
+            continue
+        except ValidationError as exc:
+            error = invalid_from_validation(exc)
+            sub.push(control({"type": "error", "error": error.to_dict()}))
+            continue
+        statuses = None if request.statuses is None else [s.value for s in request.statuses]
+        sub.set_filter(request.services, statuses)
+        sub.push(
+            control({"type": "subscribed", "services": request.services, "statuses": statuses})
+        )
+
+
+@router.websocket("/ws/events")
+async def all_events(websocket: WebSocket) -> None:
+    """Admins: every event of the queue. Send `{"type": "subscribe", "services": [...],
+    "statuses": [...]}` to narrow it; the server answers `{"type": "subscribed", ...}`."""
+    services: Services = websocket.app.state.services
+    principal = await _admit(websocket, services)
+    if principal is None:
+        return
+    if not principal.is_admin:
+        await _refuse(websocket, Forbidden("/ws/events needs an admin token"))
+        return
+    sub = services.hub.follow_all()
+    try:
+        await websocket.accept()
+        await _serve(_send_all(websocket, sub), _subscriptions(websocket, sub))
+    finally:
+        services.hub.leave(sub)

@@ -1,0 +1,47 @@
+"""Admin routes: the live workers and the queue's depth, age and idle/busy counts."""
+
+from __future__ import annotations
+
+from api_helpers import Account, Api, job_body
+
+from emp_core.capabilities import WorkerCapabilities
+from emp_core.queue import Queue
+from emp_core.workers import WorkerRegistry
+
+
+async def test_workers_and_queue(api: Api, accounts: dict[str, Account], queue: Queue) -> None:
+    alice, admin = accounts["alice"], accounts["admin"]
+    registry = WorkerRegistry(queue.redis, queue.keys)
+    busy = WorkerCapabilities(
+        worker_id="gpu-0", machine_id="m1", services=["simulation"],
+        hardware={"gpu_memory_gb": 24},
+    )  # fmt: skip
+    await registry.register(busy)
+    await registry.register(WorkerCapabilities(worker_id="gpu-1", services=["render"]))
+    for priority in (10, 90, 50):
+        await api.http.post("/api/jobs", json=job_body(priority=priority), headers=alice.headers)
+    await api.http.post("/api/jobs", json=job_body(service="render"), headers=alice.headers)
+    claimed = await queue.claim(busy)
+    assert claimed.claimed is not None
+
+    workers = {
+        w["id"]: w for w in (await api.http.get("/api/workers", headers=admin.headers)).json()
+    }
+    assert set(workers) == {"gpu-0", "gpu-1"}
+    assert workers["gpu-0"]["state"] == "busy"
+    assert workers["gpu-0"]["current_job"] == claimed.claimed.id
+    assert workers["gpu-0"]["machine"] == "m1"
+    assert workers["gpu-0"]["capabilities"]["hardware"]["gpu_memory_gb"] == 24
+    assert workers["gpu-1"] | {"last_seen": None} == {
+        "id": "gpu-1", "machine": None, "services": ["render"], "state": "idle",
+        "current_job": None, "last_seen": None,
+        "capabilities": workers["gpu-1"]["capabilities"],
+    }  # fmt: skip
+
+    state = (await api.http.get("/api/queue", headers=admin.headers)).json()
+    assert state["queue"] == queue.settings.queue
+    assert (state["workers_idle"], state["workers_busy"]) == (1, 1)
+    depths = {s["service"]: s for s in state["services"]}
+    assert depths["simulation"]["pending"] == 2
+    assert depths["render"]["pending"] == 1
+    assert depths["simulation"]["oldest_pending_age_s"] >= 0

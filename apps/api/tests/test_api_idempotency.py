@@ -1,0 +1,76 @@
+"""Idempotency-Key: a retried submit returns the same job, even when the retries race."""
+
+from __future__ import annotations
+
+import asyncio
+
+from api_helpers import Account, Api, job_body
+
+from emp_core.queue import Queue
+
+
+async def _count(queue: Queue, account: Account) -> int:
+    return int(await queue.redis.zcard(queue.keys.customer_jobs(account.user_id)))
+
+
+async def test_retry_returns_the_same_job(
+    api: Api, accounts: dict[str, Account], queue: Queue
+) -> None:
+    alice = accounts["alice"]
+    headers = alice.headers | {"Idempotency-Key": "order-1"}
+    first = await api.http.post("/api/jobs", json=job_body(), headers=headers)
+    second = await api.http.post("/api/jobs", json=job_body(), headers=headers)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert "Idempotent-Replayed" not in first.headers
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert await _count(queue, alice) == 1
+
+    reused = await api.http.post("/api/jobs", json=job_body(priority=90), headers=headers)
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    assert reused.json()["error"]["field"] == "Idempotency-Key"
+
+
+async def test_concurrent_retries_submit_once(
+    api: Api, accounts: dict[str, Account], queue: Queue
+) -> None:
+    alice = accounts["alice"]
+    headers = alice.headers | {"Idempotency-Key": "burst"}
+    responses = await asyncio.gather(
+        *(api.http.post("/api/jobs", json=job_body(), headers=headers) for _ in range(10))
+    )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert await _count(queue, alice) == 1
+
+
+async def test_keys_are_scoped_per_user(
+    api: Api, accounts: dict[str, Account], queue: Queue
+) -> None:
+    a = await api.http.post(
+        "/api/jobs", json=job_body(), headers=accounts["alice"].headers | {"Idempotency-Key": "k"}
+    )
+    b = await api.http.post(
+        "/api/jobs", json=job_body(), headers=accounts["bob"].headers | {"Idempotency-Key": "k"}
+    )
+    assert a.json()["id"] != b.json()["id"]
+    assert b.json()["customer_id"] == accounts["bob"].user_id
+
+
+async def test_a_failed_submit_frees_its_key(
+    api: Api, accounts: dict[str, Account], queue: Queue
+) -> None:
+    alice, bob = accounts["alice"], accounts["bob"]
+    # A workflow belongs to the customer who started it: Bob's step is refused by the queue.
+    await api.http.post("/api/jobs", json=job_body(workflow_id="wf-1"), headers=alice.headers)
+    headers = bob.headers | {"Idempotency-Key": "retry-me"}
+    refused = await api.http.post("/api/jobs", json=job_body(workflow_id="wf-1"), headers=headers)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "workflow_id"
+    accepted = await api.http.post("/api/jobs", json=job_body(), headers=headers)
+    assert accepted.status_code == 201
+    bad_key = await api.http.post(
+        "/api/jobs", json=job_body(), headers=bob.headers | {"Idempotency-Key": "has space"}
+    )
+    assert bad_key.json()["error"]["field"] == "Idempotency-Key"
