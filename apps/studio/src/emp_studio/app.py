@@ -1,0 +1,109 @@
+"""The FastAPI application: ``create_app()`` wires pages, sockets, the session, static files and
+the error pages; uvicorn builds it with ``--factory``."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from emp_core.db.settings import DatabaseSettings
+from emp_core.settings import QueueSettings
+from emp_studio import __version__, errors
+from emp_studio.pages import auth, dashboard, health, job, jobs, patterns, users
+from emp_studio.settings import StudioSettings
+from emp_studio.state import Services
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+SESSION_COOKIE = "emp_session"
+
+# Scripts and styles come from our own static files only, so a job's payload or result shown on
+# a page cannot run script even if escaping were ever missed; images may be data: URLs (results).
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _secret(settings: StudioSettings) -> str:
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    logger.warning(
+        "EMP_STUDIO_SECRET_KEY is not set: sessions are signed with a random key and end when "
+        "this process stops"
+    )
+    return secrets.token_urlsafe(48)
+
+
+def create_app(
+    *,
+    queue_settings: QueueSettings | None = None,
+    database_settings: DatabaseSettings | None = None,
+    studio_settings: StudioSettings | None = None,
+) -> FastAPI:
+    queue_settings = queue_settings or QueueSettings()
+    database_settings = database_settings or DatabaseSettings()
+    settings = studio_settings or StudioSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await Services.start(queue_settings, database_settings, settings)
+        app.state.services = services
+        logger.info("EMP studio %s serving queue %s", __version__, queue_settings.queue)
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = FastAPI(
+        title="EMP studio",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    errors.install(app)
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Handler) -> Response:
+        # Browsers always declare a form's length; refusing early spares parsing a huge body.
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_body_bytes:
+            return errors.error_page(request, 413, "That form is larger than the studio takes.")
+        response = await call_next(request)
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    # Added last, so it runs first: every page and socket sees the session.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=_secret(settings),
+        session_cookie=SESSION_COOKIE,
+        max_age=settings.session_max_age_seconds,
+        same_site="lax",
+        https_only=settings.cookie_secure,
+    )
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for module in (health, auth, dashboard, jobs, job, users, patterns):
+        app.include_router(module.router)
+    app.include_router(dashboard.sockets)
+    app.include_router(job.sockets)
+    return app

@@ -1,0 +1,68 @@
+"""What every live page's WebSocket shares: who may connect, and serving until either side ends.
+
+A socket is authenticated by the session cookie, like a page; it is refused (closed before it is
+accepted, which the browser sees as a failed handshake) when no one is signed in or when the
+handshake comes from another site's page. Browsers send cookies with a cross-site WebSocket
+handshake unless SameSite forbids it, so the ``Origin`` check is what stops another site from
+reading a signed-in user's live pages (cross-site WebSocket hijacking).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from emp_core.auth import Principal
+from emp_studio.session import signed_in
+from emp_studio.state import Services
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+def same_origin(websocket: WebSocket) -> bool:
+    """Whether the handshake came from one of our pages (or from no page: a non-browser
+    client, which no other site can drive with the user's cookie)."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host")
+
+
+async def admit(websocket: WebSocket, services: Services) -> Principal | None:
+    """The signed-in viewer, or None after refusing the socket."""
+    if not same_origin(websocket):
+        await websocket.close(CLOSE_POLICY, "cross-origin socket refused")
+        return None
+    viewer = await signed_in(websocket.session, services.database)
+    if viewer is None:
+        await websocket.close(CLOSE_POLICY, "sign in first")
+    return viewer
+
+
+async def _until_closed(websocket: WebSocket) -> None:
+    while (await websocket.receive())["type"] != "websocket.disconnect":
+        pass
+
+
+async def serve_socket(websocket: WebSocket, feed: Coroutine[Any, Any, None]) -> None:
+    """Run ``feed`` until it ends or the browser goes away, then stop the other. A send to a
+    browser that has gone is not an error here: it raises ``WebSocketDisconnect``, an
+    ``OSError`` (uvicorn) or a ``RuntimeError`` (Starlette, after a close)."""
+    tasks = {asyncio.ensure_future(feed), asyncio.ensure_future(_until_closed(websocket))}
+    try:
+        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError | RuntimeError):
+            raise exc

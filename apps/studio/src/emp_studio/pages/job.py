@@ -1,0 +1,171 @@
+"""One job: its live progress, its history, its result or error, and a cancel button while it
+can still be cancelled.
+
+The page of an unfinished job opens ``/ws/jobs/{id}``. The socket subscribes to the hub first,
+then reads the job and sends every part of the page (``_job_live.html``: status, progress,
+actions, facts, timeline, outcome), so nothing that happens between the page and the socket is
+missed. After that a progress event sends the status and the progress bar; any other event
+re-reads the job and sends every part again; the terminal event is followed by a close (1000),
+after which the ws extension does not reconnect. Each fragment carries its id and the extension
+swaps it in place (out of band). A finished job's page opens no socket.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi.responses import Response
+
+from emp_core.auth import Principal
+from emp_core.db.users import UserRepository
+from emp_core.errors import EmpError
+from emp_core.events import JobEvent, replay
+from emp_core.hub import GAP, Subscription
+from emp_core.job import Job
+from emp_studio import timeline
+from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
+from emp_studio.live import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN, admit, serve_socket
+from emp_studio.render import fragment, is_htmx, page, redirect
+from emp_studio.results import present
+from emp_studio.state import Services
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(dependencies=[Depends(verify_csrf)])
+sockets = APIRouter()
+
+
+def _stream_id(event_id: str) -> tuple[int, int]:
+    ms, _, seq = event_id.partition("-")
+    return (int(ms), int(seq or 0)) if ms.isdigit() else (0, 0)
+
+
+async def _load(services: Services, job_id: str, viewer: Principal) -> tuple[Job, list[JobEvent]]:
+    """The job (``NotFound`` unless the viewer may see it) and its stored events."""
+    job = await services.catalog.get(job_id, viewer)
+    queue = services.queue
+    return job, await replay(queue.redis, queue.keys, job_id)
+
+
+def job_context(job: Job, events: list[JobEvent]) -> dict[str, Any]:
+    """What the parts of the job page show."""
+    return {
+        "job": job,
+        "timeline": timeline.entries(events) or timeline.from_record(job),
+        "failures": timeline.failed_attempts(events),
+        "result": present(job.result),
+        "live": not job.is_terminal,
+        "now": datetime.now(UTC),
+    }
+
+
+@router.get("/jobs/{job_id}")
+async def job_page(
+    request: Request, job_id: str, viewer: ViewerDep, services: ServicesDep
+) -> Response:
+    job, events = await _load(services, job_id, viewer)
+    owner = None
+    if viewer.is_admin and job.customer_id and job.customer_id != viewer.user_id:
+        async with services.database.session() as db:
+            owner = await UserRepository(db).by_id(job.customer_id)
+    context = {
+        **job_context(job, events),
+        "nav": "jobs",
+        "owner": owner.email if owner else None,
+        "payload": present(job.payload),
+        "requirements": job.requirements.canonical(),
+    }
+    return page(request, "job.html", context)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(
+    request: Request, job_id: str, viewer: ViewerDep, services: ServicesDep
+) -> Response:
+    job = await services.catalog.cancel(job_id, viewer)
+    logger.info("user %s cancelled job %s", viewer.email, job_id)
+    if is_htmx(request):
+        # The page's parts, out of band: the page shows the cancel even when its socket is down.
+        _, events = await _load(services, job_id, viewer)
+        return page(request, "_job_live.html", {**job_context(job, events), "oob": True})
+    return redirect(request, f"/jobs/{job_id}")
+
+
+class _Feed:
+    """Sends one job's page parts to one socket as its events arrive."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        services: Services,
+        viewer: Principal,
+        job_id: str,
+        sub: Subscription,
+    ) -> None:
+        self.websocket = websocket
+        self.services = services
+        self.viewer = viewer
+        self.job_id = job_id
+        self.sub = sub
+        self.job: Job | None = None
+        self.last = (0, 0)  # the newest stream id the parts sent so far reflect
+
+    async def _send_all(self) -> bool:
+        """Send every part, read afresh; True once the job has ended."""
+        job, events = await _load(self.services, self.job_id, self.viewer)
+        self.job = job
+        if events:
+            self.last = max(self.last, _stream_id(events[-1].event_id))
+        await self.websocket.send_text(fragment("_job_live.html", job_context(job, events)))
+        return job.is_terminal
+
+    async def _send_progress(self, event: JobEvent) -> None:
+        stream_id = _stream_id(event.event_id)
+        if self.job is None or stream_id <= self.last:
+            return  # already reflected by the last full render
+        self.last = stream_id
+        self.job = self.job.model_copy(
+            update={"status": event.status, "progress": event.progress, "message": event.message}
+        )
+        await self.websocket.send_text(fragment("_job_progress.html", {"job": self.job}))
+
+    async def run(self) -> None:
+        if await self._send_all():
+            await self.websocket.close(CLOSE_NORMAL)
+            return
+        while True:
+            item = await self.sub.get()
+            if item is None:  # too slow to keep up: the browser reconnects and starts afresh
+                await self.websocket.close(CLOSE_TRY_AGAIN, "too slow: events were left behind")
+                return
+            if item is not GAP and item.kind == "progress":
+                await self._send_progress(JobEvent.model_validate_json(item.text))
+            elif (item is GAP or _stream_id(item.event_id or "") > self.last) and (
+                await self._send_all()
+            ):
+                await self.websocket.close(CLOSE_NORMAL)
+                return
+
+
+@sockets.websocket("/ws/jobs/{job_id}")
+async def job_socket(websocket: WebSocket, job_id: str) -> None:
+    services: Services = websocket.app.state.services
+    viewer = await admit(websocket, services)
+    if viewer is None:
+        return
+    try:
+        await services.catalog.get(job_id, viewer)
+    except EmpError as exc:
+        await websocket.close(CLOSE_POLICY, exc.message[:120])
+        return
+    # Subscribe before the first read: what happens in between is then both read and delivered,
+    # and the stream ids drop the second copy.
+    sub = services.hub.follow_job(job_id)
+    try:
+        await websocket.accept()
+        await serve_socket(websocket, _Feed(websocket, services, viewer, job_id, sub).run())
+    finally:
+        services.hub.leave(sub)
