@@ -1,0 +1,3 @@
+from emp_machine.main import main
+
+main()
