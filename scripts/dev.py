@@ -1,8 +1,10 @@
 """`make dev`: the whole stack on embedded defaults, in one terminal.
 
-Starts a private redis-server with its data under .data/redis, loads the Function library, starts
-two simulation workers, submits a few demo jobs and shows their progress. Ctrl-C stops everything:
-workers first (they hand back running jobs), Redis last.
+Starts a private redis-server with its data under .data/redis, loads the Function library,
+migrates the SQLite database .data/emp.db to head, creates a dev admin on the first run, starts
+the API (127.0.0.1:8000), the studio (127.0.0.1:8001) and two simulation workers, submits a few
+demo jobs and shows their progress. Ctrl-C stops everything: workers first (they hand back running
+jobs), then the web apps, Redis last.
 """
 
 from __future__ import annotations
@@ -10,24 +12,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
+from emp_core.db import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
 from emp_core.events import follow
 from emp_core.queue import Queue
+from emp_core.redis_client import connect
 from emp_core.redis_server import RedisServer
 from emp_core.settings import QueueSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".data"
 REDIS_PORT = int(os.environ.get("EMP_DEV_REDIS_PORT", "6390"))
+API_PORT = int(os.environ.get("EMP_DEV_API_PORT", "8000"))
+STUDIO_PORT = int(os.environ.get("EMP_DEV_STUDIO_PORT", "8001"))
+DB_URL = f"sqlite+aiosqlite:///{DATA / 'emp.db'}"
+DEV_ADMIN = "admin@example.com"
 WORKERS = 2
 DEMO_JOBS = [
     {"service": "simulation", "priority": 80, "payload": {"steps": 10, "step_time": 0.3}},
@@ -40,6 +50,49 @@ DEMO_JOBS = [
 console = Console()
 
 
+def dev_secret(name: str) -> str:
+    """A secret made on the first run and kept (mode 0600) under .data/, so restarts reuse it."""
+    path = DATA / name
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def prepare_database(password: str) -> str | None:
+    """Migrate the dev SQLite to head and make sure the dev admin exists with ``password``;
+    returns an API token when the admin was created just now (tokens are shown once)."""
+    settings = DatabaseSettings(database_url=DB_URL)
+    await migrate.upgrade(settings)
+    db = Database(settings)
+    try:
+        async with db.session() as session:
+            users = UserRepository(session)
+            admin = await users.by_email(DEV_ADMIN)
+            if admin is None:
+                admin = await users.create(DEV_ADMIN, password, role=Role.ADMIN)
+                return (await TokenRepository(session).issue(admin, "make dev")).secret
+            await users.set_password(admin, password)
+            return None
+    finally:
+        await db.dispose()
+
+
+def start_web(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start ``python -m module`` on 127.0.0.1:port and wait until its /health answers."""
+    args = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(args, env=env, cwd=ROOT)  # noqa: S603 - our own module
+    for _ in range(150):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{module} exited with {proc.returncode}; is port {port} free?")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        time.sleep(0.1)
+    raise RuntimeError(f"{module} did not answer on port {port}")
+
+
 def start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     procs = []
     for index in range(WORKERS):
@@ -49,7 +102,7 @@ def start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
 
 
 async def show_demo(settings: QueueSettings) -> None:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url)
     queue = Queue(client, settings)
     ids = await queue.submit_many(DEMO_JOBS)
     console.print(f"submitted {len(ids)} demo jobs")
@@ -75,32 +128,59 @@ def main() -> int:
     redis = RedisServer(DATA / "redis", port=REDIS_PORT, persist=True)
     console.print(f"starting redis-server on port {REDIS_PORT} (data in {redis.directory})")
     redis.start()
-    env = {**os.environ, "EMP_REDIS_URL": redis.url, "PYTHONUNBUFFERED": "1"}
+    password = dev_secret("dev-admin-password")
+    env = {
+        **os.environ,
+        "EMP_REDIS_URL": redis.url,
+        "EMP_DATABASE_URL": DB_URL,
+        "EMP_STUDIO_SECRET_KEY": dev_secret("studio-secret-key"),
+        "PYTHONUNBUFFERED": "1",
+    }
     settings = QueueSettings(redis_url=redis.url)
     workers: list[subprocess.Popen[bytes]] = []
+    web: list[subprocess.Popen[bytes]] = []
     try:
 
         async def load() -> None:
-            client = aioredis.Redis.from_url(redis.url)
+            client = connect(redis.url)
             version = await Queue(client, settings).functions.load()
             console.print(f"emp library v{version} loaded")
             await client.aclose()
 
         asyncio.run(load())
+        token = asyncio.run(prepare_database(password))
+        console.print(f"SQLite migrated to head ({DATA / 'emp.db'})")
+        web.append(start_web("emp_api.main", API_PORT, env))
+        web.append(start_web("emp_studio.main", STUDIO_PORT, env))
         workers = start_workers(env)
         console.print(f"started {len(workers)} simulation workers")
         asyncio.run(show_demo(settings))
+        token_line = (
+            f"API token of the dev admin (shown once): [bold]{token}[/]"
+            if token
+            else f"a new API token: EMP_DATABASE_URL={DB_URL} uv run emp tokens create "
+            f"--email {DEV_ADMIN}"
+        )
         console.print(
-            "\n[bold green]The stack is running.[/] Redis: "
-            f"{redis.url}\nTry: EMP_REDIS_URL={redis.url} uv run emp submit --service simulation "
+            "\n[bold green]The stack is running.[/]\n"
+            f"  studio: http://127.0.0.1:{STUDIO_PORT}  sign in as {DEV_ADMIN} / {password}\n"
+            f"  API:    http://127.0.0.1:{API_PORT}/docs\n  {token_line}\n"
+            f"  Redis:  {redis.url}\n"
+            f"Try: EMP_REDIS_URL={redis.url} uv run emp submit --service simulation "
             "--payload '{\"steps\": 5}' --wait\nCtrl-C stops everything."
         )
-        while all(proc.poll() is None for proc in workers):
+        while all(proc.poll() is None for proc in [*workers, *web]):
             time.sleep(1)
-        console.print("[red]a worker exited[/]; stopping the stack")
+        console.print("[red]a process of the stack exited[/]; stopping the stack")
     except KeyboardInterrupt:
         pass
+    except RedisError as exc:
+        # Also what redis-py raises when Ctrl-C lands in the middle of a blocking read.
+        console.print(f"[red]Redis: {exc}[/]; stopping the stack")
     finally:
+        # A second Ctrl-C (or the SIGTERM a terminal sends along) must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         console.print("stopping workers (running jobs go back to the queue), then Redis")
         for proc in workers:
             with contextlib.suppress(ProcessLookupError):
@@ -108,6 +188,13 @@ def main() -> int:
         for proc in workers:
             try:
                 proc.wait(35)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for proc in web:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
         redis.stop()

@@ -12,22 +12,30 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from emp_core.cli_admin import db_app, tokens_app, users_app
+from emp_core.cli_env import env_app
+from emp_core.cli_patterns import patterns_app
 from emp_core.errors import EmpError
 from emp_core.events import follow
 from emp_core.job import DEFAULT_PRIORITY, Job, JobStatus
 from emp_core.queue import Queue
+from emp_core.redis_client import connect
 from emp_core.settings import QueueSettings
 
 app = typer.Typer(help="EMP job queue command line.", no_args_is_help=True, add_completion=False)
 functions_app = typer.Typer(help="The Redis Function library.", no_args_is_help=True)
 app.add_typer(functions_app, name="functions")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(db_app, name="db")
+app.add_typer(env_app, name="env")
+app.add_typer(patterns_app, name="patterns")
 console = Console()
 err = Console(stderr=True)
 
@@ -50,7 +58,7 @@ def _run(settings: QueueSettings, body: Callable[[Queue], Awaitable[T]]) -> T:
     """Run ``body`` with a connected Queue; print domain and connection errors as one line."""
 
     async def main() -> T:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect(settings.redis_url)
         try:
             return await body(Queue(client, settings))
         finally:
