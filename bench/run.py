@@ -24,12 +24,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
 from rich.console import Console
 
+import bench.api
 from bench import scenarios
 from bench.report import Figure, machine, render, write_json
 from emp_core.queue import Queue
+from emp_core.redis_client import connect
 from emp_core.redis_server import RedisServer
 from emp_core.settings import QueueSettings
 
@@ -68,7 +69,7 @@ async def _median_of(times: int, run: Callable[[], Awaitable[dict[str, Any]]]) -
 
 
 async def measure(url: str, port: int, sizes: Sizes, console: Console) -> dict[str, Any]:
-    redis = Redis.from_url(url)
+    redis = connect(url)
     counter = iter(range(10_000))
 
     async def fresh_queue() -> Queue:
@@ -136,6 +137,9 @@ async def measure(url: str, port: int, sizes: Sizes, console: Console) -> dict[s
         raw["wake_across"] = await scenarios.submit_to_claimed_across_processes(
             await fresh_queue(), url, samples=sizes.wake_samples, gap_s=sizes.wake_gap_s
         )
+        step.update("HTTP API: submit throughput, progress to 1,000 sockets")
+        await redis.flushall()
+        raw["api"] = await bench.api.measure(url, quick=sizes is QUICK)
     raw["redis_info"] = await redis.info("server")
     await redis.aclose()
     return raw
@@ -231,6 +235,8 @@ def figures(raw: dict[str, Any]) -> list[Figure]:
             Figure(f"{key}_p99", f"submit→claimed p99, {label}", res["p99_ms"], "ms", 4.0,
                    seq["p99_ms"] / res["p99_ms"], f"max {res['max_ms']:.2f} ms"),
         ]  # fmt: skip
+    if "api" in raw:
+        out += bench.api.figures(raw["api"])
     return out
 
 

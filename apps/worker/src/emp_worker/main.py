@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from emp_core.errors import EmpError, InvalidInput, invalid_from_validation
+from emp_core.telemetry import setup_telemetry
 from emp_worker.config import WorkerSettings
 from emp_worker.worker import Worker
 
@@ -124,7 +125,10 @@ def run(
         if deny_customer:
             flags["denied_customers"] = deny_customer
         settings = WorkerSettings(**{k: v for k, v in flags.items() if v is not None})
-        worker = Worker(settings)
+        telemetry = setup_telemetry(
+            "emp-worker", instance_id=settings.worker_id, machine_id=settings.machine_id
+        )
+        worker = Worker(settings, telemetry=telemetry)
     except ValidationError as exc:
         _exit(invalid_from_validation(exc).message, 2)
     except EmpError as exc:
@@ -140,6 +144,8 @@ def run(
         _exit(f"worker {worker.id} cannot reach Redis at {settings.redis_url}: {exc}", 1)
     except EmpError as exc:
         _exit(f"worker {worker.id} cannot start: {exc.message}", 1)
+    finally:
+        telemetry.shutdown()  # export what is left
 
 
 async def _serve(worker: Worker) -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from emp_core.errors import EmpError, StaleToken
 from emp_core.patterns import PatternCache
 from emp_core.queue import ClaimedJob, Queue
 from emp_core.redis_client import connect
+from emp_core.telemetry import Telemetry, job_span, setup_telemetry
 from emp_core.wake import Waker, WakeSignal
 from emp_core.workers import WorkerRegistry
 from emp_worker.config import WorkerSettings
@@ -78,10 +80,15 @@ class Worker:
         connectors: Mapping[str, Connector] | None = None,
         classifier: Classifier = classify,
         redis: Redis | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
         self.caps = settings.to_capabilities()
         self.id = self.caps.worker_id
+        # ADR-003: heartbeat, job metrics and spans; exported only when OTEL_* configures it.
+        self.telemetry = telemetry or setup_telemetry(
+            "emp-worker", instance_id=self.id, machine_id=self.caps.machine_id, install=False
+        )
         self.connectors = dict(connectors) if connectors is not None else build_connectors(settings)
         missing = [s for s in self.caps.services if s not in self.connectors]
         if missing:
@@ -256,10 +263,11 @@ class Worker:
     async def _claim_and_run(self, signal: WakeSignal) -> bool:
         """One turn of a slot. False when a burst worker has nothing left to do."""
         signal.clear()  # before the claim: a wake-up from now on is not lost
+        sent_ns = time.time_ns()
         result = await self.queue.claim(self.caps)
         self.stats.claims += 1
         if result.claimed is not None:
-            await self._run_job(result.claimed)
+            await self._run_job(result.claimed, sent_ns)
             return True
         if self.settings.burst and result.retry_in is None:
             return False
@@ -274,7 +282,21 @@ class Worker:
         return True
 
     # --- one job ---------------------------------------------------------------------------------
-    async def _run_job(self, claimed: ClaimedJob) -> None:
+    async def _run_job(self, claimed: ClaimedJob, claim_sent_ns: int | None = None) -> None:
+        """Run one claimed job in the submitter's trace (``job.claim`` then ``job.run`` spans)."""
+        job = claimed.job
+        tracer = self.telemetry.tracer()
+        tp = job.traceparent
+        with job_span(
+            tracer, "job.claim", traceparent=tp, job_id=job.id, service=job.service,
+            start_time_ns=claim_sent_ns,
+        ):  # fmt: skip
+            wait = (job.claimed_at - job.created_at).total_seconds() if job.claimed_at else None
+            self.telemetry.jobs.claimed(job.service, queue_wait_s=wait)
+        with job_span(tracer, "job.run", traceparent=tp, job_id=job.id, service=job.service):
+            await self._run_claimed(claimed)
+
+    async def _run_claimed(self, claimed: ClaimedJob) -> None:
         job = claimed.job
         self.stats.claimed += 1
         if self.stopping:  # the claim raced with stop(): hand it straight back
@@ -363,6 +385,7 @@ class Worker:
             await self._fail(claimed, TypeError(f"the connector's result is not JSON: {exc}"))
             return
         self.stats.completed += 1
+        self.telemetry.jobs.completed(claimed.job.service, duration_s=running.elapsed)
         logger.info("job %s completed in %.1f s on worker %s", claimed.id, running.elapsed, self.id)
 
     async def _fail(self, claimed: ClaimedJob, exc: BaseException) -> None:
@@ -386,6 +409,11 @@ class Worker:
             return
         if classified is not None and self.patterns is not None:
             await self.patterns.record(classified, message, claimed.job.service)
+        self.telemetry.jobs.failed(
+            claimed.job.service,
+            category=classified.category if classified is not None else "unknown",
+            retrying=outcome == "retrying",
+        )
         job = claimed.job
         if outcome == "retrying":
             self.stats.retried += 1
