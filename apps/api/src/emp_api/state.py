@@ -10,15 +10,14 @@ import redis.asyncio as aioredis
 from emp_api.settings import ApiSettings
 from emp_core.auth import Authenticator
 from emp_core.catalog import JobCatalog
-from emp_core.db.migrate import check_schema
 from emp_core.db.session import Database
 from emp_core.db.settings import DatabaseSettings
 from emp_core.hub import EventHub
 from emp_core.patterns.admin import PatternAdmin
 from emp_core.queue import Queue
-from emp_core.redis_client import connect
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import Telemetry, setup_telemetry
+from emp_core.web import Backends
 from emp_core.workers import WorkerRegistry
 
 logger = logging.getLogger(__name__)
@@ -36,6 +35,7 @@ class Services:
     hub: EventHub
     patterns: PatternAdmin
     telemetry: Telemetry
+    backends: Backends
 
     @classmethod
     async def start(
@@ -43,18 +43,8 @@ class Services:
     ) -> Services:
         """Connect, install the Function library (refusing an older code's downgrade) and
         subscribe to the events channel."""
-        await check_schema(db_settings)
-        redis = connect(queue_settings.redis_url, socket_connect_timeout=2.0)
-        queue = Queue(redis, queue_settings)
-        database = Database(db_settings)
-        try:
-            await queue.functions.load()
-            hub = EventHub(redis, queue.keys.events_channel(), backlog=api.ws_backlog)
-            await hub.start()
-        except BaseException:
-            await redis.aclose()
-            await database.dispose()
-            raise
+        b = await Backends.open(queue_settings, db_settings, ws_backlog=api.ws_backlog)
+        redis, queue, database = b.redis, b.queue, b.database
         return cls(
             api=api,
             redis=redis,
@@ -63,7 +53,8 @@ class Services:
             auth=Authenticator(database, cache_seconds=api.auth_cache_seconds),
             catalog=JobCatalog(queue, database),
             workers=WorkerRegistry(redis, queue.keys),
-            hub=hub,
+            hub=b.hub,
+            backends=b,
             patterns=PatternAdmin(database, redis, queue.keys),
             # ADR-003: the heartbeat and job metrics; exported only when OTEL_* configures it.
             telemetry=setup_telemetry("emp-api"),
@@ -71,6 +62,4 @@ class Services:
 
     async def stop(self) -> None:
         self.telemetry.shutdown()
-        await self.hub.stop()
-        await self.redis.aclose()
-        await self.database.dispose()
+        await self.backends.close()

@@ -8,15 +8,14 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from emp_core.catalog import JobCatalog
-from emp_core.db.migrate import check_schema
 from emp_core.db.session import Database
 from emp_core.db.settings import DatabaseSettings
 from emp_core.hub import EventHub
 from emp_core.patterns.admin import PatternAdmin
 from emp_core.queue import Queue
-from emp_core.redis_client import connect
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import Telemetry, setup_telemetry
+from emp_core.web import Backends
 from emp_core.workers import WorkerRegistry
 from emp_studio.settings import StudioSettings
 
@@ -34,24 +33,15 @@ class Services:
     hub: EventHub
     patterns: PatternAdmin
     telemetry: Telemetry
+    backends: Backends
 
     @classmethod
     async def start(
         cls, queue_settings: QueueSettings, db_settings: DatabaseSettings, studio: StudioSettings
     ) -> Services:
         """Connect, install the Function library and subscribe to the events channel."""
-        await check_schema(db_settings)
-        redis = connect(queue_settings.redis_url, socket_connect_timeout=2.0)
-        queue = Queue(redis, queue_settings)
-        database = Database(db_settings)
-        try:
-            await queue.functions.load()
-            hub = EventHub(redis, queue.keys.events_channel(), backlog=studio.ws_backlog)
-            await hub.start()
-        except BaseException:
-            await redis.aclose()
-            await database.dispose()
-            raise
+        b = await Backends.open(queue_settings, db_settings, ws_backlog=studio.ws_backlog)
+        redis, queue, database = b.redis, b.queue, b.database
         return cls(
             studio=studio,
             redis=redis,
@@ -59,7 +49,8 @@ class Services:
             database=database,
             catalog=JobCatalog(queue, database),
             workers=WorkerRegistry(redis, queue.keys),
-            hub=hub,
+            hub=b.hub,
+            backends=b,
             patterns=PatternAdmin(database, redis, queue.keys),
             # ADR-003: the heartbeat; exported only when OTEL_* configures it.
             telemetry=setup_telemetry("emp-studio"),
@@ -67,6 +58,4 @@ class Services:
 
     async def stop(self) -> None:
         self.telemetry.shutdown()
-        await self.hub.stop()
-        await self.redis.aclose()
-        await self.database.dispose()
+        await self.backends.close()
