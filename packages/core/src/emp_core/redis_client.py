@@ -11,7 +11,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Connection, Redis
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
+
+
+class _HiredisPackingConnection(Connection):
+    """Packs commands with hiredis, as redis-py's synchronous client already does; the asyncio
+    client packs in Python, about 10 µs per command here (measured by ``make bench``)."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
 
 
 def connect(url: str, **overrides: Any) -> Redis:
@@ -22,5 +35,7 @@ def connect(url: str, **overrides: Any) -> Redis:
         "socket_keepalive": True,
         "health_check_interval": 30,
     }
+    if HIREDIS_AVAILABLE and url.startswith("redis://"):
+        options["connection_class"] = _HiredisPackingConnection
     options.update(overrides)
     return Redis.from_url(url, **options)
