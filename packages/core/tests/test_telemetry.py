@@ -390,3 +390,24 @@ def test_heartbeat_and_spans_go_over_otlp_http(
     (traces,) = receiver.wait_for("/v1/traces", 1)
     spans = ExportTraceServiceRequest.FromString(traces).resource_spans[0].scope_spans[0].spans
     assert [s.name for s in spans] == ["machine.start"]
+
+
+async def test_redis_commands_become_spans_once_instrumented(redis_url: str) -> None:
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from emp_core.redis_client import connect
+    from emp_core.telemetry import instrument_redis, setup_telemetry
+
+    spans = InMemorySpanExporter()
+    telemetry = setup_telemetry("emp-worker", span_exporters=[spans], install=False)
+    assert not instrument_redis(setup_telemetry("emp-worker", install=False))  # nothing exported
+    assert instrument_redis(telemetry)
+    client = connect(redis_url)
+    try:
+        await client.set("emp-telemetry-probe", "1")
+    finally:
+        RedisInstrumentor().uninstrument()
+        await client.aclose()
+    names = [s.name for s in spans.get_finished_spans()]
+    assert "SET" in names, names

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from emp_api import __version__, admin, error_patterns, errors, health, jobs, ws
 from emp_api.background import Background
@@ -16,6 +17,7 @@ from emp_api.settings import ApiSettings
 from emp_api.state import Services
 from emp_core.db.settings import DatabaseSettings
 from emp_core.settings import QueueSettings
+from emp_core.telemetry import setup_telemetry
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +37,12 @@ def create_app(
     queue_settings = queue_settings or QueueSettings()
     database_settings = database_settings or DatabaseSettings()
     api_settings = api_settings or ApiSettings()
+    # ADR-003: the heartbeat, job metrics and traces; exported only when OTEL_* configures it.
+    telemetry = setup_telemetry("emp-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(queue_settings, database_settings, api_settings)
+        services = await Services.start(queue_settings, database_settings, api_settings, telemetry)
         background = Background(services)
         background.start()
         app.state.services = services
@@ -49,6 +53,7 @@ def create_app(
         finally:
             await background.stop()
             await services.stop()
+            telemetry.shutdown()
 
     app = FastAPI(
         title="EMP API",
@@ -66,6 +71,14 @@ def create_app(
             "logs": api_settings.telemetry,
         },
     )
+    if telemetry.exporting:
+        # A span per request from opentelemetry-instrumentation-fastapi, parent of job.submit.
+        FastAPIInstrumentor.instrument_app(
+            app,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            excluded_urls="health,version",
+        )
     errors.install(app)
     # Our own limit, not FastAPI's ``max_body_size``: that one answers a declared oversized body
     # with plain text, and every error here is JSON.

@@ -16,7 +16,7 @@ from emp_core.hub import EventHub
 from emp_core.patterns.admin import PatternAdmin
 from emp_core.queue import Queue
 from emp_core.settings import QueueSettings
-from emp_core.telemetry import Telemetry, setup_telemetry
+from emp_core.telemetry import Telemetry
 from emp_core.web import Backends
 from emp_core.workers import WorkerRegistry
 
@@ -39,7 +39,11 @@ class Services:
 
     @classmethod
     async def start(
-        cls, queue_settings: QueueSettings, db_settings: DatabaseSettings, api: ApiSettings
+        cls,
+        queue_settings: QueueSettings,
+        db_settings: DatabaseSettings,
+        api: ApiSettings,
+        telemetry: Telemetry,
     ) -> Services:
         """Connect, install the Function library (refusing an older code's downgrade) and
         subscribe to the events channel."""
@@ -56,10 +60,8 @@ class Services:
             hub=b.hub,
             backends=b,
             patterns=PatternAdmin(database, redis, queue.keys),
-            # ADR-003: the heartbeat and job metrics; exported only when OTEL_* configures it.
-            telemetry=setup_telemetry("emp-api"),
+            telemetry=telemetry,
         )
 
     async def stop(self) -> None:
-        self.telemetry.shutdown()
         await self.backends.close()

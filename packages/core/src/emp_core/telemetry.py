@@ -313,12 +313,28 @@ def setup_telemetry(
     if install and telemetry.exporting:
         metrics.set_meter_provider(meter_provider)
         trace.set_tracer_provider(tracer_provider)
+        instrument_redis(telemetry)
     if telemetry.exporting:
         logger.info(
             "telemetry of %s (instance %s) on: heartbeat every %g s",
             telemetry.service_name, instance, interval,
         )  # fmt: skip
     return telemetry
+
+
+def instrument_redis(telemetry: Telemetry) -> bool:
+    """A span for every Redis command of this process (opentelemetry-instrumentation-redis),
+    when traces are exported; True once instrumented. It patches redis-py process-wide, so it is
+    done once, by the process's own set-up."""
+    if not isinstance(telemetry.tracer_provider, SdkTracerProvider):
+        return False
+    # Imported here: instrumentation loads wrapt and patches redis-py only where it is used.
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    instrumentor = RedisInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
+    return True
 
 
 def _register_heartbeat(telemetry: Telemetry) -> None:
