@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '2'
+local VERSION = '3'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -62,6 +62,16 @@ local function num_arg(value, field, lo, hi)
     bad('INVALID', field, 'must be a number from ' .. lo .. ' to ' .. hi .. ', got ' .. tostring(value))
   end
   return n
+end
+
+-- Callers that pass too few keys would make a write land on a nil key half-way through.
+local function need_keys(keys, n)
+  if #keys ~= n then bad('INVALID', 'keys', 'expected ' .. n .. ' keys, got ' .. #keys) end
+end
+
+-- A finished job waits in the archive outbox until the projector has copied it into SQL.
+local function to_archive(finished, job_id, now)
+  redis.call('ZADD', finished, now, job_id)
 end
 
 local function fmt_int(n)
@@ -610,8 +620,10 @@ local function set_idle(worker_key, now)
   end
 end
 
--- KEYS: job, events, leases, worker. ARGV: base, job_id, token, result JSON, retention_s, maxlen.
+-- KEYS: job, events, leases, worker, finished.
+-- ARGV: base, job_id, token, result JSON, retention_s, maxlen.
 local function emp_complete(keys, args)
+  need_keys(keys, 5)
   local base, job_id, token, result = args[1], args[2], args[3], args[4]
   local retention = int_arg(args[5], 'retention_s', 1)
   local maxlen = int_arg(args[6], 'events_maxlen', 1)
@@ -623,6 +635,7 @@ local function emp_complete(keys, args)
     'finished_at', now, 'token', '', 'lease_deadline', '')
   redis.call('ZREM', keys[3], job_id)
   set_idle(keys[4], now)
+  to_archive(keys[5], job_id, now)
   emit(base, job_id, keys[2], maxlen, job.service, {type = 'completed', status = 'completed',
     at = now, attempt = job.attempts, worker_id = job.worker_id, progress = 100})
   redis.call('EXPIRE', keys[1], retention)
@@ -630,11 +643,12 @@ local function emp_complete(keys, args)
   return 1
 end
 
--- KEYS: job, events, leases, worker, delayed, dead.
+-- KEYS: job, events, leases, worker, delayed, dead, finished.
 -- ARGV: base, job_id, token, error, retryable (0/1), delay_ms, avoid_grace_ms, retention_s, maxlen,
 -- and optionally the classification (ADR-009): category, pattern id, user message.
 -- Returns 'retrying' or 'failed'.
 local function emp_fail(keys, args)
+  need_keys(keys, 7)
   local base, job_id, token, message = args[1], args[2], args[3], args[4]
   local retryable = int_arg(args[5], 'retryable', 0, 1)
   local delay = int_arg(args[6], 'delay_ms', 0)
@@ -660,6 +674,7 @@ local function emp_fail(keys, args)
   redis.call('HSET', keys[1], 'status', 'failed', 'error', message, 'finished_at', now,
     'token', '', 'lease_deadline', '')
   redis.call('ZADD', keys[6], now, job_id)
+  to_archive(keys[7], job_id, now)
   emit(base, job_id, keys[2], maxlen, job.service, {type = 'failed', status = 'failed', at = now,
     attempt = job.attempts, worker_id = job.worker_id, error = message})
   -- The dead-letter set keeps the job hash (no expiry) until an operator deals with it.
@@ -681,9 +696,10 @@ local function emp_release(keys, args)
   return 1
 end
 
--- KEYS: job, events, leases, delayed. ARGV: base, job_id, reason, retention_s, maxlen.
+-- KEYS: job, events, leases, delayed, finished. ARGV: base, job_id, reason, retention_s, maxlen.
 -- Returns the status the job had. A running job's worker is told on its control channel.
 local function emp_cancel(keys, args)
+  need_keys(keys, 5)
   local base, job_id, reason = args[1], args[2], args[3]
   local retention = int_arg(args[4], 'retention_s', 1)
   local maxlen = int_arg(args[5], 'events_maxlen', 1)
@@ -707,6 +723,7 @@ local function emp_cancel(keys, args)
   end
   redis.call('HSET', keys[1], 'status', 'cancelled', 'finished_at', now, 'token', '',
     'lease_deadline', '', 'error', reason)
+  to_archive(keys[5], job_id, now)
   emit(base, job_id, keys[2], maxlen, service, {type = 'cancelled', status = 'cancelled', at = now,
     reason = reason, worker_id = f[6]})
   redis.call('EXPIRE', keys[1], retention)
@@ -716,15 +733,19 @@ end
 
 -- Return the jobs of workers whose lease ran out, and promote due retries. Idempotent and safe to
 -- run from many processes: each expired lease is removed from the set by exactly one call.
--- KEYS: leases, delayed, dead. ARGV: base, limit, retention_s, maxlen.
+-- Also trims archive-outbox entries older than the retention, so the outbox stays bounded where
+-- no projector runs (a queue used without the API).
+-- KEYS: leases, delayed, dead, finished. ARGV: base, limit, retention_s, maxlen.
 -- Returns {requeued, failed, promoted}.
 local function emp_reap(keys, args)
+  need_keys(keys, 4)
   local base = args[1]
   local limit = int_arg(args[2], 'limit', 1)
   local retention = int_arg(args[3], 'retention_s', 1)
   local maxlen = int_arg(args[4], 'events_maxlen', 1)
-  local leases, delayed, dead = keys[1], keys[2], keys[3]
+  local leases, delayed, dead, finished = keys[1], keys[2], keys[3], keys[4]
   local now = now_ms()
+  redis.call('ZREMRANGEBYSCORE', finished, '-inf', now - retention * 1000)
   local requeued, failed = 0, 0
   for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)) do
     redis.call('ZREM', leases, job_id)
@@ -741,6 +762,7 @@ local function emp_reap(keys, args)
         redis.call('HSET', jk, 'status', 'failed', 'error', message, 'finished_at', now,
           'token', '', 'lease_deadline', '')
         redis.call('ZADD', dead, now, job_id)
+        to_archive(finished, job_id, now)
         emit(base, job_id, base .. ':events:' .. job_id, maxlen, f[5], {type = 'failed',
           status = 'failed', at = now, attempt = f[2], worker_id = f[4], error = message})
         redis.call('EXPIRE', base .. ':events:' .. job_id, retention)

@@ -74,13 +74,19 @@ async def test_catch_up_finds_what_no_projector_saw(
         job = (await api.http.post("/api/jobs", json=job_body(), headers=alice.headers)).json()
         pending = (await api.http.post("/api/jobs", json=job_body(), headers=alice.headers)).json()
     await _finish(queue)
+    # Jobs submitted without the API (CLI, Python) reach the archive the same way.
+    direct = await queue.submit({"service": "simulation", "customer_id": "c-direct"})
+    await queue.cancel(direct)
     assert await _archived(database, job["id"]) == []
+    assert await queue.redis.zcard(queue.keys.finished()) == 2
 
     standby = ArchiveProjector(queue, database)
-    assert await standby.catch_up() == 1
+    assert await standby.catch_up() == 2
     assert len(await _archived(database, job["id"])) == 1
-    remaining = await queue.redis.zrange(queue.keys.unarchived(), 0, -1)
-    assert [m.decode() for m in remaining] == [pending["id"]]
+    assert len(await _archived(database, direct)) == 1
+    assert await _archived(database, pending["id"]) == []
+    assert await queue.redis.zcard(queue.keys.finished()) == 0
+    assert await standby.catch_up() == 0
 
 
 async def test_live_projection_and_reads_after_redis_forgets(

@@ -46,7 +46,7 @@ class Reaper(threading.Thread):
         k = self.keys
         while not self.stop.wait(0.05):
             requeued, _, _ = self.client.fcall(
-                "emp_reap", 3, k.leases(), k.delayed(), k.dead(), k.base, 1000,
+                "emp_reap", 4, k.leases(), k.delayed(), k.dead(), k.finished(), k.base, 1000,
                 self.settings.retention_seconds, self.settings.events_maxlen,
             )  # fmt: skip
             self.runs += 1

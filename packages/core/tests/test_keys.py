@@ -19,7 +19,7 @@ def test_templates_share_one_hash_tag() -> None:
     names = [
         k.job("j"), k.events("j"), k.seq(), k.fence(), k.classes("s"), k.pending("c"),
         k.pending_customer("c", "u"), k.pending_workflow("c", "w"), k.pending_count(),
-        k.workflow("w"), k.delayed(), k.leases(), k.dead(), k.customer_jobs("u"),
+        k.workflow("w"), k.delayed(), k.leases(), k.dead(), k.finished(), k.customer_jobs("u"),
         k.worker("w"), k.workers(), k.wake_channel("s"), k.control_channel("w"),
         k.events_channel(),
     ]  # fmt: skip
@@ -69,12 +69,13 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
     await q.progress(again, 1)
     await q.cancel(job_id)
     assert await redis.hget(k.worker("w2"), "state") == b"idle"
+    assert await redis.zscore(k.finished(), job_id) is not None  # the archive outbox
 
     # A second job fails for good: the dead set.
     dead = await q.submit(make_spec(max_attempts=1))
     await q.fail(await claim_one(q, w1), "boom")
     assert await queue_keys(redis, k) == record | {
-        k.fence(), k.job(dead), k.events(dead), k.dead(), k.worker("w2"),
+        k.fence(), k.job(dead), k.events(dead), k.dead(), k.worker("w2"), k.finished(),
     }  # fmt: skip
 
     channels: set[str] = set()

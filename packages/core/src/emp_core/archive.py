@@ -3,13 +3,12 @@
 Redis forgets a job ``EMP_RETENTION_SECONDS`` after it ends; the archive keeps it. Projecting is an
 upsert keyed by job id, so projecting a job twice, or from two processes at once, is harmless.
 
-Where finished jobs are found, without a SCAN:
-
-- **live**: terminal events from the queue's events channel (the caller feeds them to ``offer``,
-  from the one subscription its process holds);
-- **catch-up**, every ``catch_up_seconds``: ``Keys.unarchived()``, which the API's submit path
-  fills with every job it submits (so a terminal event missed while no projector ran is found
-  later), and the dead-letter set ``Keys.dead()`` for finally failed jobs submitted elsewhere.
+Where finished jobs are found, without a SCAN: the outbox ``Keys.finished()``, to which the Lua
+library adds every job in the same call that finishes it (completed, failed for good, cancelled),
+whoever submitted it. The projector drains it from the head and removes what it has written, so a
+job finished while no projector ran is found later. Terminal events from the queue's events
+channel (fed to ``offer`` from the one subscription the process holds) only make it drain at once
+instead of at the next ``catch_up_seconds``.
 
 Only one process projects at a time: the holder of a lease in ``Keys.archive_leader()``. The
 others stand by and take over within ``lease_seconds`` when it dies; the catch-up that opens each
@@ -27,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,7 +33,6 @@ from emp_core.db.job_archive import JobArchiveRepository, archive_row
 from emp_core.db.session import Database
 from emp_core.events import JobEvent
 from emp_core.job import TERMINAL, Job
-from emp_core.keys import Keys
 from emp_core.queue import Queue
 
 logger = logging.getLogger(__name__)
@@ -45,11 +42,6 @@ _BATCH = 200
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def track(pipe: Pipeline, keys: Keys, job_id: str, submitted_ms: int) -> None:
-    """Add to ``pipe`` the note that ``job_id`` is to be archived once it ends."""
-    pipe.zadd(keys.unarchived(), {job_id: submitted_ms})
 
 
 class LeaderLease:
@@ -111,8 +103,6 @@ class ArchiveProjector:
         )
         self.leading = False
         self._pending: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
-        self._unarchived_from = "-inf"
-        self._dead_from = "-inf"
 
     # --- live ------------------------------------------------------------------------------------
     def offer(self, event: JobEvent) -> None:
@@ -125,7 +115,7 @@ class ArchiveProjector:
     # --- projecting ------------------------------------------------------------------------------
     async def project(self, job_ids: Sequence[str]) -> int:
         """Archive those of ``job_ids`` that have finished; returns how many were written. Ids
-        whose job is gone from Redis are dropped from ``Keys.unarchived()``."""
+        whose job is gone from Redis are dropped from the outbox too."""
         ids = list(dict.fromkeys(job_ids))
         if not ids:
             return 0
@@ -156,34 +146,14 @@ class ArchiveProjector:
                 await JobArchiveRepository(session).upsert(rows)
         # Only after the rows are committed: a crash in between leaves the ids to project again.
         if settled:
-            await self.redis.zrem(self.keys.unarchived(), *settled)
+            await self.redis.zrem(self.keys.finished(), *settled)
         return len(rows)
 
     async def catch_up(self) -> int:
-        """One pass over ``Keys.unarchived()`` and the dead-letter set, each bounded to one batch
-        and resumed where the last pass stopped; returns how many jobs were written."""
-        written = 0
-        ids, self._unarchived_from = await self._page(self.keys.unarchived(), self._unarchived_from)
-        written += await self.project(ids)
-        dead, self._dead_from = await self._page(self.keys.dead(), self._dead_from)
-        if dead:
-            async with self.database.session() as session:
-                present = await JobArchiveRepository(session).present(dead)
-            written += await self.project([i for i in dead if i not in present])
-        return written
-
-    async def _page(self, key: str, start: str) -> tuple[list[str], str]:
-        """One batch of a sorted set after ``start`` (a score bound), and where the next begins;
-        back to the beginning once the end is reached."""
-        entries: Any = await self.redis.zrangebyscore(
-            key, start, "+inf", start=0, num=_BATCH, withscores=True
-        )
-        ids = [_text(member) for member, _score in entries]
-        if len(entries) < _BATCH:
-            return ids, "-inf"
-        # Resume at the last score, inclusive: equal scores are rare (ms) and projecting one job
-        # twice is harmless, while skipping one would not be.
-        return ids, repr(entries[-1][1])
+        """Archive the oldest batch of the outbox; returns how many jobs were written. What is
+        written leaves the outbox, so each call starts at its head."""
+        ids: Any = await self.redis.zrange(self.keys.finished(), 0, _BATCH - 1)
+        return await self.project([_text(i) for i in ids])
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self, *, poll_seconds: float = 1.0) -> None:

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from emp_core.archive import track
 from emp_core.auth import Forbidden, Principal
 from emp_core.db.job_archive import JobArchiveRepository
 from emp_core.db.session import Database
@@ -105,10 +104,7 @@ class JobCatalog:
             if idempotency_key is not None:
                 await self.idempotency.release(owner.user_id, idempotency_key, args.id, digest)
             raise
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.job(args.id))
-            track(pipe, self.keys, args.id, int(time.time() * 1000))
-            raw, _ = await pipe.execute()
+        raw = await self.redis.hgetall(self.keys.job(args.id))
         return Submitted(Job.from_redis(_decode(raw)))
 
     async def _await_job(self, job_id: str) -> Job:

@@ -202,7 +202,7 @@ class Functions:
         events_maxlen: int,
     ) -> None:
         k = self.keys
-        keys = [k.job(job_id), k.events(job_id), k.leases(), k.worker(worker_id)]
+        keys = [k.job(job_id), k.events(job_id), k.leases(), k.worker(worker_id), k.finished()]
         await self._call("emp_complete", keys, job_id, token, result, retention_s, events_maxlen)
 
     async def fail(
@@ -227,6 +227,7 @@ class Functions:
             k.worker(worker_id),
             k.delayed(),
             k.dead(),
+            k.finished(),
         ]
         outcome = await self._call(
             "emp_fail", keys, job_id, token, error, int(retryable), delay_ms, avoid_grace_ms,
@@ -243,13 +244,17 @@ class Functions:
 
     async def cancel(self, job_id: str, reason: str, retention_s: int, events_maxlen: int) -> str:
         k = self.keys
-        keys = [k.job(job_id), k.events(job_id), k.leases(), k.delayed()]
+        keys = [k.job(job_id), k.events(job_id), k.leases(), k.delayed(), k.finished()]
         previous = await self._call("emp_cancel", keys, job_id, reason, retention_s, events_maxlen)
         return previous.decode() if isinstance(previous, bytes) else str(previous)
 
     async def reap(self, limit: int, retention_s: int, events_maxlen: int) -> tuple[int, int, int]:
         k = self.keys
         requeued, failed, promoted = await self._call(
-            "emp_reap", [k.leases(), k.delayed(), k.dead()], limit, retention_s, events_maxlen
+            "emp_reap",
+            [k.leases(), k.delayed(), k.dead(), k.finished()],
+            limit,
+            retention_s,
+            events_maxlen,
         )
         return int(requeued), int(failed), int(promoted)

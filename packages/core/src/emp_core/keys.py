@@ -105,9 +105,10 @@ class Keys:
         """String with TTL: an ``Idempotency-Key`` of one user -> the job it created (24 h)."""
         return f"{self.base}:idem:{owner_id}:{key_digest}"
 
-    def unarchived(self) -> str:
-        """Sorted set: API-submitted jobs not yet in the SQL archive, by submit time (ms)."""
-        return f"{self.base}:unarchived"
+    def finished(self) -> str:
+        """Sorted set: finished jobs not yet copied into the SQL archive, by finish time (ms);
+        the Lua terminal transitions add them, the archive projector removes them."""
+        return f"{self.base}:finished"
 
     def archive_leader(self) -> str:
         """String with TTL: the id of the one process whose archive projector is running."""
