@@ -142,19 +142,26 @@ async def submit_bulk(queue: Queue, *, jobs: int, batch: int) -> dict[str, Any]:
 # --- working --------------------------------------------------------------------------------------
 async def claim_complete(queue: Queue, *, workers: int, jobs: int) -> dict[str, Any]:
     """``workers`` coroutines of this process claim and complete no-op jobs, each one job at a time,
-    until ``jobs`` are done: jobs/s over the whole stretch."""
+    until ``jobs`` are done: jobs/s over the whole stretch. As the worker does, completing a job
+    claims the next one in the same call."""
     caps = [workload.noop_worker(i) for i in range(workers)]
     warmup = 20 * workers
-    await _fill(queue, [workload.noop_job() for _ in range(warmup + jobs + _LOGGED_DRAIN)])
+    # Each of the three stretches ends with every coroutine finishing the job it holds.
+    total = warmup + jobs + _LOGGED_DRAIN + 3 * workers
+    await _fill(queue, [workload.noop_job() for _ in range(total)])
     budget = [0]
 
     async def work(caps: WorkerCapabilities) -> None:
+        claimed = None
         while budget[0] > 0:
             budget[0] -= 1
-            result = await queue.claim(caps)
-            if result.claimed is None:
+            if claimed is None:
+                claimed = (await queue.claim(caps)).claimed
+            if claimed is None:
                 raise RuntimeError("the queue ran dry before the budget: the fill is wrong")
-            await queue.complete(result.claimed, None)
+            claimed = (await queue.complete(claimed, None, then_claim=caps)).claimed
+        if claimed is not None:  # the budget ran out: finish what this coroutine holds
+            await queue.complete(claimed, None)
 
     budget[0] = warmup
     await asyncio.gather(*(work(c) for c in caps))  # warm up, open the pool's connections

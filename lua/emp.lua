@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '3'
+local VERSION = '4'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -620,10 +620,22 @@ local function set_idle(worker_key, now)
   end
 end
 
--- KEYS: job, events, leases, worker, finished.
--- ARGV: base, job_id, token, result JSON, retention_s, maxlen.
+-- KEYS: job, events, leases, worker, finished; to claim the next job in the same call, also
+-- fence, delayed and one classes registry per service (as emp_claim).
+-- ARGV: base, job_id, token, result JSON, retention_s, maxlen; to claim the next job, also
+-- capabilities JSON, lease_ms, promote_limit.
+-- Returns 1, or with a next claim what emp_claim returns: one round trip per job instead of two.
 local function emp_complete(keys, args)
-  need_keys(keys, 5)
+  local claim_next = args[7] ~= nil
+  local caps
+  if claim_next then
+    caps = load_caps(args[7])
+    int_arg(args[8], 'lease_ms', 1)
+    int_arg(args[9], 'promote_limit', 0)
+    need_keys(keys, 7 + #caps.services)
+  else
+    need_keys(keys, 5)
+  end
   local base, job_id, token, result = args[1], args[2], args[3], args[4]
   local retention = int_arg(args[5], 'retention_s', 1)
   local maxlen = int_arg(args[6], 'events_maxlen', 1)
@@ -640,7 +652,10 @@ local function emp_complete(keys, args)
     at = now, attempt = job.attempts, worker_id = job.worker_id, progress = 100})
   redis.call('EXPIRE', keys[1], retention)
   redis.call('EXPIRE', keys[2], retention)
-  return 1
+  if not claim_next then return 1 end
+  local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
+  for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
+  return emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9]})
 end
 
 -- KEYS: job, events, leases, worker, delayed, dead, finished.

@@ -79,6 +79,16 @@ class SubmitArgs:
         )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class NextClaim:
+    """What ``complete`` needs to claim the worker's next job in the same call."""
+
+    services: Sequence[str]
+    capabilities: bytes
+    lease_ms: int
+    promote_limit: int
+
+
 class Functions:
     """Calls into the library for one queue."""
 
@@ -200,10 +210,18 @@ class Functions:
         result: bytes,
         retention_s: int,
         events_maxlen: int,
-    ) -> None:
+        claim_next: NextClaim | None = None,
+    ) -> list[Any] | None:
+        """With ``claim_next``, the same call claims this worker's next job and returns what
+        ``claim`` returns."""
         k = self.keys
         keys = [k.job(job_id), k.events(job_id), k.leases(), k.worker(worker_id), k.finished()]
-        await self._call("emp_complete", keys, job_id, token, result, retention_s, events_maxlen)
+        args: list[Any] = [job_id, token, result, retention_s, events_maxlen]
+        if claim_next is not None:
+            keys += [k.fence(), k.delayed(), *(k.classes(s) for s in claim_next.services)]
+            args += [claim_next.capabilities, claim_next.lease_ms, claim_next.promote_limit]
+        reply = await self._call("emp_complete", keys, *args)
+        return reply if claim_next is not None else None
 
     async def fail(
         self,

@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import orjson
 from redis.asyncio import Redis
 
 from emp_core.capabilities import WorkerCapabilities
 from emp_core.errors import InvalidInput, NotFound
-from emp_core.functions import Functions, SubmitArgs
+from emp_core.functions import Functions, NextClaim, SubmitArgs
 from emp_core.job import Job, JobSpec, new_job_id, retry_delay
 from emp_core.patterns.rules import Classification
 from emp_core.settings import QueueSettings
@@ -47,6 +47,18 @@ class ClaimResult:
 
     claimed: ClaimedJob | None
     retry_in: float | None = None
+
+
+def _claim_result(reply: list[Any]) -> ClaimResult:
+    """``emp_claim``'s reply: ``['job', HGETALL]`` or ``['none', ms to wait or -1]``."""
+    kind, body = reply
+    if kind in (b"none", "none"):
+        wait_ms = int(body)
+        return ClaimResult(None, None if wait_ms < 0 else wait_ms / 1000)
+    fields = _decode_hash(body)
+    return ClaimResult(
+        ClaimedJob(Job.from_redis(fields), fields["token"], int(fields["lease_deadline"]))
+    )
 
 
 def _decode_hash(flat: list[Any]) -> dict[str, str]:
@@ -141,17 +153,11 @@ class Queue:
     async def claim(self, caps: WorkerCapabilities) -> ClaimResult:
         """Claim the best pending job this worker can run, atomically, or learn when to retry."""
         s = self.settings
-        kind, body = await self.functions.claim(
+        reply = await self.functions.claim(
             caps.worker_id, caps.services, caps.wire, self._lease_ms, s.events_maxlen,
             _PROMOTE_LIMIT,
         )  # fmt: skip
-        if kind == b"none" or kind == "none":
-            wait_ms = int(body)
-            return ClaimResult(None, None if wait_ms < 0 else wait_ms / 1000)
-        fields = _decode_hash(body)
-        return ClaimResult(
-            ClaimedJob(Job.from_redis(fields), fields["token"], int(fields["lease_deadline"]))
-        )
+        return _claim_result(reply)
 
     async def heartbeat(self, claimed: ClaimedJob) -> int:
         """Renew the lease; returns the new deadline (ms). ``StaleToken`` once the job is gone."""
@@ -164,12 +170,36 @@ class Queue:
             claimed.id, claimed.token, round(progress, 2), message, self.settings.events_maxlen
         )
 
-    async def complete(self, claimed: ClaimedJob, result: Any = None) -> None:
+    @overload
+    async def complete(
+        self, claimed: ClaimedJob, result: Any = None, *, then_claim: None = None
+    ) -> None: ...
+
+    @overload
+    async def complete(
+        self, claimed: ClaimedJob, result: Any = None, *, then_claim: WorkerCapabilities
+    ) -> ClaimResult: ...
+
+    async def complete(
+        self,
+        claimed: ClaimedJob,
+        result: Any = None,
+        *,
+        then_claim: WorkerCapabilities | None = None,
+    ) -> ClaimResult | None:
+        """Store the result. With ``then_claim``, claim that worker's next job in the same atomic
+        call (one round trip per job instead of two) and return it as ``claim`` would."""
         s = self.settings
-        await self.functions.complete(
+        claim_next = None
+        if then_claim is not None:
+            claim_next = NextClaim(
+                then_claim.services, then_claim.wire, self._lease_ms, _PROMOTE_LIMIT
+            )
+        reply = await self.functions.complete(
             claimed.job.worker_id or "", claimed.id, claimed.token, orjson.dumps(result),
-            s.retention_seconds, s.events_maxlen,
+            s.retention_seconds, s.events_maxlen, claim_next,
         )  # fmt: skip
+        return None if reply is None else _claim_result(reply)
 
     async def fail(
         self,
