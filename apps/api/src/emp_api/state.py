@@ -26,16 +26,29 @@ logger = logging.getLogger(__name__)
 @dataclass(slots=True)
 class Services:
     api: ApiSettings
-    redis: aioredis.Redis
-    queue: Queue
-    database: Database
     auth: Authenticator
     catalog: JobCatalog
     workers: WorkerRegistry
-    hub: EventHub
     patterns: PatternAdmin
     telemetry: Telemetry
     backends: Backends
+
+    # The connections live in ``backends``; these name them the way the routes use them.
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.backends.redis
+
+    @property
+    def queue(self) -> Queue:
+        return self.backends.queue
+
+    @property
+    def database(self) -> Database:
+        return self.backends.database
+
+    @property
+    def hub(self) -> EventHub:
+        return self.backends.hub
 
     @classmethod
     async def start(
@@ -51,13 +64,9 @@ class Services:
         redis, queue, database = b.redis, b.queue, b.database
         return cls(
             api=api,
-            redis=redis,
-            queue=queue,
-            database=database,
             auth=Authenticator(database, cache_seconds=api.auth_cache_seconds),
             catalog=JobCatalog(queue, database),
             workers=WorkerRegistry(redis, queue.keys),
-            hub=b.hub,
             backends=b,
             patterns=PatternAdmin(database, redis, queue.keys),
             telemetry=telemetry,

@@ -25,15 +25,28 @@ logger = logging.getLogger(__name__)
 @dataclass(slots=True)
 class Services:
     studio: StudioSettings
-    redis: aioredis.Redis
-    queue: Queue
-    database: Database
     catalog: JobCatalog
     workers: WorkerRegistry
-    hub: EventHub
     patterns: PatternAdmin
     telemetry: Telemetry
     backends: Backends
+
+    # The connections live in ``backends``; these name them the way the routes use them.
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.backends.redis
+
+    @property
+    def queue(self) -> Queue:
+        return self.backends.queue
+
+    @property
+    def database(self) -> Database:
+        return self.backends.database
+
+    @property
+    def hub(self) -> EventHub:
+        return self.backends.hub
 
     @classmethod
     async def start(
@@ -44,12 +57,8 @@ class Services:
         redis, queue, database = b.redis, b.queue, b.database
         return cls(
             studio=studio,
-            redis=redis,
-            queue=queue,
-            database=database,
             catalog=JobCatalog(queue, database),
             workers=WorkerRegistry(redis, queue.keys),
-            hub=b.hub,
             backends=b,
             patterns=PatternAdmin(database, redis, queue.keys),
             # ADR-003: the heartbeat; exported only when OTEL_* configures it.
