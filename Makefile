@@ -8,11 +8,14 @@ SHELL := /bin/bash
 
 UV ?= uv
 PYTEST ?= $(UV) run --frozen pytest
-PACKAGES := core worker api studio machine
+PACKAGES := core sql web cli worker machine api studio
 core_DIR := packages/core
+sql_DIR := packages/sql
+web_DIR := packages/web
+cli_DIR := apps/cli
 worker_DIR := apps/worker
-api_DIR := apps/api
 machine_DIR := apps/machine
+api_DIR := apps/api
 studio_DIR := apps/studio
 SRC_DIRS := $(foreach p,$(PACKAGES),$($(p)_DIR))
 
@@ -38,39 +41,27 @@ define lint_recipe
 	$(UV) run --frozen ruff format --check $(1)
 endef
 
-.PHONY: lint-core lint-worker lint-api typecheck-core typecheck-worker typecheck-api
-.PHONY: lint-machine typecheck-machine test-machine
-.PHONY: lint-studio typecheck-studio test-studio chromium e2e
-.PHONY: test-core test-worker test-api postgres
-lint-core: $(VENV_STAMP) ## Ruff lint and format check of packages/core
-	$(call lint_recipe,$(core_DIR))
+# Generated per package: lint-P (ruff), typecheck-P (mypy strict) and, where P has tests, test-P.
+define package_rules
+.PHONY: lint-$(1) typecheck-$(1) test-$(1)
+lint-$(1): $(VENV_STAMP)
+	$$(call lint_recipe,$$($(1)_DIR))
 
-lint-worker: $(VENV_STAMP) ## Ruff lint and format check of apps/worker
-	$(call lint_recipe,$(worker_DIR))
+typecheck-$(1): $(VENV_STAMP)
+	$$(UV) run --frozen mypy $$($(1)_DIR)/src
+endef
+$(foreach p,$(PACKAGES),$(eval $(call package_rules,$(p))))
 
-lint-api: $(VENV_STAMP) ## Ruff lint and format check of apps/api and migrations/
-	$(call lint_recipe,$(api_DIR) migrations)
+# `make help` reads these lines; the rules above are generated, so their help lives here.
+lint-%: ## Ruff lint and format check of one package (core, sql, web, cli, worker, machine, api, studio)
+typecheck-%: ## Mypy (strict) of one package's src/
 
-lint-machine: $(VENV_STAMP) ## Ruff lint and format check of apps/machine
-	$(call lint_recipe,$(machine_DIR))
+.PHONY: lint-imports deps postgres chromium e2e
+lint-imports: $(VENV_STAMP) ## Import rules: apps never import apps; web -> sql -> core; core has no web/SQL/CLI
+	$(UV) run --frozen lint-imports --no-cache
 
-lint-studio: $(VENV_STAMP) ## Ruff lint and format check of apps/studio and e2e/
-	$(call lint_recipe,$(studio_DIR) e2e)
-
-typecheck-core: $(VENV_STAMP) ## Mypy (strict) of packages/core
-	$(UV) run --frozen mypy $(core_DIR)/src
-
-typecheck-worker: $(VENV_STAMP) ## Mypy (strict) of apps/worker
-	$(UV) run --frozen mypy $(worker_DIR)/src
-
-typecheck-api: $(VENV_STAMP) ## Mypy (strict) of apps/api
-	$(UV) run --frozen mypy $(api_DIR)/src
-
-typecheck-machine: $(VENV_STAMP) ## Mypy (strict) of apps/machine
-	$(UV) run --frozen mypy $(machine_DIR)/src
-
-typecheck-studio: $(VENV_STAMP) ## Mypy (strict) of apps/studio
-	$(UV) run --frozen mypy $(studio_DIR)/src
+deps: $(VENV_STAMP) ## Each package declares exactly what it imports; the worker's install has no web/SQL/CLI
+	UV=$(UV) $(UV) run --frozen python scripts/check_deps.py
 
 postgres: ## Install and start PostgreSQL when missing (the API's tests need it)
 	@scripts/ensure-postgres.sh
@@ -78,14 +69,20 @@ postgres: ## Install and start PostgreSQL when missing (the API's tests need it)
 test-core: lint-core typecheck-core ## Tests of packages/core (Lua library, matching, models)
 	$(PYTEST) $(core_DIR)/tests
 
+test-cli: lint-cli typecheck-cli test-core ## Tests of apps/cli (the emp command, on SQLite)
+	$(PYTEST) $(cli_DIR)/tests
+
 test-worker: lint-worker typecheck-worker test-core ## Tests of apps/worker (after core's)
 	$(PYTEST) $(worker_DIR)/tests
 
 test-machine: lint-machine typecheck-machine test-worker ## Tests of apps/machine (after the worker's: they run real workers)
 	$(PYTEST) $(machine_DIR)/tests
 
-test-studio: lint-studio typecheck-studio test-core ## Tests of apps/studio (real Redis, SQLite)
+test-studio: lint-studio lint-web typecheck-studio typecheck-web test-core ## Tests of apps/studio (real Redis, SQLite)
 	$(PYTEST) $(studio_DIR)/tests
+
+test-api: lint-api lint-sql lint-web typecheck-api typecheck-sql typecheck-web test-core postgres ## Tests of apps/api (real Redis and PostgreSQL)
+	$(PYTEST) $(api_DIR)/tests
 
 chromium: ## Install Debian's Chromium when missing (the E2E suite drives it)
 	@scripts/ensure-chromium.sh
@@ -95,17 +92,14 @@ chromium: ## Install Debian's Chromium when missing (the E2E suite drives it)
 e2e: $(VENV_STAMP) chromium ## Browser tests against the real apps; screenshots in e2e/artifacts/
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
-test-api: lint-api typecheck-api test-core postgres ## Tests of apps/api (real Redis and PostgreSQL)
-	$(PYTEST) $(api_DIR)/tests
-
 # --- aggregates ------------------------------------------------------------------------------------
 .PHONY: lint typecheck test bench bench-patterns dev clean
-lint: $(foreach p,$(PACKAGES),lint-$(p)) ## Lint every package, the benchmarks and scripts
-	$(call lint_recipe,conftest.py bench scripts)
+lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps ## Lint every package, the import rules, the declared dependencies, bench and scripts
+	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
 typecheck: $(foreach p,$(PACKAGES),typecheck-$(p)) ## Type-check every package
 
-test: lint typecheck test-worker test-api test-studio test-machine e2e ## Lint, type-check and test everything, in dependency order
+test: lint typecheck test-cli test-worker test-api test-studio test-machine e2e ## Lint, type-check and test everything, in dependency order
 
 bench: $(VENV_STAMP) ## Run the benchmarks; prints a table, writes bench/results/latest.json
 	$(UV) run --frozen python -m bench

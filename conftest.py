@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from emp_core.queue import Queue
-from emp_core.redis_client import connect
-from emp_core.redis_server import RedisServer
+from emp_core.queue.queue import Queue
+from emp_core.redis.client import connect
+from emp_core.redis.server import RedisServer
 from emp_core.settings import QueueSettings
 
 

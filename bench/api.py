@@ -35,11 +35,11 @@ from rich.console import Console
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench.report import Figure, latency_summary, machine, render
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.db import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
-from emp_core.queue import ClaimedJob, Queue
-from emp_core.redis_server import RedisServer, free_port
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.queue import ClaimedJob, Queue
+from emp_core.redis.server import RedisServer, free_port
 from emp_core.settings import QueueSettings
+from emp_sql import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
 
 QUEUE = "benchapi"
 CONNECTIONS = 32

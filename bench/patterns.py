@@ -20,12 +20,12 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from emp_core.db import DatabaseSettings, migrate
-from emp_core.db.session import Database
-from emp_core.keys import Keys
 from emp_core.patterns import Category, MatchKind, PatternCache, PatternRule, Snapshot
-from emp_core.patterns.admin import PatternAdmin
-from emp_core.redis_server import RedisServer
+from emp_core.queue.keys import Keys
+from emp_core.redis.server import RedisServer
+from emp_sql import DatabaseSettings, migrate
+from emp_sql.patterns_admin import PatternAdmin
+from emp_sql.session import Database
 
 _CONNECTORS = ("comfyui", "simulation", "openai", None)
 _WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india")

@@ -29,9 +29,9 @@ from rich.console import Console
 import bench.api
 from bench import scenarios
 from bench.report import Figure, machine, render, write_json
-from emp_core.queue import Queue
-from emp_core.redis_client import connect
-from emp_core.redis_server import RedisServer
+from emp_core.queue.queue import Queue
+from emp_core.redis.client import connect
+from emp_core.redis.server import RedisServer
 from emp_core.settings import QueueSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"

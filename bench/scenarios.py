@@ -24,10 +24,10 @@ from redis.asyncio import Redis
 from bench import workload
 from bench.probe import Probe
 from bench.report import latency_summary
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.queue import Queue
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.queue import Queue
+from emp_core.queue.wake import Waker
 from emp_core.settings import QueueSettings
-from emp_core.wake import Waker
 
 NOOP_LIBRARY = (
     "#!lua name=benchnoop\nredis.register_function('bench_noop', function() return 1 end)\n"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.job import JobSpec
-from emp_core.queue import Queue
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.jobs.job import JobSpec
+from emp_core.queue.queue import Queue
 
 NOOP_SERVICE = "noop"
 

@@ -31,9 +31,9 @@ import redis
 from e2e_helpers import PASSWORD, Person, Stack
 from playwright.sync_api import expect
 
-from emp_core.db import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
-from emp_core.keys import Keys
-from emp_core.redis_server import RedisServer, free_port
+from emp_core.queue.keys import Keys
+from emp_core.redis.server import RedisServer, free_port
+from emp_sql import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

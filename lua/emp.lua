@@ -16,7 +16,7 @@ Conventions
 
 local VERSION = '4'
 
--- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.job.pending_score.
+-- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
 local SEQ_SPAN = 2 ^ 42
 -- How many heads of one pending set a claim inspects before it switches to the binary search that
@@ -109,7 +109,7 @@ local function emit(base, job_id, events_key, maxlen, service, event)
 end
 
 ---------------------------------------------------------------------------------------------------
--- matching: the rules of emp_core.matching, kept in step by test_matching_contract.py
+-- matching: the rules of emp_core.jobs.matching, kept in step by test_matching_contract.py
 
 local function is_array(t)
   return next(t) == nil or t[1] ~= nil

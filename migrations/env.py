@@ -1,6 +1,6 @@
 """Alembic environment, async-aware.
 
-Two ways in: ``emp_core.db.migrate`` hands over a live connection in
+Two ways in: ``emp_sql.migrate`` hands over a live connection in
 ``config.attributes["connection"]`` (it runs inside an event loop already); the ``alembic`` command
 line gets none, so this file opens an async engine of its own.
 """
@@ -13,9 +13,9 @@ import logging.config
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from emp_core.db.models import Base
-from emp_core.db.session import create_engine
-from emp_core.db.settings import DatabaseSettings
+from emp_sql.models import Base
+from emp_sql.session import create_engine
+from emp_sql.settings import DatabaseSettings
 
 config = context.config
 if config.config_file_name is not None:

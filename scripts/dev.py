@@ -24,12 +24,12 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from emp_core.db import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
-from emp_core.events import follow
-from emp_core.queue import Queue
-from emp_core.redis_client import connect
-from emp_core.redis_server import RedisServer
+from emp_core.jobs.events import follow
+from emp_core.queue.queue import Queue
+from emp_core.redis.client import connect
+from emp_core.redis.server import RedisServer
 from emp_core.settings import QueueSettings
+from emp_sql import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".data"

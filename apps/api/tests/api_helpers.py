@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,17 +12,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from emp_api.app import create_app
 from emp_api.settings import ApiSettings
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.db import Database, DatabaseSettings, Role, TokenRepository, UserRepository
-from emp_core.queue import ClaimedJob, Queue
-from emp_core.redis_server import free_port
 from emp_core.settings import QueueSettings
+from emp_sql import DatabaseSettings
+from emp_web.testing import Account, ServedApp, claim, create_account, sample_accounts, serve
 
 POSTGRES_URL = os.environ.get(
     "EMP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -54,68 +49,11 @@ def postgres_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@dataclass(frozen=True)
-class Account:
-    user_id: str
-    email: str
-    token: str
-    token_id: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
-async def create_account(database_url: str, *, name: str, admin: bool = False) -> Account:
-    db = Database(DatabaseSettings(database_url=database_url))
-    try:
-        async with db.session() as session:
-            email = f"{name}-{uuid.uuid4().hex[:8]}@example.com"
-            role = Role.ADMIN if admin else Role.USER
-            user = await UserRepository(session).create(email, "correct horse", role=role)
-            issued = await TokenRepository(session).issue(user, "tests")
-        return Account(user.id, user.email, issued.secret, issued.token.id)
-    finally:
-        await db.dispose()
-
-
 @dataclass
-class Api:
-    """A running app: its base URLs, an HTTP client and the app (for its services)."""
+class Api(ServedApp):
+    """A running API with an HTTP client."""
 
-    app: FastAPI
-    http: httpx.AsyncClient
-    host: str
-
-    @property
-    def ws(self) -> str:
-        return f"ws://{self.host}"
-
-    @property
-    def services(self) -> Any:
-        return self.app.state.services
-
-
-@asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free port in this event loop; yields ``host:port``."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=2,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped during start-up")
-        await asyncio.sleep(0.01)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
+    http: httpx.AsyncClient = None  # type: ignore[assignment]  # set by running_api
 
 
 @asynccontextmanager
@@ -129,16 +67,11 @@ async def running_api(
         api_settings=ApiSettings(**options),
     )
     async with serve(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
-        yield Api(app, http, host)
-
-
-async def claim(queue: Queue, *, service: str = "simulation") -> ClaimedJob:
-    """Claim the next job as a fresh worker would."""
-    caps = WorkerCapabilities(worker_id=f"w-{uuid.uuid4().hex[:6]}", services=[service])
-    result = await queue.claim(caps)
-    assert result.claimed is not None, "nothing to claim"
-    return result.claimed
+        yield Api(app, host, http)
 
 
 def job_body(**overrides: Any) -> dict[str, Any]:
     return {"service": "simulation", "payload": {"steps": 3}, **overrides}
+
+
+__all__ = ["Account", "claim", "create_account", "sample_accounts", "serve"]

@@ -7,10 +7,10 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from api_helpers import Account, Api, create_account, postgres_database, running_api
+from api_helpers import Account, Api, postgres_database, running_api, sample_accounts
 
-from emp_core.db import DatabaseSettings, migrate
 from emp_core.settings import QueueSettings
+from emp_sql import DatabaseSettings, migrate
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +23,7 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def accounts(database_url: str) -> dict[str, Account]:
-    async def make() -> dict[str, Account]:
-        return {
-            "alice": await create_account(database_url, name="alice"),
-            "bob": await create_account(database_url, name="bob"),
-            "admin": await create_account(database_url, name="admin", admin=True),
-        }
-
-    return asyncio.run(make())
+    return asyncio.run(sample_accounts(database_url))
 
 
 @pytest.fixture

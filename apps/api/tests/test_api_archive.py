@@ -10,10 +10,10 @@ import pytest
 from api_helpers import Account, Api, claim, job_body, running_api
 from sqlalchemy import func, select
 
-from emp_core.archive import ArchiveProjector
-from emp_core.db import ArchivedJob, Database, DatabaseSettings
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
+from emp_sql import ArchivedJob, Database, DatabaseSettings
+from emp_sql.archive import ArchiveProjector
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from api_helpers import Account, Api, create_account, job_body
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from emp_core.db import Database, DatabaseSettings, TokenRepository
+from emp_sql import Database, DatabaseSettings, TokenRepository
 
 PROTECTED = [
     ("POST", "/api/jobs"),

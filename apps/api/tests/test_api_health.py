@@ -8,9 +8,9 @@ import pytest
 from api_helpers import postgres_database, running_api
 
 from emp_api.app import create_app
-from emp_core.db import DatabaseSettings
-from emp_core.redis_server import RedisServer
+from emp_core.redis.server import RedisServer
 from emp_core.settings import QueueSettings
+from emp_sql import DatabaseSettings
 
 
 async def test_health_reports_a_stopped_redis(tmp_path: Path, database_url: str) -> None:

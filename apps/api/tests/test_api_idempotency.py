@@ -6,7 +6,7 @@ import asyncio
 
 from api_helpers import Account, Api, job_body
 
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 
 
 async def _count(queue: Queue, account: Account) -> int:

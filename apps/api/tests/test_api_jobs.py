@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from api_helpers import Account, Api, claim, job_body
 
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 
 
 async def test_submit_get_and_cancel(api: Api, accounts: dict[str, Account], queue: Queue) -> None:

@@ -9,8 +9,8 @@ from api_helpers import postgres_database
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
-from emp_core.db import DatabaseSettings, migrate
-from emp_core.db.session import create_engine
+from emp_sql import DatabaseSettings, migrate
+from emp_sql.session import create_engine
 
 TABLES = {
     "users", "api_tokens", "job_archive", "alembic_version", "error_patterns",

@@ -9,12 +9,12 @@ from typing import Any
 
 from api_helpers import Account, Api
 
-from emp_core.db import Database, DatabaseSettings
 from emp_core.patterns import Category, Classification
-from emp_core.patterns.admin import PatternAdmin
 from emp_core.patterns.counts import record
 from emp_core.patterns.store import read_snapshot
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
+from emp_sql import Database, DatabaseSettings
+from emp_sql.patterns_admin import PatternAdmin
 
 URL = "/api/error-patterns"
 

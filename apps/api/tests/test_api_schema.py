@@ -20,9 +20,9 @@ from schemathesis.generation.modes import GenerationMode
 
 from emp_api.app import create_app
 from emp_api.settings import ApiSettings
-from emp_core.db import DatabaseSettings
-from emp_core.redis_server import free_port
+from emp_core.redis.server import free_port
 from emp_core.settings import QueueSettings
+from emp_sql import DatabaseSettings
 
 EXAMPLES = 40
 

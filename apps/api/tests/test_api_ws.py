@@ -10,9 +10,9 @@ import orjson
 from api_helpers import Account, Api, claim, job_body
 from websockets.asyncio.client import ClientConnection, connect
 
-from emp_core.events import replay
-from emp_core.hub import EventHub, Subscription
-from emp_core.queue import Queue
+from emp_core.jobs.events import replay
+from emp_core.queue.queue import Queue
+from emp_web.hub import EventHub, Subscription
 
 
 async def _until_closed(socket: ClientConnection) -> list[dict[str, Any]]:

@@ -21,11 +21,11 @@ from machine_helpers import (
     wait_exit,
 )
 
-from emp_core.envcrypt import HEADER_BYTES, KEY_ENV, EnvKey, TruncatedFile, encrypt_env
-from emp_core.machines import MachineState, get_machine, list_machines
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
+from emp_core.registry.machines import MachineState, get_machine, list_machines
+from emp_core.registry.workers import WorkerRegistry
+from emp_core.security.envcrypt import HEADER_BYTES, KEY_ENV, EnvKey, TruncatedFile, encrypt_env
 from emp_core.settings import QueueSettings
-from emp_core.workers import WorkerRegistry
 from emp_machine.main import load_env_file
 
 SECRET = "hf_machine-secret-2f9d41c8"

@@ -14,11 +14,17 @@ import pytest
 import redis.asyncio as aioredis
 from machine_helpers import Machines, eventually, machine_env, machines_in, proc_environ, wait_exit
 
-from emp_core.job import JobStatus
-from emp_core.machines import MachineState, MachineStatus, SlotState, get_machine, list_machines
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
+from emp_core.registry.machines import (
+    MachineState,
+    MachineStatus,
+    SlotState,
+    get_machine,
+    list_machines,
+)
+from emp_core.registry.workers import WorkerRegistry
 from emp_core.settings import QueueSettings
-from emp_core.workers import WorkerRegistry
 
 
 @pytest.fixture

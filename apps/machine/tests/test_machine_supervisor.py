@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from machine_helpers import eventually
 
-from emp_core.machines import SlotState
+from emp_core.registry.machines import SlotState
 from emp_machine import supervisor as supervisor_module
 from emp_machine.config import Slot
 from emp_machine.supervisor import RestartPolicy, Supervisor

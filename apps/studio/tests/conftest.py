@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from studio_helpers import Account, Studio, Visitor, create_account, running_studio
+from studio_helpers import Account, Studio, Visitor, running_studio, sample_accounts
 
-from emp_core.db import DatabaseSettings, migrate
 from emp_core.settings import QueueSettings
+from emp_sql import DatabaseSettings, migrate
 
 
 def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -33,14 +33,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def accounts(database_url: str) -> dict[str, Account]:
-    async def make() -> dict[str, Account]:
-        return {
-            "alice": await create_account(database_url, name="alice"),
-            "bob": await create_account(database_url, name="bob"),
-            "admin": await create_account(database_url, name="admin", admin=True),
-        }
-
-    return _run(make())
+    return _run(sample_accounts(database_url))
 
 
 @pytest.fixture

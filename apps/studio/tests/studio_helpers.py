@@ -3,7 +3,6 @@ visitor-like client that signs in and carries the CSRF token."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -12,40 +11,24 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
 
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.db import Database, DatabaseSettings, Role, UserRepository
-from emp_core.queue import ClaimedJob, Queue
-from emp_core.redis_server import free_port
 from emp_core.settings import QueueSettings
+from emp_sql import DatabaseSettings
 from emp_studio.app import SESSION_COOKIE, create_app
 from emp_studio.settings import StudioSettings
+from emp_web.testing import (
+    PASSWORD,
+    Account,
+    ServedApp,
+    claim,
+    create_account,
+    sample_accounts,
+    serve,
+)
 
-PASSWORD = "correct horse battery"
 SECRET = "k" * 16 + uuid.uuid4().hex
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-@dataclass(frozen=True)
-class Account:
-    user_id: str
-    email: str
-    password: str = PASSWORD
-
-
-async def create_account(database_url: str, *, name: str, admin: bool = False) -> Account:
-    db = Database(DatabaseSettings(database_url=database_url))
-    try:
-        async with db.session() as session:
-            email = f"{name}-{uuid.uuid4().hex[:6]}@example.com"
-            role = Role.ADMIN if admin else Role.USER
-            user = await UserRepository(session).create(email, PASSWORD, role=role)
-        return Account(user.id, user.email)
-    finally:
-        await db.dispose()
 
 
 def csrf_of(html: str) -> str:
@@ -55,19 +38,8 @@ def csrf_of(html: str) -> str:
 
 
 @dataclass
-class Studio:
-    """A running studio: its app (for its services) and where it listens."""
-
-    app: FastAPI
-    host: str
-
-    @property
-    def base(self) -> str:
-        return f"http://{self.host}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://{self.host}"
+class Studio(ServedApp):
+    """A running studio; ``visitor()`` opens a browser-like client."""
 
     def visitor(self) -> Visitor:
         return Visitor(httpx.AsyncClient(base_url=self.base, follow_redirects=False), self)
@@ -123,31 +95,8 @@ async def running_studio(
         database_settings=DatabaseSettings(database_url=database_url),
         studio_settings=studio_settings,
     )
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=2,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped during start-up")
-        await asyncio.sleep(0.01)
-    try:
-        yield Studio(app, f"127.0.0.1:{port}")
-    finally:
-        server.should_exit = True
-        await task
-
-
-async def claim(queue: Queue, *, service: str = "simulation") -> ClaimedJob:
-    """Claim the next job as a fresh worker would."""
-    caps = WorkerCapabilities(worker_id=f"w-{uuid.uuid4().hex[:6]}", services=[service])
-    result = await queue.claim(caps)
-    assert result.claimed is not None, "nothing to claim"
-    return result.claimed
+    async with serve(app) as host:
+        yield Studio(app, host)
 
 
 def job_form(**overrides: Any) -> dict[str, Any]:
@@ -159,3 +108,6 @@ def job_form(**overrides: Any) -> dict[str, Any]:
         "payload": '{"steps": 3}',
         **overrides,
     }
+
+
+__all__ = ["PASSWORD", "Account", "claim", "create_account", "sample_accounts"]

@@ -21,7 +21,7 @@ async def test_an_admin_adds_a_user_who_can_then_sign_in(admin: Visitor, studio:
     assert email in page
     carol = studio.visitor()
     try:
-        await carol.sign_in(Account("", email, "long enough pw"))
+        await carol.sign_in(Account("", email, token="", token_id="", password="long enough pw"))
         assert (await carol.get("/admin/users")).status_code == 200  # made an admin
     finally:
         await carol.aclose()

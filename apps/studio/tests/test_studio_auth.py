@@ -7,7 +7,7 @@ from studio_helpers import Account, Studio, Visitor
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from emp_core.db import Database, DatabaseSettings, UserRepository
+from emp_sql import Database, DatabaseSettings, UserRepository
 from emp_studio.pages.auth import safe_next
 
 

@@ -8,8 +8,8 @@ import re
 import pytest
 from studio_helpers import Visitor, claim, job_form
 
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
 
 
 async def _submit(visitor: Visitor, **fields: str) -> str:

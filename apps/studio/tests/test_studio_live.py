@@ -11,10 +11,10 @@ from studio_helpers import Studio, Visitor, claim, job_form
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.machines import MachineRegistry, MachineState, MachineStatus
-from emp_core.queue import Queue
-from emp_core.workers import WorkerRegistry
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.queue import Queue
+from emp_core.registry.machines import MachineRegistry, MachineState, MachineStatus
+from emp_core.registry.workers import WorkerRegistry
 
 
 async def _submit(visitor: Visitor) -> str:

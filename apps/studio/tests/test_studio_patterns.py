@@ -10,7 +10,7 @@ from typing import Any
 from studio_helpers import Visitor
 
 from emp_core.patterns.store import read_snapshot
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 
 
 def form(**overrides: Any) -> dict[str, Any]:

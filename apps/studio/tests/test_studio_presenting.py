@@ -9,7 +9,7 @@ import pytest
 from starlette.datastructures import FormData
 
 from emp_core.errors import InvalidInput
-from emp_core.events import EventType, JobEvent
+from emp_core.jobs.events import EventType, JobEvent
 from emp_studio.forms import FORM, JobForm, field_errors, form_field
 from emp_studio.render import age, duration
 from emp_studio.results import Clipped, ImageRef, present

@@ -9,8 +9,8 @@ import pytest
 from worker_helpers import job_events, make_worker_settings, queue_backoff
 
 from emp_core.errors import InvalidInput
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
 from emp_worker.failures import Classification
 from emp_worker.worker import Worker
 

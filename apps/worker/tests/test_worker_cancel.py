@@ -6,8 +6,8 @@ import asyncio
 
 from worker_helpers import eventually, job_events, make_worker_settings
 
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
 from emp_worker.connectors import SimulationConnector
 from emp_worker.worker import Worker
 

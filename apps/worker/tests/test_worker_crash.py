@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from worker_helpers import text, worker_command, worker_env
 
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 
 JOBS = 500
 WORKERS = 4

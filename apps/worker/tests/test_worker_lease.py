@@ -10,8 +10,8 @@ import time
 import redis as sync_redis
 from worker_helpers import job_events, make_worker_settings
 
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
 from emp_worker.worker import Worker
 
 LEASE = 0.6

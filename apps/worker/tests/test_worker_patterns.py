@@ -14,10 +14,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from worker_helpers import eventually, make_worker_settings
 
-from emp_core.job import JobStatus
+from emp_core.jobs.job import JobStatus
 from emp_core.patterns import Category, MatchKind, PatternRule, Snapshot
 from emp_core.patterns.store import publish_snapshot
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 from emp_worker.worker import Worker
 
 

@@ -1,5 +1,5 @@
-"""The worker registry (``emp_core.workers``): a hash with a TTL per live worker, indexed by
-last-seen time; the claim and complete functions keep its state current."""
+"""The worker registry (``emp_core.registry.workers``): a hash with a TTL per live worker,
+indexed by last-seen time; the claim and complete functions keep its state current."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import asyncio
 
 from worker_helpers import eventually, make_worker_settings
 
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.queue import Queue
-from emp_core.workers import WorkerRegistry
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.queue import Queue
+from emp_core.registry.workers import WorkerRegistry
 from emp_worker.worker import Worker
 
 

@@ -9,10 +9,10 @@ import uuid
 import redis.asyncio as aioredis
 from worker_helpers import eventually, make_worker_settings
 
-from emp_core.functions import Functions
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
-from emp_core.redis_server import RedisServer
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.functions import Functions
+from emp_core.queue.queue import Queue
+from emp_core.redis.server import RedisServer
 from emp_core.settings import QueueSettings
 from emp_worker.worker import Worker
 

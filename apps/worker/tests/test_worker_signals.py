@@ -12,8 +12,8 @@ from pathlib import Path
 
 from worker_helpers import eventually, job_events, worker_command, worker_env
 
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from worker_helpers import make_worker_settings, queue_backoff
 
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 from emp_core.telemetry import current_traceparent, setup_telemetry
 from emp_worker.worker import Worker
 

@@ -8,9 +8,9 @@ import orjson
 import pytest
 from worker_helpers import eventually, job_events, make_worker_settings, queue_backoff
 
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
-from emp_core.wake import Waker
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
+from emp_core.queue.wake import Waker
 from emp_worker.worker import Worker
 
 
@@ -131,6 +131,6 @@ async def _published_to_someone(redis, queue: Queue) -> bool:
 
 @pytest.mark.parametrize("seconds", [0.0, 0.01])
 async def test_wake_signal_times_out(seconds):
-    from emp_core.wake import WakeSignal
+    from emp_core.queue.wake import WakeSignal
 
     assert await WakeSignal().wait(seconds) is False

@@ -14,9 +14,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from emp_core.job import Job, JobStatus
-from emp_core.queue import Queue
-from emp_core.requirements import Requirements
+from emp_core.jobs.job import Job, JobStatus
+from emp_core.jobs.requirements import Requirements
+from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 from emp_worker.config import WorkerSettings
 from emp_worker.failures import Classification

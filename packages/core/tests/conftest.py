@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from emp_core.redis_server import RedisServer
+from emp_core.redis.server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.job import JobSpec
-from emp_core.keys import Keys
-from emp_core.queue import ClaimedJob, Queue
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.jobs.job import JobSpec
+from emp_core.queue.keys import Keys
+from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.settings import QueueSettings
 
 

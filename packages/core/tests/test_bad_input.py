@@ -15,8 +15,8 @@ from core_factories import claim_one, make_caps, make_spec, queue_keys, with_set
 from redis.exceptions import ResponseError
 
 from emp_core.errors import InvalidInput, PayloadTooLarge
-from emp_core.keys import Keys
-from emp_core.queue import Queue
+from emp_core.queue.keys import Keys
+from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 
 

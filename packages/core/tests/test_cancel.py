@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from core_factories import claim_one, make_caps, make_spec, stream_events
 
 from emp_core.errors import Conflict, NotFound, StaleToken
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 
 
 async def test_cancel_pending_leaves_every_index(queue: Queue, redis: aioredis.Redis) -> None:

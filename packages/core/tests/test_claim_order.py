@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 from core_factories import claimed_id, make_caps, make_spec, queue_keys
 
 from emp_core.errors import InvalidInput
-from emp_core.job import JobSpec
-from emp_core.matching import job_matches
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobSpec
+from emp_core.jobs.matching import job_matches
+from emp_core.queue.queue import Queue
 
 
 async def drain(queue: Queue, caps_kw: dict[str, Any] | None = None) -> list[str]:

@@ -6,8 +6,8 @@ import pytest
 from core_factories import make_caps, make_spec
 
 from emp_core.errors import InvalidInput, StaleToken
-from emp_core.job import JobStatus
-from emp_core.queue import Queue
+from emp_core.jobs.job import JobStatus
+from emp_core.queue.queue import Queue
 
 
 async def test_complete_then_claim_takes_the_next_job_atomically(queue: Queue) -> None:

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from emp_core import envcrypt
-from emp_core.envcrypt import (
+from emp_core.security import envcrypt
+from emp_core.security.envcrypt import (
     HEADER_BYTES,
     IV_BYTES,
     KEY_ENV,
@@ -51,6 +51,7 @@ from emp_core.envcrypt import (
     encrypt_env,
     parse_env,
 )
+from emp_core.security.envcrypt import format as envfile
 
 VECTORS = Path(__file__).parent / "data" / "envcrypt_vectors.json"
 SECRET = "hf_s3cr3t-token-do-not-leak-7c1e"
@@ -150,13 +151,13 @@ def test_every_tampering_is_refused_with_its_own_error_before_decrypting(
     ring = KeyRing((key,))
     blob = encrypt_env(ENV_TEXT, key)
     calls: list[Any] = []
-    real_cipher = envcrypt.Cipher
+    real_cipher = envfile.Cipher
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(args)
         return real_cipher(*args, **kwargs)
 
-    monkeypatch.setattr(envcrypt, "Cipher", spy)
+    monkeypatch.setattr(envfile, "Cipher", spy)
     seen_messages: set[str] = set()
     for name, (bad, expected) in _tamper_cases(blob).items():
         with pytest.raises(EnvFileError) as info:
@@ -282,9 +283,9 @@ def _emp(
     """``emp env ARGS`` in a subprocess; without ``whole_cli`` only the ``env`` group is loaded
     (the whole ``emp`` imports SQLAlchemy and Alembic: a second per run on these machines)."""
     if whole_cli:
-        command = [sys.executable, "-m", "emp_core.cli", "env", *args]
+        command = [sys.executable, "-m", "emp_cli.main", "env", *args]
     else:
-        code = "from emp_core.cli_env import env_app; env_app(prog_name='emp env')"
+        code = "from emp_cli.env import env_app; env_app(prog_name='emp env')"
         command = [sys.executable, "-c", code, *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, timeout=60, check=False)
 

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from emp_core.capabilities import WorkerCapabilities
 from emp_core.errors import NotFound
-from emp_core.events import EventType, JobEvent, follow, replay
-from emp_core.queue import Queue
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.jobs.events import EventType, JobEvent, follow, replay
+from emp_core.queue.queue import Queue
 
 
 def _caps() -> WorkerCapabilities:

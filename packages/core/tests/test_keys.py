@@ -1,5 +1,5 @@
 """The Lua library derives some keys and channels from the key base and a job's stored fields
-(claim, cancel, reap, requeue); they must be exactly the names ``emp_core.keys`` gives. A key
+(claim, cancel, reap, requeue); they must be exactly the names ``emp_core.queue.keys`` gives. A key
 written under any other spelling would show up here as a stray key or a missing one."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import asyncio
 import redis.asyncio as aioredis
 from core_factories import claim_one, glob_escape, make_caps, make_spec, queue_keys, with_settings
 
-from emp_core.keys import Keys
-from emp_core.queue import Queue
+from emp_core.queue.keys import Keys
+from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 
 

@@ -19,7 +19,7 @@ from core_factories import (
 )
 
 from emp_core.errors import NotFound, StaleToken
-from emp_core.queue import ClaimedJob, Queue
+from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.settings import QueueSettings
 
 SHORT_LEASE = 0.05

@@ -7,8 +7,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from emp_core.errors import LibraryMismatch
-from emp_core.functions import LIBRARY_SOURCE, LIBRARY_VERSION, Functions
-from emp_core.keys import Keys
+from emp_core.queue.functions import LIBRARY_SOURCE, LIBRARY_VERSION, Functions
+from emp_core.queue.keys import Keys
 
 NAMES = {
     "emp_version", "emp_submit", "emp_claim", "emp_heartbeat", "emp_progress", "emp_complete",

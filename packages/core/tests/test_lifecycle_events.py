@@ -11,7 +11,7 @@ import orjson
 import redis.asyncio as aioredis
 from core_factories import claim_one, make_caps, make_spec, stream_events, with_settings
 
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 
 

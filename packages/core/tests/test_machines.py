@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import redis.asyncio as aioredis
 
-from emp_core.machines import (
+from emp_core.registry.machines import (
     MachineRegistry,
     MachineState,
     MachineStatus,

@@ -1,4 +1,4 @@
-"""One table of matching cases, run through the pure rules (``emp_core.matching``) and through
+"""One table of matching cases, run through the pure rules (``emp_core.jobs.matching``) and through
 the real claim in ``lua/emp.lua``: both must give the expected answer, so the two stay in step.
 
 Each row: the job's requirements, the worker's capabilities (keyword arguments of ``make_caps``),
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from core_factories import make_caps, make_spec
 
-from emp_core.matching import job_matches
-from emp_core.queue import Queue
+from emp_core.jobs.matching import job_matches
+from emp_core.queue.queue import Queue
 
 
 def case(
@@ -222,7 +222,7 @@ async def test_matching_rule(
     worker = make_caps(**caps)
 
     pure = job_matches(spec.service, spec.requirements, customer, workflow, worker)
-    assert pure is expected, "emp_core.matching disagrees with the table"
+    assert pure is expected, "emp_core.jobs.matching disagrees with the table"
 
     job_id = await queue.submit(spec)
     result = await queue.claim(worker)

@@ -11,7 +11,7 @@ from test_patterns_engine import make_rule
 from emp_core.patterns import PatternCache, Snapshot
 from emp_core.patterns.counts import record, unmatched
 from emp_core.patterns.store import publish_snapshot, read_snapshot
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 
 
 async def _until(predicate: object, within: float) -> float:

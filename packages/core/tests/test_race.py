@@ -9,7 +9,7 @@ from collections import Counter
 import redis.asyncio as aioredis
 from core_factories import event_types, make_caps, make_spec
 
-from emp_core.queue import ClaimedJob, Queue
+from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.settings import QueueSettings
 
 

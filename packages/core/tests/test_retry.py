@@ -18,8 +18,8 @@ from core_factories import (
 )
 
 from emp_core.errors import InvalidInput
-from emp_core.job import retry_delay
-from emp_core.queue import Queue
+from emp_core.jobs.job import retry_delay
+from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 
 W1 = make_caps(worker_id="w1")

@@ -16,9 +16,9 @@ import pytest
 import redis.asyncio as aioredis
 from core_factories import make_caps, make_spec
 
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.job import JobSpec
-from emp_core.queue import Queue
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.jobs.job import JobSpec
+from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 
 BATCH = 1000

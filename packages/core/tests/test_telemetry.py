@@ -30,8 +30,8 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.queue import Queue
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.queue import Queue
 from emp_core.telemetry import (
     DEFAULT_HEARTBEAT_SECONDS,
     HEARTBEAT,
@@ -396,7 +396,7 @@ async def test_redis_commands_become_spans_once_instrumented(redis_url: str) -> 
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from emp_core.redis_client import connect
+    from emp_core.redis.client import connect
     from emp_core.telemetry import instrument_redis, setup_telemetry
 
     spans = InMemorySpanExporter()

@@ -6,8 +6,8 @@ from fastapi import APIRouter
 
 from emp_api.deps import AdminDep, ServicesDep
 from emp_api.schemas import ERRORS, ErrorResponse, QueueOut, ServiceDepth, WorkerOut
-from emp_core.backlog import backlog
-from emp_core.machines import MachineStatus, list_machines
+from emp_core.queue.backlog import backlog
+from emp_core.registry.machines import MachineStatus, list_machines
 
 router = APIRouter(
     prefix="/api",

@@ -4,8 +4,6 @@ services; uvicorn builds it with ``--factory``."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -15,9 +13,10 @@ from emp_api.background import Background
 from emp_api.limits import BodyLimit
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
-from emp_core.db.settings import DatabaseSettings
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import setup_telemetry
+from emp_sql.settings import DatabaseSettings
+from emp_web.services import lifespan
 
 logger = logging.getLogger(__name__)
 
@@ -40,26 +39,26 @@ def create_app(
     # ADR-003: the heartbeat, job metrics and traces; exported only when OTEL_* configures it.
     telemetry = setup_telemetry("emp-api")
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(queue_settings, database_settings, api_settings, telemetry)
-        background = Background(services)
-        background.start()
-        app.state.services = services
-        app.state.background = background
-        logger.info("EMP API %s serving queue %s", __version__, queue_settings.queue)
-        try:
-            yield
-        finally:
-            await background.stop()
-            await services.stop()
-            telemetry.shutdown()
+    def start_background(app: FastAPI, services: Services) -> None:
+        app.state.background = Background(services)
+        app.state.background.start()
+
+    async def stop_background(app: FastAPI) -> None:
+        await app.state.background.stop()
+
+    async def start() -> Services:
+        return await Services.start(queue_settings, database_settings, api_settings, telemetry)
 
     app = FastAPI(
         title="EMP API",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=lifespan,
+        lifespan=lifespan(
+            start,
+            ready=f"EMP API {__version__} serving queue {queue_settings.queue}",
+            after_start=start_background,
+            before_stop=stop_background,
+        ),
         docs_url="/docs" if api_settings.docs else None,
         openapi_url="/openapi.json" if api_settings.docs else None,
         redoc_url=None,

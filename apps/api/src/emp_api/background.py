@@ -3,7 +3,7 @@ of error-pattern match counts into SQL.
 
 Both are safe with any number of API processes (and workers) running them: the reaper's Lua
 removes each expired lease in exactly one call, and the projector projects only while it holds
-the archive lease, with an idempotent upsert besides (see ``emp_core.archive``).
+the archive lease, with an idempotent upsert besides (see ``emp_sql.archive``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from emp_api.state import Services
-from emp_core.archive import ArchiveProjector
 from emp_core.errors import EmpError
-from emp_core.patterns.admin import PatternAdmin
-from emp_core.queue import Queue
+from emp_core.queue.queue import Queue
 from emp_core.telemetry import Telemetry
+from emp_sql.archive import ArchiveProjector
+from emp_sql.patterns_admin import PatternAdmin
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from emp_api.state import Services
-from emp_core.auth import Principal, Unauthorized
+from emp_sql.auth import Principal, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An API token from `emp tokens create`.")
 

@@ -11,11 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from emp_api.deps import AdminDep, ServicesDep
 from emp_api.schemas import ERRORS, ErrorResponse
-from emp_core.db.error_patterns import PatternFilter, as_dict
-from emp_core.db.models import ErrorPattern
 from emp_core.patterns import CONNECTORS, Category, MatchKind, PatternSpec
 from emp_core.patterns.counts import unmatched
 from emp_core.patterns.rules import MAX_MESSAGE_CHARS
+from emp_sql.error_patterns import PatternFilter, as_dict
+from emp_sql.models import ErrorPattern
 
 router = APIRouter(
     prefix="/api/error-patterns",

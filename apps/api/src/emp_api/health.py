@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 import emp_core
 from emp_api import __version__
 from emp_api.errors import error_response
 from emp_api.schemas import ErrorResponse, HealthOut, VersionOut
 from emp_api.state import Services
-from emp_core.functions import LIBRARY_VERSION
+from emp_core.queue.functions import LIBRARY_VERSION
+from emp_web.health import probe_backends
 
 router = APIRouter(tags=["system"])
-
-_TIMEOUT = 2.0
-
-
-async def _check(probe: Any) -> str:
-    try:
-        await asyncio.wait_for(probe, _TIMEOUT)
-    except TimeoutError:
-        return f"no answer within {_TIMEOUT:g} s"
-    except (RedisError, SQLAlchemyError, OSError) as exc:
-        return str(exc).splitlines()[0][:200] or type(exc).__name__
-    return "ok"
 
 
 @router.get(
@@ -42,10 +26,7 @@ async def health(request: Request) -> HealthOut | JSONResponse:
     """200 when Redis and the database answer; 503 naming the first that does not (in
     `error.field`), with every check's outcome in `checks`."""
     services: Services = request.app.state.services
-    redis_state, sql_state = await asyncio.gather(
-        _check(services.redis.ping()), _check(services.database.ping())
-    )
-    checks = {"redis": redis_state, "sql": sql_state}
+    checks = await probe_backends(services.redis, services.database)
     failed = [name for name, state in checks.items() if state != "ok"]
     if failed:
         message = "; ".join(f"{name} is unavailable: {checks[name]}" for name in failed)

@@ -9,10 +9,10 @@ from opentelemetry.trace import SpanKind
 
 from emp_api.deps import PrincipalDep, ServicesDep
 from emp_api.schemas import ERRORS, JobPage
-from emp_core.capabilities import Service
-from emp_core.catalog import MAX_PAGE
-from emp_core.job import Job, JobSpec, JobStatus
+from emp_core.jobs.capabilities import Service
+from emp_core.jobs.job import Job, JobSpec, JobStatus
 from emp_core.telemetry import current_traceparent
+from emp_sql.catalog import MAX_PAGE
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses={**ERRORS})
 

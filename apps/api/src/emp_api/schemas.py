@@ -1,5 +1,5 @@
 """Response shapes of the API that ``emp_core`` does not already define (a job is
-``emp_core.job.Job``; a job event is ``emp_core.events.JobEvent``)."""
+``emp_core.jobs.job.Job``; a job event is ``emp_core.jobs.events.JobEvent``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from emp_core.job import Job
+from emp_core.jobs.job import Job
 
 
 class ErrorBody(BaseModel):

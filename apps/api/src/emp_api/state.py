@@ -2,53 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-
-import redis.asyncio as aioredis
+from dataclasses import dataclass, field
 
 from emp_api.settings import ApiSettings
-from emp_core.auth import Authenticator
-from emp_core.catalog import JobCatalog
-from emp_core.db.session import Database
-from emp_core.db.settings import DatabaseSettings
-from emp_core.hub import EventHub
-from emp_core.patterns.admin import PatternAdmin
-from emp_core.queue import Queue
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import Telemetry
-from emp_core.web import Backends
-from emp_core.workers import WorkerRegistry
-
-logger = logging.getLogger(__name__)
+from emp_sql.auth import Authenticator
+from emp_sql.settings import DatabaseSettings
+from emp_web.backends import Backends
+from emp_web.services import WebServices
 
 
 @dataclass(slots=True)
-class Services:
-    api: ApiSettings
-    auth: Authenticator
-    catalog: JobCatalog
-    workers: WorkerRegistry
-    patterns: PatternAdmin
-    telemetry: Telemetry
-    backends: Backends
-
-    # The connections live in ``backends``; these name them the way the routes use them.
-    @property
-    def redis(self) -> aioredis.Redis:
-        return self.backends.redis
-
-    @property
-    def queue(self) -> Queue:
-        return self.backends.queue
-
-    @property
-    def database(self) -> Database:
-        return self.backends.database
-
-    @property
-    def hub(self) -> EventHub:
-        return self.backends.hub
+class Services(WebServices):
+    api: ApiSettings = field(kw_only=True)
+    auth: Authenticator = field(kw_only=True)
 
     @classmethod
     async def start(
@@ -61,16 +29,13 @@ class Services:
         """Connect, install the Function library (refusing an older code's downgrade) and
         subscribe to the events channel."""
         b = await Backends.open(queue_settings, db_settings, ws_backlog=api.ws_backlog)
-        redis, queue, database = b.redis, b.queue, b.database
         return cls(
-            api=api,
-            auth=Authenticator(database, cache_seconds=api.auth_cache_seconds),
-            catalog=JobCatalog(queue, database),
-            workers=WorkerRegistry(redis, queue.keys),
-            backends=b,
-            patterns=PatternAdmin(database, redis, queue.keys),
+            **WebServices.parts(b),
             telemetry=telemetry,
+            api=api,
+            auth=Authenticator(b.database, cache_seconds=api.auth_cache_seconds),
         )
 
     async def stop(self) -> None:
         await self.backends.close()
+        self.telemetry.shutdown()

@@ -12,30 +12,31 @@ After the terminal event it closes with 1000.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 import orjson
 from fastapi import APIRouter, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.websockets import WebSocketDisconnect
 
 from emp_api.deps import socket_token
 from emp_api.errors import error_response
 from emp_api.state import Services
-from emp_core.auth import Forbidden, Principal
-from emp_core.capabilities import Service
 from emp_core.errors import EmpError, InvalidInput, invalid_from_validation
-from emp_core.events import EventType, JobEvent, replay
-from emp_core.hub import GAP, Subscription, control
-from emp_core.job import Job, JobStatus
+from emp_core.jobs.capabilities import Service
+from emp_core.jobs.events import EventType, JobEvent, replay
+from emp_core.jobs.job import Job, JobStatus
+from emp_sql.auth import Forbidden, Principal
+from emp_web.hub import GAP, Subscription, control
+from emp_web.sockets import (
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    serve,
+    serve_job_socket,
+    stream_id,
+)
 
 router = APIRouter()
-
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN = 1013
 
 
 class SubscribeMessage(BaseModel):
@@ -46,11 +47,6 @@ class SubscribeMessage(BaseModel):
     type: str = Field(pattern="^subscribe$")
     services: list[Service] | None = Field(default=None, max_length=100)
     statuses: list[JobStatus] | None = None
-
-
-def _stream_id(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return (int(ms), int(seq or 0)) if ms.isdigit() else (0, 0)
 
 
 async def _refuse(websocket: WebSocket, exc: EmpError) -> None:
@@ -69,29 +65,6 @@ async def _admit(websocket: WebSocket, services: Services) -> Principal | None:
     except EmpError as exc:
         await _refuse(websocket, exc)
         return None
-
-
-async def _serve(sender: Awaitable[None], receiver: Awaitable[None]) -> None:
-    """Run a socket's sender and receiver until either ends (the job ended, or the client went
-    away), then stop the other. A send to a client that has gone is not an error here: it
-    raises ``WebSocketDisconnect``, an ``OSError`` (uvicorn) or a ``RuntimeError`` (Starlette,
-    after a close)."""
-    tasks = {asyncio.ensure_future(sender), asyncio.ensure_future(receiver)}
-    try:
-        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        exc = task.exception()
-        if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError | RuntimeError):
-            raise exc
-
-
-async def _until_closed(websocket: WebSocket) -> None:
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
 
 
 def _final_event(job: Job) -> str:
@@ -124,10 +97,10 @@ class _JobFeed:
 
     async def _send(self, text: str, event_id: str, terminal: bool) -> bool:
         """Send unless already sent; True once the terminal event is out."""
-        stream_id = _stream_id(event_id)
-        if stream_id <= self.last:
+        event_key = stream_id(event_id)
+        if event_key <= self.last:
             return False
-        self.last = stream_id
+        self.last = event_key
         await self.websocket.send_text(text)
         return terminal
 
@@ -173,21 +146,14 @@ class _JobFeed:
 async def job_events(websocket: WebSocket, job_id: str) -> None:
     """Replay the job's events, follow them live, close with 1000 after the terminal one."""
     services: Services = websocket.app.state.services
-    viewer = await _admit(websocket, services)
-    if viewer is None:
-        return
-    try:
-        await services.catalog.get(job_id, viewer)
-    except EmpError as exc:
-        await _refuse(websocket, exc)
-        return
-    sub = services.hub.follow_job(job_id)
-    try:
-        await websocket.accept()
-        feed = _JobFeed(websocket, services, job_id, viewer)
-        await _serve(feed.run(sub), _until_closed(websocket))
-    finally:
-        services.hub.leave(sub)
+    await serve_job_socket(
+        websocket,
+        services,
+        job_id,
+        admit=lambda: _admit(websocket, services),
+        refuse=lambda exc: _refuse(websocket, exc),
+        feed=lambda viewer, sub: _JobFeed(websocket, services, job_id, viewer).run(sub),
+    )
 
 
 async def _send_all(websocket: WebSocket, sub: Subscription) -> None:
@@ -234,6 +200,6 @@ async def all_events(websocket: WebSocket) -> None:
     sub = services.hub.follow_all()
     try:
         await websocket.accept()
-        await _serve(_send_all(websocket, sub), _subscriptions(websocket, sub))
+        await serve(_send_all(websocket, sub), _subscriptions(websocket, sub))
     finally:
         services.hub.leave(sub)

@@ -23,8 +23,8 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from emp_core.capabilities import Identifier
 from emp_core.errors import InvalidInput
+from emp_core.jobs.capabilities import Identifier
 from emp_core.settings import QueueSettings
 
 _SERVICE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")

@@ -1,6 +1,6 @@
 """One machine: its worker slots under a ``Supervisor``, and its status reported to Redis.
 
-The status (``emp_core.machines``) is written when the machine starts, on every change of a
+The status (``emp_core.registry.machines``) is written when the machine starts, on every change of a
 worker (started, crashed, given up, stopping) and at least every ``status_interval_seconds``, so
 readers can tell a quiet machine from a lost one. Redis being away does not stop the machine:
 the workers go on, and the next report is tried on the next change or tick.
@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from emp_core.envcrypt import KEY_ENV
-from emp_core.machines import MachineRegistry, MachineState, MachineStatus, SlotState
-from emp_core.redis_client import connect
+from emp_core.redis.client import connect
+from emp_core.registry.machines import MachineRegistry, MachineState, MachineStatus, SlotState
+from emp_core.security.envcrypt import KEY_ENV
 from emp_machine import __version__
 from emp_machine.config import MachineSettings, Slot
 from emp_machine.supervisor import RestartPolicy, Supervisor

@@ -14,26 +14,24 @@ period or go back to the queue); a second one makes them hand their jobs back at
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
-import typer
 from pydantic import ValidationError
 
-from emp_core.envcrypt import KEY_ENV, EnvCryptError, KeyRing, decrypt_env
 from emp_core.errors import EmpError, invalid_from_validation
+from emp_core.security.envcrypt import KEY_ENV, EnvCryptError, KeyRing, decrypt_env
 from emp_core.telemetry import setup_telemetry
 from emp_machine.config import MachineSettings
 from emp_machine.machine import Machine
 
 logger = logging.getLogger("emp_machine")
-
-app = typer.Typer(add_completion=False, no_args_is_help=False)
 
 
 def load_env_file(path: Path) -> int:
@@ -49,22 +47,27 @@ def load_env_file(path: Path) -> int:
     return len(variables)
 
 
-@app.command()
-def run(
-    env_file: Annotated[
-        Path | None,
-        typer.Option(help="Encrypted env file to decrypt (key: EMP_ENV_KEY) before starting."),
-    ] = None,
-    machine_id: Annotated[str | None, typer.Option(help="Default: EMP_MACHINE_ID or host.")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs to assign (default: EMP_GPUS, 0).")] = None,
-    workers: Annotated[
-        str | None, typer.Option(help="SERVICE:COUNT[,...] (default: EMP_WORKERS, simulation:1).")
-    ] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Default: EMP_REDIS_URL.")] = None,
-    queue: Annotated[str | None, typer.Option(help="Queue name (default: EMP_QUEUE).")] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING...")] = None,
-) -> None:
+def _parser() -> argparse.ArgumentParser:
+    # argparse, not a CLI toolkit: the machine's image carries no typer/click/rich.
+    p = argparse.ArgumentParser(
+        prog="emp-machine",
+        description="Start one worker per slot, keep them running, report the machine to Redis.",
+    )
+    add = p.add_argument
+    add("--env-file", type=Path, help="Encrypted env file to decrypt (key: EMP_ENV_KEY) first.")
+    add("--machine-id", help="Default: EMP_MACHINE_ID or host.")
+    add("--gpus", type=int, help="GPUs to assign (default: EMP_GPUS, 0).")
+    add("--workers", help="SERVICE:COUNT[,...] (default: EMP_WORKERS, simulation:1).")
+    add("--redis-url", help="Default: EMP_REDIS_URL.")
+    add("--queue", help="Queue name (default: EMP_QUEUE).")
+    add("--log-level", help="DEBUG, INFO, WARNING...")
+    return p
+
+
+def run(argv: list[str] | None = None) -> None:
     """Start one worker per slot, keep them running, report the machine to Redis."""
+    args = _parser().parse_args(argv)
+    env_file = args.env_file
     loaded = 0
     if env_file is not None:
         try:
@@ -72,12 +75,12 @@ def run(
         except EnvCryptError as exc:
             _exit(f"refusing to start: {exc.message}", 2)
     flags: dict[str, Any] = {
-        "machine_id": machine_id,
-        "gpus": gpus,
-        "workers": workers,
-        "redis_url": redis_url,
-        "queue": queue,
-        "log_level": log_level,
+        "machine_id": args.machine_id,
+        "gpus": args.gpus,
+        "workers": args.workers,
+        "redis_url": args.redis_url,
+        "queue": args.queue,
+        "log_level": args.log_level,
     }
     try:
         settings = MachineSettings(**{k: v for k, v in flags.items() if v is not None})
@@ -100,7 +103,7 @@ def run(
         code = asyncio.run(_serve(machine))
     finally:
         telemetry.shutdown()
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 async def _serve(machine: Machine) -> int:
@@ -116,12 +119,12 @@ async def _serve(machine: Machine) -> int:
 
 
 def _exit(message: str, code: int) -> NoReturn:
-    typer.echo(f"emp-machine: {message}", err=True)
-    raise typer.Exit(code)
+    print(f"emp-machine: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
 def main() -> None:
-    app()
+    run()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from emp_core.machines import MachineWorker, SlotState
+from emp_core.registry.machines import MachineWorker, SlotState
 from emp_machine.config import Slot
 
 logger = logging.getLogger(__name__)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -14,12 +13,13 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from emp_core.db.settings import DatabaseSettings
 from emp_core.settings import QueueSettings
+from emp_sql.settings import DatabaseSettings
 from emp_studio import __version__, errors
 from emp_studio.pages import auth, dashboard, health, job, jobs, patterns, users
 from emp_studio.settings import StudioSettings
 from emp_studio.state import Services
+from emp_web.services import lifespan
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +61,15 @@ def create_app(
     database_settings = database_settings or DatabaseSettings()
     settings = studio_settings or StudioSettings()
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(queue_settings, database_settings, settings)
-        app.state.services = services
-        logger.info("EMP studio %s serving queue %s", __version__, queue_settings.queue)
-        try:
-            yield
-        finally:
-            await services.stop()
+    async def start() -> Services:
+        return await Services.start(queue_settings, database_settings, settings)
 
     app = FastAPI(
         title="EMP studio",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=lifespan(
+            start, ready=f"EMP studio {__version__} serving queue {queue_settings.queue}"
+        ),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

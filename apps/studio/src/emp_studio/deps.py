@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from emp_core.auth import Forbidden, Principal
+from emp_sql.auth import Forbidden, Principal
 from emp_studio.session import CSRF_FIELD, CSRF_HEADER, SignInRequired, check_csrf, signed_in
 from emp_studio.state import Services
 

@@ -15,14 +15,12 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emp_core.errors import EmpError
 from emp_studio.render import is_htmx, page, redirect, sentence
 from emp_studio.session import SignInRequired
+from emp_web.errors import ErrorHandlers
 
 logger = logging.getLogger(__name__)
 
@@ -55,48 +53,37 @@ async def _sign_in(request: Request, exc: Exception) -> Response:
     return redirect(request, f"/signin?next={quote(exc.next_url, safe='/')}")
 
 
-async def _emp_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, EmpError)
-    return error_page(request, exc.status_code, exc.message)
+class _PageErrors(ErrorHandlers):
+    async def emp_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, EmpError)
+        return error_page(request, exc.status_code, exc.message)
 
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404:
+            return error_page(request, 404, "There is no page at this address.")
+        message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return error_page(request, exc.status_code, message)
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 404:
-        return error_page(request, 404, "There is no page at this address.")
-    message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return error_page(request, exc.status_code, message)
+    async def validation_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ())[1:])
+        return error_page(request, 400, f"{where}: {first['msg']}" if where else str(first["msg"]))
 
+    async def redis_down(self, request: Request, exc: Exception) -> Response:
+        logger.warning("a page failed because Redis is unreachable: %s", exc)
+        return error_page(request, 503, "The queue (Redis) is not answering. Try again shortly.")
 
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-    where = ".".join(str(p) for p in first.get("loc", ())[1:])
-    return error_page(request, 400, f"{where}: {first['msg']}" if where else str(first["msg"]))
+    async def sql_down(self, request: Request, exc: Exception) -> Response:
+        logger.warning("a page failed because the database is unreachable: %s", exc)
+        return error_page(request, 503, "The database is not answering. Try again shortly.")
 
-
-async def _redis_down(request: Request, exc: Exception) -> Response:
-    logger.warning("a page failed because Redis is unreachable: %s", exc)
-    return error_page(request, 503, "The queue (Redis) is not answering. Try again shortly.")
-
-
-async def _sql_down(request: Request, exc: Exception) -> Response:
-    logger.warning("a page failed because the database is unreachable: %s", exc)
-    return error_page(request, 503, "The database is not answering. Try again shortly.")
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_page(request, 500, "An internal error occurred; it has been logged.")
+    async def unexpected(self, request: Request, exc: Exception) -> Response:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_page(request, 500, "An internal error occurred; it has been logged.")
 
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(SignInRequired, _sign_in)
-    app.add_exception_handler(EmpError, _emp_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(RedisConnectionError, _redis_down)
-    app.add_exception_handler(RedisTimeoutError, _redis_down)
-    app.add_exception_handler(OperationalError, _sql_down)
-    app.add_exception_handler(InterfaceError, _sql_down)
-    app.add_exception_handler(Exception, _unexpected)
+    _PageErrors().install(app)

@@ -18,7 +18,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from emp_core.errors import EmpError, InvalidInput
-from emp_core.job import DEFAULT_PRIORITY
+from emp_core.jobs.job import DEFAULT_PRIORITY
 
 FORM = "_form"  # errors that belong to no one field: shown above the form
 DEFAULT_PAYLOAD = '{\n  "steps": 20,\n  "step_time": 0.1\n}'

@@ -9,21 +9,14 @@ reading a signed-in user's live pages (cross-site WebSocket hijacking).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import WebSocket
-from starlette.websockets import WebSocketDisconnect
 
-from emp_core.auth import Principal
+from emp_sql.auth import Principal
 from emp_studio.session import signed_in
 from emp_studio.state import Services
-
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN = 1013
+from emp_web.sockets import CLOSE_POLICY
 
 
 def same_origin(websocket: WebSocket) -> bool:
@@ -44,25 +37,3 @@ async def admit(websocket: WebSocket, services: Services) -> Principal | None:
     if viewer is None:
         await websocket.close(CLOSE_POLICY, "sign in first")
     return viewer
-
-
-async def _until_closed(websocket: WebSocket) -> None:
-    while (await websocket.receive())["type"] != "websocket.disconnect":
-        pass
-
-
-async def serve_socket(websocket: WebSocket, feed: Coroutine[Any, Any, None]) -> None:
-    """Run ``feed`` until it ends or the browser goes away, then stop the other. A send to a
-    browser that has gone is not an error here: it raises ``WebSocketDisconnect``, an
-    ``OSError`` (uvicorn) or a ``RuntimeError`` (Starlette, after a close)."""
-    tasks = {asyncio.ensure_future(feed), asyncio.ensure_future(_until_closed(websocket))}
-    try:
-        done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        exc = task.exception()
-        if exc is not None and not isinstance(exc, WebSocketDisconnect | OSError | RuntimeError):
-            raise exc

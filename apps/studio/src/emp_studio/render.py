@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from emp_core.job import CANCELLABLE, JobStatus
+from emp_core.jobs.job import CANCELLABLE, JobStatus
 from emp_studio import __version__
 from emp_studio.results import Clipped, ImageRef
 from emp_studio.session import csrf_token

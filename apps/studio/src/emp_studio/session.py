@@ -17,11 +17,11 @@ import secrets
 from collections.abc import MutableMapping
 from typing import Any
 
-from emp_core.auth import Principal
-from emp_core.db.models import Role, User
-from emp_core.db.session import Database
-from emp_core.db.users import UserRepository
 from emp_core.errors import EmpError
+from emp_sql.auth import Principal
+from emp_sql.models import Role, User
+from emp_sql.session import Database
+from emp_sql.users import UserRepository
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from emp_core.events import EventType, JobEvent
-from emp_core.job import Job
+from emp_core.jobs.events import EventType, JobEvent
+from emp_core.jobs.job import Job
 
 _TONES = {
     EventType.COMPLETED: "ok",

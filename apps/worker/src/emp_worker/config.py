@@ -34,8 +34,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from emp_core.capabilities import Hardware, Identifier, Service, WorkerCapabilities
 from emp_core.errors import InvalidInput
+from emp_core.jobs.capabilities import Hardware, Identifier, Service, WorkerCapabilities
 from emp_core.settings import QueueSettings
 
 

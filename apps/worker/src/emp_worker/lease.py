@@ -20,9 +20,9 @@ import redis
 from redis.exceptions import RedisError
 
 from emp_core.errors import NotFound, StaleToken
-from emp_core.functions import Functions
-from emp_core.keys import Keys
-from emp_core.queue import ClaimedJob
+from emp_core.queue.functions import Functions
+from emp_core.queue.keys import Keys
+from emp_core.queue.queue import ClaimedJob
 
 logger = logging.getLogger(__name__)
 

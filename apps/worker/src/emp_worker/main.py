@@ -7,15 +7,15 @@ and gives running jobs ``--grace`` seconds; a second one hands them back to the 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 
-import typer
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -25,8 +25,6 @@ from emp_worker.config import WorkerSettings
 from emp_worker.worker import Worker
 
 logger = logging.getLogger("emp_worker")
-
-app = typer.Typer(add_completion=False, no_args_is_help=False)
 
 
 def _models(values: list[str]) -> dict[str, list[str]]:
@@ -56,62 +54,60 @@ def _capabilities(values: list[str]) -> dict[str, Any]:
     return out
 
 
-@app.command()
-def run(
-    service: Annotated[
-        list[str] | None, typer.Option("--service", "-s", help="Service to run (repeat, or a,b).")
-    ] = None,
-    worker_id: Annotated[str | None, typer.Option(help="Default: {hostname}-{pid}.")] = None,
-    machine_id: Annotated[str | None, typer.Option(help="The machine this worker runs on.")] = None,
-    slots: Annotated[int | None, typer.Option(help="Jobs run at once (default 1).")] = None,
-    grace: Annotated[
-        float | None, typer.Option(help="Seconds running jobs get after SIGTERM (default 30).")
-    ] = None,
-    burst: Annotated[
-        bool | None, typer.Option("--burst/--no-burst", help="Exit once nothing is left.")
-    ] = None,
-    config: Annotated[Path | None, typer.Option(help="A .toml or .json settings file.")] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Default: EMP_REDIS_URL.")] = None,
-    queue: Annotated[str | None, typer.Option(help="Queue name (default: default).")] = None,
-    gpu_memory_gb: Annotated[float | None, typer.Option()] = None,
-    cpu_cores: Annotated[int | None, typer.Option()] = None,
-    ram_gb: Annotated[float | None, typer.Option()] = None,
-    model: Annotated[
-        list[str] | None, typer.Option(help="SERVICE:MODEL[,MODEL...] held (repeat).")
-    ] = None,
-    capability: Annotated[
-        list[str] | None, typer.Option(help="PATH=VALUE custom capability (repeat).")
-    ] = None,
-    customer_isolation: Annotated[str | None, typer.Option(help="none, loose or strict.")] = None,
-    allow_customer: Annotated[list[str] | None, typer.Option(help="Only these customers.")] = None,
-    deny_customer: Annotated[list[str] | None, typer.Option(help="Never these customers.")] = None,
-    workflow_id: Annotated[str | None, typer.Option(help="Take only this workflow's jobs.")] = None,
-    steps: Annotated[int | None, typer.Option(help="Simulation: steps per job.")] = None,
-    step_time: Annotated[float | None, typer.Option(help="Simulation: seconds per step.")] = None,
-    idle_wait: Annotated[
-        float | None, typer.Option(help="Seconds an idle slot waits before claiming anyway.")
-    ] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING...")] = None,
-) -> None:
+def _parser() -> argparse.ArgumentParser:
+    # argparse, not a CLI toolkit: a GPU worker's install carries no typer/click/rich.
+    p = argparse.ArgumentParser(
+        prog="emp-worker", description="Claim jobs this worker can run and run them until stopped."
+    )
+    add = p.add_argument
+    add("-s", "--service", action="append", help="Service to run (repeat, or a,b).")
+    add("--worker-id", help="Default: {hostname}-{pid}.")
+    add("--machine-id", help="The machine this worker runs on.")
+    add("--slots", type=int, help="Jobs run at once (default 1).")
+    add("--grace", type=float, help="Seconds running jobs get after SIGTERM (default 30).")
+    add("--burst", action=argparse.BooleanOptionalAction, help="Exit once nothing is left.")
+    add("--config", type=Path, help="A .toml or .json settings file.")
+    add("--redis-url", help="Default: EMP_REDIS_URL.")
+    add("--queue", help="Queue name (default: default).")
+    add("--gpu-memory-gb", type=float)
+    add("--cpu-cores", type=int)
+    add("--ram-gb", type=float)
+    add("--model", action="append", help="SERVICE:MODEL[,MODEL...] held (repeat).")
+    add("--capability", action="append", help="PATH=VALUE custom capability (repeat).")
+    add("--customer-isolation", help="none, loose or strict.")
+    add("--allow-customer", action="append", help="Only these customers.")
+    add("--deny-customer", action="append", help="Never these customers.")
+    add("--workflow-id", help="Take only this workflow's jobs.")
+    add("--steps", type=int, help="Simulation: steps per job.")
+    add("--step-time", type=float, help="Simulation: seconds per step.")
+    add("--idle-wait", type=float, help="Seconds an idle slot waits before claiming anyway.")
+    add("--log-level", help="DEBUG, INFO, WARNING...")
+    return p
+
+
+def run(argv: list[str] | None = None) -> None:
     """Claim jobs this worker can run and run them until stopped."""
+    args = _parser().parse_args(argv)
+    service, model, capability = args.service, args.model, args.capability
+    allow_customer, deny_customer = args.allow_customer, args.deny_customer
     flags: dict[str, Any] = {
-        "worker_id": worker_id,
-        "machine_id": machine_id,
-        "slots": slots,
-        "grace_seconds": grace,
-        "burst": burst,
-        "config_file": config,
-        "redis_url": redis_url,
-        "queue": queue,
-        "gpu_memory_gb": gpu_memory_gb,
-        "cpu_cores": cpu_cores,
-        "ram_gb": ram_gb,
-        "customer_isolation": customer_isolation,
-        "workflow_id": workflow_id,
-        "simulation_steps": steps,
-        "simulation_step_time": step_time,
-        "idle_wait_seconds": idle_wait,
-        "log_level": log_level,
+        "worker_id": args.worker_id,
+        "machine_id": args.machine_id,
+        "slots": args.slots,
+        "grace_seconds": args.grace,
+        "burst": args.burst,
+        "config_file": args.config,
+        "redis_url": args.redis_url,
+        "queue": args.queue,
+        "gpu_memory_gb": args.gpu_memory_gb,
+        "cpu_cores": args.cpu_cores,
+        "ram_gb": args.ram_gb,
+        "customer_isolation": args.customer_isolation,
+        "workflow_id": args.workflow_id,
+        "simulation_steps": args.steps,
+        "simulation_step_time": args.step_time,
+        "idle_wait_seconds": args.idle_wait,
+        "log_level": args.log_level,
     }
     try:
         if service:
@@ -162,12 +158,12 @@ async def _serve(worker: Worker) -> None:
 
 
 def _exit(message: str, code: int) -> NoReturn:
-    typer.echo(f"emp-worker: {message}", err=True)
-    raise typer.Exit(code)
+    print(f"emp-worker: {message}", file=sys.stderr)
+    raise SystemExit(code)
 
 
 def main() -> None:
-    app()
+    run()
 
 
 if __name__ == "__main__":

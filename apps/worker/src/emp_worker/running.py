@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from emp_core.queue import ClaimedJob, Queue
+from emp_core.queue.queue import ClaimedJob, Queue
 
 logger = logging.getLogger(__name__)
 

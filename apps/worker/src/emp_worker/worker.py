@@ -33,11 +33,11 @@ from redis.exceptions import RedisError, ResponseError
 
 from emp_core.errors import EmpError, StaleToken
 from emp_core.patterns import PatternCache
-from emp_core.queue import ClaimedJob, ClaimResult, Queue
-from emp_core.redis_client import connect
+from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue
+from emp_core.queue.wake import Waker, WakeSignal
+from emp_core.redis.client import connect
+from emp_core.registry.workers import WorkerRegistry
 from emp_core.telemetry import Telemetry, job_span, setup_telemetry
-from emp_core.wake import Waker, WakeSignal
-from emp_core.workers import WorkerRegistry
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors import Connector, build_connectors
 from emp_worker.failures import Classifier, JobTimedOut, classify, decide, describe

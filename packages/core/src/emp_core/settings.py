@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from emp_core.keys import Keys
+from emp_core.queue.keys import Keys
 
 
 class QueueSettings(BaseSettings):

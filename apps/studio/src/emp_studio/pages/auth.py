@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from emp_core.db.users import UserRepository
+from emp_sql.users import UserRepository
 from emp_studio.deps import ServicesDep, verify_csrf
 from emp_studio.render import page, redirect
 from emp_studio.session import sign_in, sign_out, signed_in

@@ -21,15 +21,16 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import Response
 
-from emp_core.auth import Principal
-from emp_core.backlog import backlog
-from emp_core.capabilities import WorkerCapabilities
-from emp_core.hub import Subscription
-from emp_core.machines import list_machines
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.backlog import backlog
+from emp_core.registry.machines import list_machines
+from emp_sql.auth import Principal
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
-from emp_studio.live import admit, serve_socket
+from emp_studio.live import admit
 from emp_studio.render import fragment, page
 from emp_studio.state import Services
+from emp_web.hub import Subscription
+from emp_web.sockets import serve_feed
 
 router = APIRouter(dependencies=[Depends(verify_csrf)])
 sockets = APIRouter()
@@ -126,4 +127,4 @@ async def dashboard_socket(websocket: WebSocket) -> None:
     if viewer is None:
         return
     await websocket.accept()
-    await serve_socket(websocket, _feed(websocket, services, viewer))
+    await serve_feed(websocket, _feed(websocket, services, viewer))

@@ -19,28 +19,24 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import Response
 
-from emp_core.auth import Principal
-from emp_core.db.users import UserRepository
 from emp_core.errors import EmpError
-from emp_core.events import JobEvent, replay
-from emp_core.hub import GAP, Subscription
-from emp_core.job import Job
+from emp_core.jobs.events import JobEvent, replay
+from emp_core.jobs.job import Job
+from emp_sql.auth import Principal
+from emp_sql.users import UserRepository
 from emp_studio import timeline
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
-from emp_studio.live import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN, admit, serve_socket
+from emp_studio.live import admit
 from emp_studio.render import fragment, is_htmx, page, redirect
 from emp_studio.results import present
 from emp_studio.state import Services
+from emp_web.hub import GAP, Subscription
+from emp_web.sockets import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN, serve_job_socket, stream_id
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(dependencies=[Depends(verify_csrf)])
 sockets = APIRouter()
-
-
-def _stream_id(event_id: str) -> tuple[int, int]:
-    ms, _, seq = event_id.partition("-")
-    return (int(ms), int(seq or 0)) if ms.isdigit() else (0, 0)
 
 
 async def _load(services: Services, job_id: str, viewer: Principal) -> tuple[Job, list[JobEvent]]:
@@ -118,15 +114,15 @@ class _Feed:
         job, events = await _load(self.services, self.job_id, self.viewer)
         self.job = job
         if events:
-            self.last = max(self.last, _stream_id(events[-1].event_id))
+            self.last = max(self.last, stream_id(events[-1].event_id))
         await self.websocket.send_text(fragment("_job_live.html", job_context(job, events)))
         return job.is_terminal
 
     async def _send_progress(self, event: JobEvent) -> None:
-        stream_id = _stream_id(event.event_id)
-        if self.job is None or stream_id <= self.last:
+        event_key = stream_id(event.event_id)
+        if self.job is None or event_key <= self.last:
             return  # already reflected by the last full render
-        self.last = stream_id
+        self.last = event_key
         self.job = self.job.model_copy(
             update={"status": event.status, "progress": event.progress, "message": event.message}
         )
@@ -143,7 +139,7 @@ class _Feed:
                 return
             if item is not GAP and item.kind == "progress":
                 await self._send_progress(JobEvent.model_validate_json(item.text))
-            elif (item is GAP or _stream_id(item.event_id or "") > self.last) and (
+            elif (item is GAP or stream_id(item.event_id or "") > self.last) and (
                 await self._send_all()
             ):
                 await self.websocket.close(CLOSE_NORMAL)
@@ -153,19 +149,15 @@ class _Feed:
 @sockets.websocket("/ws/jobs/{job_id}")
 async def job_socket(websocket: WebSocket, job_id: str) -> None:
     services: Services = websocket.app.state.services
-    viewer = await admit(websocket, services)
-    if viewer is None:
-        return
-    try:
-        await services.catalog.get(job_id, viewer)
-    except EmpError as exc:
+
+    async def refuse(exc: EmpError) -> None:
         await websocket.close(CLOSE_POLICY, exc.message[:120])
-        return
-    # Subscribe before the first read: what happens in between is then both read and delivered,
-    # and the stream ids drop the second copy.
-    sub = services.hub.follow_job(job_id)
-    try:
-        await websocket.accept()
-        await serve_socket(websocket, _Feed(websocket, services, viewer, job_id, sub).run())
-    finally:
-        services.hub.leave(sub)
+
+    await serve_job_socket(
+        websocket,
+        services,
+        job_id,
+        admit=lambda: admit(websocket, services),
+        refuse=refuse,
+        feed=lambda viewer, sub: _Feed(websocket, services, viewer, job_id, sub).run(),
+    )

@@ -15,12 +15,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from emp_core.auth import Principal
-from emp_core.backlog import backlog
-from emp_core.catalog import JobPage
-from emp_core.db.users import UserRepository
 from emp_core.errors import InvalidInput
-from emp_core.job import JobSpec, JobStatus
+from emp_core.jobs.job import JobSpec, JobStatus
+from emp_core.queue.backlog import backlog
+from emp_sql.auth import Principal
+from emp_sql.catalog import JobPage
+from emp_sql.users import UserRepository
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
 from emp_studio.forms import JobForm, field_errors
 from emp_studio.render import is_htmx, page, redirect

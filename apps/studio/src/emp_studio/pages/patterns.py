@@ -11,11 +11,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from emp_core.db.error_patterns import PatternFilter, as_dict
-from emp_core.db.models import ErrorPatternChange
 from emp_core.errors import Conflict, EmpError
 from emp_core.patterns import CONNECTORS, Category, PatternSpec
 from emp_core.patterns.counts import unmatched
+from emp_sql.error_patterns import PatternFilter, as_dict
+from emp_sql.models import ErrorPatternChange
 from emp_studio.chart import daily_chart
 from emp_studio.deps import AdminDep, ServicesDep, verify_csrf
 from emp_studio.render import fragment, page, redirect

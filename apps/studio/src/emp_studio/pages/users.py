@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from emp_core.db.models import Role
-from emp_core.db.users import MIN_PASSWORD_LENGTH, UserRepository
 from emp_core.errors import EmpError
+from emp_sql.models import Role
+from emp_sql.users import MIN_PASSWORD_LENGTH, UserRepository
 from emp_studio.deps import AdminDep, ServicesDep, verify_csrf
 from emp_studio.render import page, redirect
 from emp_studio.state import Services

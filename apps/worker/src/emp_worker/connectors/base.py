@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
 
-from emp_core.job import Job
+from emp_core.jobs.job import Job
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import JsonValue
 
-from emp_core.job import Job
+from emp_core.jobs.job import Job
 from emp_worker.connectors.base import Abort, JobContext
 
 _MAX_STEPS = 100_000

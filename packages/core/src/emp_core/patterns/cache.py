@@ -12,12 +12,12 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from emp_core.keys import Keys
 from emp_core.patterns import counts
 from emp_core.patterns.engine import Snapshot
 from emp_core.patterns.portable import starter_snapshot
 from emp_core.patterns.rules import Classification
 from emp_core.patterns.store import read_snapshot
+from emp_core.queue.keys import Keys
 
 logger = logging.getLogger(__name__)
 

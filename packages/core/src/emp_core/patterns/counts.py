@@ -21,9 +21,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from emp_core.keys import Keys
 from emp_core.patterns.engine import truncate
 from emp_core.patterns.rules import Classification
+from emp_core.queue.keys import Keys
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from emp_core.keys import Keys
 from emp_core.patterns.engine import Snapshot
+from emp_core.queue.keys import Keys
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The ``emp`` command: jobs, admin (users, tokens, database), env files, error patterns."""

@@ -1,0 +1,3 @@
+from emp_cli.main import main
+
+main()

@@ -1,0 +1,206 @@
+"""The ``emp`` command: submit and inspect jobs, load the Function library, run the reaper.
+
+Every command reads the ``EMP_*`` settings (``EMP_REDIS_URL``, ``EMP_QUEUE``, …);
+``--redis-url`` and ``--queue`` override them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import orjson
+import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from emp_cli.admin import db_app, tokens_app, users_app
+from emp_cli.env import env_app
+from emp_cli.patterns import patterns_app
+from emp_core.errors import EmpError
+from emp_core.jobs.events import follow
+from emp_core.jobs.job import DEFAULT_PRIORITY, Job, JobStatus
+from emp_core.queue.queue import Queue
+from emp_core.redis.client import connect
+from emp_core.settings import QueueSettings
+
+app = typer.Typer(help="EMP job queue command line.", no_args_is_help=True, add_completion=False)
+functions_app = typer.Typer(help="The Redis Function library.", no_args_is_help=True)
+app.add_typer(functions_app, name="functions")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(db_app, name="db")
+app.add_typer(env_app, name="env")
+app.add_typer(patterns_app, name="patterns")
+console = Console()
+err = Console(stderr=True)
+
+T = TypeVar("T")
+
+RedisUrl = Annotated[str | None, typer.Option(help="Redis URL (default: EMP_REDIS_URL).")]
+QueueName = Annotated[str | None, typer.Option(help="Queue name (default: EMP_QUEUE).")]
+
+
+def _settings(redis_url: str | None, queue: str | None) -> QueueSettings:
+    overrides: dict[str, Any] = {}
+    if redis_url:
+        overrides["redis_url"] = redis_url
+    if queue:
+        overrides["queue"] = queue
+    return QueueSettings(**overrides)
+
+
+def _run(settings: QueueSettings, body: Callable[[Queue], Awaitable[T]]) -> T:
+    """Run ``body`` with a connected Queue; print domain and connection errors as one line."""
+
+    async def main() -> T:
+        client = connect(settings.redis_url)
+        try:
+            return await body(Queue(client, settings))
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(main())
+    except EmpError as exc:
+        err.print(f"[red]error:[/] {exc.message}")
+        raise typer.Exit(2) from None
+    except RedisConnectionError as exc:
+        err.print(f"[red]error:[/] cannot reach Redis at {settings.redis_url}: {exc}")
+        raise typer.Exit(3) from None
+
+
+def _json_arg(text: str, name: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        err.print(f"[red]error:[/] --{name} is not valid JSON: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _job_table(job: Job) -> Table:
+    table = Table(show_header=False, box=None)
+    for name, value in job.model_dump(exclude={"payload", "requirements"}).items():
+        if value not in (None, ""):
+            table.add_row(f"[bold]{name}", str(value))
+    table.add_row("[bold]requirements", job.requirements.canonical_json())
+    return table
+
+
+@app.command()
+def submit(
+    service: Annotated[str, typer.Option(help="Service that runs the job, e.g. simulation.")],
+    payload: Annotated[str, typer.Option(help="Payload as a JSON object.")] = "{}",
+    priority: Annotated[int, typer.Option(help="0-1000, higher first.")] = DEFAULT_PRIORITY,
+    requirements: Annotated[str, typer.Option(help="Requirements as a JSON object.")] = "{}",
+    customer: Annotated[str | None, typer.Option(help="Customer id.")] = None,
+    max_attempts: Annotated[int, typer.Option(help="Attempts before the job fails.")] = 3,
+    count: Annotated[int, typer.Option(help="Submit this many copies.", min=1)] = 1,
+    wait: Annotated[
+        bool, typer.Option(help="Follow the job until it ends, showing progress.")
+    ] = False,
+    redis_url: RedisUrl = None,
+    queue: QueueName = None,
+) -> None:
+    """Submit a job (or --count copies) and print its id; --wait follows it to the end."""
+    spec = {
+        "service": service,
+        "priority": priority,
+        "payload": _json_arg(payload, "payload"),
+        "requirements": _json_arg(requirements, "requirements"),
+        "customer_id": customer,
+        "max_attempts": max_attempts,
+    }
+    settings = _settings(redis_url, queue)
+
+    async def body(q: Queue) -> int:
+        await q.functions.check()
+        ids = await q.submit_many([spec] * count)
+        for job_id in ids:
+            console.print(job_id, highlight=False)
+        if not wait:
+            return 0
+        results = await asyncio.gather(*(_watch(q, job_id) for job_id in ids))
+        return 0 if all(status == JobStatus.COMPLETED for status in results) else 1
+
+    code = _run(settings, body)
+    raise typer.Exit(code)
+
+
+async def _watch(q: Queue, job_id: str) -> JobStatus:
+    """Show one job's progress until it ends; returns its final status."""
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[note]}"), TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(f"job {job_id[:8]}", total=100, note="pending")
+        async for event in follow(q.redis, q.keys, job_id):
+            note = event.message or event.error or event.reason or event.status
+            if event.worker_id:
+                note = f"{note} on {event.worker_id}"
+            bar.update(task, completed=event.progress or 0, note=f"{event.type}: {note}")
+            if event.type == "completed":
+                bar.update(task, completed=100)
+    job = await q.get(job_id)
+    if job.status == JobStatus.COMPLETED:
+        console.print(f"job {job_id} completed: {orjson.dumps(job.result).decode()[:500]}")
+    else:
+        err.print(f"job {job_id} {job.status} after {job.attempts} attempt(s): {job.error}")
+    return job.status
+
+
+@app.command()
+def get(
+    job_id: str, json: Annotated[bool, typer.Option(help="Print JSON.")] = False,
+    redis_url: RedisUrl = None, queue: QueueName = None,
+) -> None:  # fmt: skip
+    """Show one job."""
+    job = _run(_settings(redis_url, queue), lambda q: q.get(job_id))
+    if json:
+        sys.stdout.write(job.model_dump_json(indent=2) + "\n")
+    else:
+        console.print(_job_table(job))
+
+
+@app.command()
+def cancel(job_id: str, redis_url: RedisUrl = None, queue: QueueName = None) -> None:
+    """Cancel a job that has not finished."""
+    previous = _run(
+        _settings(redis_url, queue), lambda q: q.cancel(job_id, "cancelled from the CLI")
+    )
+    console.print(f"job {job_id} cancelled (it was {previous})")
+
+
+@app.command()
+def depth(redis_url: RedisUrl = None, queue: QueueName = None) -> None:
+    """Pending jobs per service."""
+    counts = _run(_settings(redis_url, queue), lambda q: q.depth())
+    table = Table("service", "pending")
+    for service, n in sorted(counts.items()):
+        table.add_row(service, str(n))
+    console.print(table if counts else "no pending jobs")
+
+
+@app.command()
+def reap(redis_url: RedisUrl = None, queue: QueueName = None) -> None:
+    """Requeue jobs of workers whose lease expired and promote due retries, once."""
+    requeued, failed, promoted = _run(_settings(redis_url, queue), lambda q: q.reap())
+    console.print(f"requeued {requeued}, failed {failed}, promoted {promoted}")
+
+
+@functions_app.command("load")
+def functions_load(redis_url: RedisUrl = None, queue: QueueName = None) -> None:
+    """Install this code's library (FUNCTION LOAD REPLACE) and check its version."""
+    version = _run(_settings(redis_url, queue), lambda q: q.functions.load())
+    console.print(f"emp library v{version} loaded")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The `emp` command, run as a real subprocess against the test Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.functions import LIBRARY_VERSION
+from emp_core.queue.queue import Queue
+from emp_core.settings import QueueSettings
+
+
+def _emp(settings: QueueSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EMP_REDIS_URL": settings.redis_url, "EMP_QUEUE": settings.queue}
+    return subprocess.run(
+        [sys.executable, "-m", "emp_cli.main", *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+async def test_bad_input_exits_2_naming_the_field(queue: Queue, settings: QueueSettings) -> None:
+    cases = {
+        ("--payload", '{"a":'): "--payload is not valid JSON",
+        ("--priority", "1001"): "priority",
+        ("--requirements", '{"gpu": 1}'): "requirements.gpu",
+    }
+    for args, needle in cases.items():
+        result = await asyncio.to_thread(_emp, settings, "submit", "--service", "simulation", *args)
+        assert result.returncode == 2, result
+        assert needle in result.stderr
+    assert await queue.depth() == {}
+
+
+async def test_submit_get_depth_cancel(queue: Queue, settings: QueueSettings) -> None:
+    result = await asyncio.to_thread(
+        _emp, settings, "submit", "--service", "simulation", "--count", "2"
+    )
+    assert result.returncode == 0, result.stderr
+    ids = result.stdout.split()
+    assert len(ids) == 2
+    assert await queue.depth() == {"simulation": 2}
+
+    shown = await asyncio.to_thread(_emp, settings, "get", ids[0], "--json")
+    assert '"status": "pending"' in shown.stdout
+
+    cancelled = await asyncio.to_thread(_emp, settings, "cancel", ids[0])
+    assert "cancelled (it was pending)" in cancelled.stdout
+    again = await asyncio.to_thread(_emp, settings, "cancel", ids[0])
+    assert again.returncode == 2
+    assert "already cancelled" in again.stderr
+    assert await queue.depth() == {"simulation": 1}
+
+
+async def test_submit_wait_follows_to_completion(queue: Queue, settings: QueueSettings) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "emp_cli.main", "submit", "--service", "simulation", "--wait",
+        env={**os.environ, "EMP_REDIS_URL": settings.redis_url, "EMP_QUEUE": settings.queue},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    caps = WorkerCapabilities(worker_id="w-cli", services=["simulation"])
+    claimed = None
+    for _ in range(200):  # the CLI submits once it has started; claim as a worker would
+        claimed = (await queue.claim(caps)).claimed
+        if claimed:
+            break
+        await asyncio.sleep(0.05)
+    assert claimed is not None
+    await queue.progress(claimed, 50, "halfway")
+    await queue.complete(claimed, {"image": "done"})
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr
+    assert f"job {claimed.id} completed" in stdout.decode()
+    assert "done" in stdout.decode()
+
+
+async def test_functions_load_reports_version(settings: QueueSettings) -> None:
+    result = await asyncio.to_thread(_emp, settings, "functions", "load")
+    assert result.returncode == 0, result.stderr
+    assert f"emp library v{LIBRARY_VERSION} loaded" in result.stdout

@@ -1,0 +1,278 @@
+"""The typed wrapper of the ``emp`` Redis Function library (``lua/emp.lua``).
+
+One method per Lua function, with the same name (less the ``emp_`` prefix) and the Lua's argument
+order after the key base. Lua returns flat values; this module turns errors into ``EmpError``
+classes and leaves building models to ``queue.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from emp_core.errors import Conflict, EmpError, InvalidInput, LibraryMismatch, NotFound, StaleToken
+from emp_core.queue.keys import Keys
+
+_ERROR = re.compile(
+    r"^EMP_(?P<kind>[A-Z_]+) (?P<field>\S+) (?P<message>.*?)(?: script: .*)?$", re.S
+)
+_KINDS: dict[str, type[EmpError]] = {
+    "INVALID": InvalidInput,
+    "NOT_FOUND": NotFound,
+    "CONFLICT": Conflict,
+    "STALE": StaleToken,
+}
+
+
+def library_source() -> str:
+    """The Lua library: packaged with the wheel, or read from the repository in a checkout."""
+    packaged = resources.files("emp_core").joinpath("lua/emp.lua")
+    if packaged.is_file():
+        return packaged.read_text()
+    return (Path(__file__).resolve().parents[5] / "lua" / "emp.lua").read_text()
+
+
+LIBRARY_SOURCE = library_source()
+LIBRARY_VERSION = int(re.search(r"local VERSION = '(\d+)'", LIBRARY_SOURCE).group(1))  # type: ignore[union-attr]
+
+
+def translate(exc: ResponseError) -> EmpError | ResponseError:
+    """A Lua ``EMP_*`` error as its domain error; anything else unchanged."""
+    match = _ERROR.match(str(exc))
+    if not match:
+        return exc
+    cls = _KINDS.get(match["kind"], EmpError)
+    return cls(f"{match['field']} {match['message']}".strip(), field=match["field"])
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitArgs:
+    """One job as the submit function takes it (all strings, as Redis stores them)."""
+
+    id: str
+    service: str
+    priority: int
+    payload: bytes
+    requirements: str
+    class_id: str
+    customer_id: str
+    workflow_id: str
+    step: str
+    total_steps: str
+    max_attempts: int
+    timeout_s: float
+    traceparent: str
+
+    def argv(self) -> tuple[Any, ...]:
+        return (
+            self.id, self.service, self.priority, self.payload, self.requirements, self.class_id,
+            self.customer_id, self.workflow_id, self.step, self.total_steps, self.max_attempts,
+            self.timeout_s, self.traceparent,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class NextClaim:
+    """What ``complete`` needs to claim the worker's next job in the same call."""
+
+    services: Sequence[str]
+    capabilities: bytes
+    lease_ms: int
+    promote_limit: int
+
+
+class Functions:
+    """Calls into the library for one queue."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.base = keys.base
+
+    async def _call(self, name: str, keys: Sequence[str], *args: Any) -> Any:
+        try:
+            return await self.redis.fcall(name, len(keys), *keys, self.base, *args)
+        except ResponseError as exc:
+            raise translate(exc) from None
+
+    # --- loading ---------------------------------------------------------------------------------
+    async def installed_version(self) -> int | None:
+        try:
+            return int(await self.redis.fcall("emp_version", 0))
+        except ResponseError as exc:
+            if "function not found" in str(exc).lower():
+                return None
+            raise
+
+    async def load(self) -> int:
+        """Install this code's library (``FUNCTION LOAD REPLACE``) unless Redis holds a newer one,
+        then read the version back, so a library replaced by an older deploy is caught here."""
+        installed = await self.installed_version()
+        if installed is not None and installed > LIBRARY_VERSION:
+            raise LibraryMismatch(
+                f"Redis holds emp library v{installed}, newer than this code's v{LIBRARY_VERSION}: "
+                "upgrade this process instead of downgrading the shared library"
+            )
+        await self.redis.function_load(LIBRARY_SOURCE, replace=True)
+        await self.check()
+        return LIBRARY_VERSION
+
+    async def check(self) -> None:
+        """Refuse to run against a library of another version."""
+        installed = await self.installed_version()
+        if installed != LIBRARY_VERSION:
+            found = "no emp library" if installed is None else f"emp library v{installed}"
+            raise LibraryMismatch(
+                f"Redis holds {found}; this code needs v{LIBRARY_VERSION} "
+                "(run `emp functions load`)"
+            )
+
+    # --- one method per function -----------------------------------------------------------------
+    async def submit(
+        self, jobs: Sequence[SubmitArgs], events_maxlen: int, retention_s: int
+    ) -> list[str]:
+        k = self.keys
+        keys: list[str] = []
+        argv: list[Any] = []
+        for job in jobs:
+            keys += [
+                k.job(job.id),
+                k.events(job.id),
+                k.seq(),
+                k.classes(job.service),
+                k.pending(job.class_id),
+                k.pending_count(),
+                k.workflow(job.workflow_id),
+                k.customer_jobs(job.customer_id),
+            ]
+            argv += job.argv()
+        ids = await self._call("emp_submit", keys, len(jobs), events_maxlen, retention_s, *argv)
+        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+
+    async def claim(
+        self,
+        worker_id: str,
+        services: Sequence[str],
+        capabilities: bytes,
+        lease_ms: int,
+        events_maxlen: int,
+        promote_limit: int,
+    ) -> list[Any]:
+        k = self.keys
+        keys = [k.worker(worker_id), k.leases(), k.fence(), k.delayed()]
+        keys += [k.classes(s) for s in services]
+        result: list[Any] = await self._call(
+            "emp_claim", keys, capabilities, lease_ms, events_maxlen, promote_limit
+        )
+        return result
+
+    async def heartbeat(self, job_id: str, token: str, lease_ms: int) -> int:
+        k = self.keys
+        return int(
+            await self._call("emp_heartbeat", [k.job(job_id), k.leases()], job_id, token, lease_ms)
+        )
+
+    @staticmethod
+    def heartbeat_sync(redis: SyncRedis, keys: Keys, job_id: str, token: str, lease_ms: int) -> int:
+        """``heartbeat`` over a synchronous client, for a worker's lease thread, which must keep
+        renewing while a connector blocks the event loop. Same keys and arguments."""
+        lua_keys = [keys.job(job_id), keys.leases()]
+        try:
+            reply = redis.fcall(
+                "emp_heartbeat", len(lua_keys), *lua_keys, keys.base, job_id, token, lease_ms
+            )
+        except ResponseError as exc:
+            raise translate(exc) from None
+        return int(reply)
+
+    async def progress(
+        self, job_id: str, token: str, progress: float, message: str, events_maxlen: int
+    ) -> None:
+        k = self.keys
+        await self._call(
+            "emp_progress", [k.job(job_id), k.events(job_id)], job_id, token, progress, message,
+            events_maxlen,
+        )  # fmt: skip
+
+    async def complete(
+        self,
+        worker_id: str,
+        job_id: str,
+        token: str,
+        result: bytes,
+        retention_s: int,
+        events_maxlen: int,
+        claim_next: NextClaim | None = None,
+    ) -> list[Any] | None:
+        """With ``claim_next``, the same call claims this worker's next job and returns what
+        ``claim`` returns."""
+        k = self.keys
+        keys = [k.job(job_id), k.events(job_id), k.leases(), k.worker(worker_id), k.finished()]
+        args: list[Any] = [job_id, token, result, retention_s, events_maxlen]
+        if claim_next is not None:
+            keys += [k.fence(), k.delayed(), *(k.classes(s) for s in claim_next.services)]
+            args += [claim_next.capabilities, claim_next.lease_ms, claim_next.promote_limit]
+        reply = await self._call("emp_complete", keys, *args)
+        return reply if claim_next is not None else None
+
+    async def fail(
+        self,
+        worker_id: str,
+        job_id: str,
+        token: str,
+        error: str,
+        retryable: bool,
+        delay_ms: int,
+        avoid_grace_ms: int,
+        retention_s: int,
+        events_maxlen: int,
+        classification: tuple[str, str, str] = ("", "", ""),
+    ) -> str:
+        """``classification``: category, pattern id and user message, stored on the job."""
+        k = self.keys
+        keys = [
+            k.job(job_id),
+            k.events(job_id),
+            k.leases(),
+            k.worker(worker_id),
+            k.delayed(),
+            k.dead(),
+            k.finished(),
+        ]
+        outcome = await self._call(
+            "emp_fail", keys, job_id, token, error, int(retryable), delay_ms, avoid_grace_ms,
+            retention_s, events_maxlen, *classification,
+        )  # fmt: skip
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+    async def release(
+        self, worker_id: str, job_id: str, token: str, reason: str, events_maxlen: int
+    ) -> None:
+        k = self.keys
+        keys = [k.job(job_id), k.events(job_id), k.leases(), k.worker(worker_id)]
+        await self._call("emp_release", keys, job_id, token, reason, events_maxlen)
+
+    async def cancel(self, job_id: str, reason: str, retention_s: int, events_maxlen: int) -> str:
+        k = self.keys
+        keys = [k.job(job_id), k.events(job_id), k.leases(), k.delayed(), k.finished()]
+        previous = await self._call("emp_cancel", keys, job_id, reason, retention_s, events_maxlen)
+        return previous.decode() if isinstance(previous, bytes) else str(previous)
+
+    async def reap(self, limit: int, retention_s: int, events_maxlen: int) -> tuple[int, int, int]:
+        k = self.keys
+        requeued, failed, promoted = await self._call(
+            "emp_reap",
+            [k.leases(), k.delayed(), k.dead(), k.finished()],
+            limit,
+            retention_s,
+            events_maxlen,
+        )
+        return int(requeued), int(failed), int(promoted)

@@ -1,0 +1,205 @@
+"""Wake-ups for idle workers: one Redis subscription per worker process instead of polling.
+
+The submit, release and reap functions publish on ``Keys.wake_channel(service)`` whenever a job of
+that service becomes pending; the cancel function publishes ``{"type": "cancel", "job_id": ...}``
+on ``Keys.control_channel(worker_id)`` when it cancels a job that worker holds. A ``Waker`` holds
+one pub/sub connection subscribed to all of them and rings every idle slot's ``WakeSignal``.
+
+No wake-up is lost when a slot follows this order::
+
+    signal.clear()                  # 1. before the claim
+    result = await queue.claim(caps)  # 2. sees every job made pending before it ran
+    if result.claimed is None:
+        await signal.wait(timeout)    # 3. returns at once if a job arrived after 1.
+
+and the ``Waker`` was started (subscribed, with Redis's confirmation read) before the first claim.
+The timeout (the claim's ``retry_in`` hint, or a few seconds) only covers a connection that dropped
+and missed messages while reconnecting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from emp_core.queue.keys import Keys
+
+logger = logging.getLogger(__name__)
+
+ControlHandler = Callable[[dict[str, Any]], None]
+
+# After a lost connection, how long to wait before listening again (seconds).
+_RECONNECT_DELAY = 0.5
+# How many times ``close`` cancels the listener, 50 ms apart, before leaving it.
+_CLOSE_TRIES = 40
+
+
+class WakeSignal:
+    """The doorbell of one idle slot: clear it before a claim, wait on it after an empty one."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self, seconds: float | None) -> bool:
+        """Wait until rung or ``seconds`` pass (None: no limit); True when rung."""
+        if self._event.is_set():
+            return True
+        try:
+            async with asyncio.timeout(seconds):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
+class Waker:
+    """One pub/sub connection for a worker process: wake channels of its services and its own
+    control channel. ``on_control`` receives each decoded control message (in the event loop)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        services: Iterable[str],
+        worker_id: str | None = None,
+        *,
+        on_control: ControlHandler | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.wake_channels = [keys.wake_channel(s) for s in services]
+        self.control_channel = keys.control_channel(worker_id) if worker_id else None
+        self.on_control = on_control
+        self.wakeups = 0  # wake messages received, for tests and logs
+        self._signals: set[WakeSignal] = set()
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def channels(self) -> list[str]:
+        extra = [self.control_channel] if self.control_channel else []
+        return [*self.wake_channels, *extra]
+
+    def signal(self) -> WakeSignal:
+        """A new doorbell rung by every wake-up from now on."""
+        sig = WakeSignal()
+        self._signals.add(sig)
+        return sig
+
+    def discard(self, sig: WakeSignal) -> None:
+        self._signals.discard(sig)
+
+    def wake_all(self) -> None:
+        """Ring every doorbell (a wake-up message, a reconnect, or shutdown)."""
+        for sig in self._signals:
+            sig.set()
+
+    async def start(self, confirm_within: float = 10.0) -> None:
+        """Subscribe and wait for Redis to confirm every channel, then listen in a task. Once this
+        returns, every later publish reaches this process."""
+        if self._listener is not None:
+            return
+        pubsub = self.redis.pubsub()
+        self._pubsub = pubsub
+        await pubsub.subscribe(*self.channels)
+        pending = set(self.channels)
+        async with asyncio.timeout(confirm_within):
+            while pending:
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=False, timeout=confirm_within
+                )
+                if message is None:
+                    continue
+                if message["type"] == "subscribe":
+                    pending.discard(_text(message["channel"]))
+                else:
+                    self._dispatch(message)
+        self._listener = asyncio.create_task(self._listen(pubsub), name="emp-waker")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            # Cancel until it ends: on Python 3.11 a cancellation landing as one of redis-py's
+            # inner ``asyncio.wait_for`` calls completes is lost (python/cpython#86296).
+            listener, self._listener = self._listener, None
+            for _ in range(_CLOSE_TRIES):
+                listener.cancel()
+                done, _ = await asyncio.wait({listener}, timeout=0.05)
+                if done:
+                    break
+            else:
+                logger.error("the wake-up listener did not stop; leaving it")
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            self._pubsub = None
+
+    async def __aenter__(self) -> Waker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        while True:
+            try:
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+            except (RedisError, OSError) as exc:
+                # redis-py reconnects and subscribes again on the next read; messages published
+                # meanwhile are gone, so every slot tries a claim once the connection is back.
+                logger.warning("wake-up subscription lost (%s); listening again", exc)
+                await asyncio.sleep(_RECONNECT_DELAY)
+                self.wake_all()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            # A resubscription after a reconnect: wake-ups may have been missed meanwhile.
+            self.wake_all()
+            return
+        if kind != "message":
+            return
+        channel = _text(message["channel"])
+        if channel == self.control_channel:
+            self._control(message["data"])
+            return
+        self.wakeups += 1
+        self.wake_all()
+
+    def _control(self, data: Any) -> None:
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            logger.warning("ignored a control message that is not JSON: %r", data)
+            return
+        if not isinstance(decoded, dict):
+            logger.warning("ignored a control message that is not an object: %r", data)
+            return
+        if self.on_control is None:
+            return
+        try:
+            self.on_control(decoded)
+        except Exception:
+            logger.exception("control message %r could not be handled", decoded)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,1 @@
+"""Who is alive: the worker and machine registries kept in Redis."""

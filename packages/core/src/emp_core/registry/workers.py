@@ -1,0 +1,168 @@
+"""The worker registry: which workers are alive, what they advertise and what they are doing.
+
+A live worker is the hash ``Keys.worker(id)`` with a TTL, refreshed every few seconds; a worker that
+dies simply lets it expire. ``Keys.workers()`` indexes the ids by last-seen time (ms) so a listing
+needs no SCAN; an id whose hash has expired is dropped from the index when a listing meets it.
+The claim, complete, fail and cancel functions write ``state`` and ``job_id`` into the hash, and
+only while it exists, so they never resurrect an expired worker.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+from redis.typing import EncodableT, FieldT
+
+from emp_core import __version__
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.keys import Keys
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class WorkerInfo(BaseModel):
+    """A registered worker as the registry reads it back."""
+
+    model_config = ConfigDict(frozen=True)
+
+    worker_id: str
+    machine_id: str | None = None
+    capabilities: WorkerCapabilities
+    slots: int = 1
+    state: str = "idle"
+    job_id: str | None = None
+    hostname: str = ""
+    pid: int = 0
+    version: str = ""
+    started_at: datetime
+    last_seen: datetime
+
+    @property
+    def services(self) -> list[str]:
+        return list(self.capabilities.services)
+
+    @classmethod
+    def from_redis(cls, fields: dict[str, str]) -> WorkerInfo:
+        def ms(name: str) -> datetime:
+            return datetime.fromtimestamp(int(fields.get(name) or 0) / 1000, UTC)
+
+        return cls(
+            worker_id=fields["worker_id"],
+            machine_id=fields.get("machine_id") or None,
+            capabilities=WorkerCapabilities.model_validate_json(fields["capabilities"]),
+            slots=int(fields.get("slots") or 1),
+            state=fields.get("state") or "idle",
+            job_id=fields.get("job_id") or None,
+            hostname=fields.get("hostname", ""),
+            pid=int(fields.get("pid") or 0),
+            version=fields.get("version", ""),
+            started_at=ms("started_at"),
+            last_seen=ms("last_seen"),
+        )
+
+
+class WorkerRegistry:
+    """Registers, refreshes, lists and removes workers of one queue.
+
+    ``ttl_s`` is how long a worker stays listed without a refresh; refresh at most a third of it.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: float = 15.0) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+
+    async def register(
+        self, caps: WorkerCapabilities, *, slots: int = 1, state: str = "idle"
+    ) -> None:
+        """Write the worker's hash with the TTL and index it."""
+        now = _now_ms()
+        key = self.keys.worker(caps.worker_id)
+        fields: dict[FieldT, EncodableT] = {
+            "worker_id": caps.worker_id,
+            "machine_id": caps.machine_id or "",
+            "services": ",".join(caps.services),
+            "capabilities": caps.wire,
+            "slots": slots,
+            "state": state,
+            "job_id": "",
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": now,
+            "last_seen": now,
+        }
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, self.ttl_ms)
+            pipe.zadd(self.keys.workers(), {caps.worker_id: now})
+            await pipe.execute()
+
+    async def refresh(
+        self, caps: WorkerCapabilities, *, slots: int = 1, state: str | None = None
+    ) -> bool:
+        """Extend the TTL and the last-seen time, and set ``state`` when given (``draining``
+        while the worker shuts down). Returns False when the hash had already expired (the
+        process stalled longer than the TTL), in which case it is registered afresh."""
+        now = _now_ms()
+        key = self.keys.worker(caps.worker_id)
+        fields: dict[FieldT, EncodableT] = {"last_seen": now}
+        if state is not None:
+            fields["state"] = state
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.exists(key)
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, self.ttl_ms)
+            pipe.zadd(self.keys.workers(), {caps.worker_id: now})
+            existed, *_ = await pipe.execute()
+        if not existed:
+            await self.register(caps, slots=slots, state=state or "idle")
+            return False
+        return True
+
+    async def deregister(self, worker_id: str) -> None:
+        """Remove the worker at once (a clean exit); a crashed worker expires instead."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.worker(worker_id))
+            pipe.zrem(self.keys.workers(), worker_id)
+            await pipe.execute()
+
+    async def get(self, worker_id: str) -> WorkerInfo | None:
+        raw = await self.redis.hgetall(self.keys.worker(worker_id))
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        return WorkerInfo.from_redis(fields) if "capabilities" in fields else None
+
+    async def live(self) -> list[WorkerInfo]:
+        """Every worker whose hash has not expired, most recently seen first. Ids whose hash has
+        expired are removed from the index on the way."""
+        ids = [_text(i) for i in await self.redis.zrange(self.keys.workers(), 0, -1, desc=True)]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.hgetall(self.keys.worker(worker_id))
+            hashes = await pipe.execute()
+        out: list[WorkerInfo] = []
+        gone: list[str] = []
+        for worker_id, raw in zip(ids, hashes, strict=True):
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+            if "capabilities" in fields:
+                out.append(WorkerInfo.from_redis(fields))
+            else:
+                gone.append(worker_id)
+        if gone:
+            await self.redis.zrem(self.keys.workers(), *gone)
+        return out

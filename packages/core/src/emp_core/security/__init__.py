@@ -1,0 +1,1 @@
+"""Secrets at rest: the encrypted env files of ADR-001."""

@@ -1,0 +1,285 @@
+"""Jobs as their owners see them: submit (idempotently), read, list and cancel, each checked
+against the caller. Redis answers for live jobs and the SQL archive for jobs Redis has forgotten.
+
+This is what the HTTP API (and later the studio) calls; it holds the rules they share: a user sees
+only jobs whose ``customer_id`` is their user id and an admin sees every job; another user's job
+is reported as missing, so its existence does not leak.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from emp_core.errors import Conflict, InvalidInput, NotFound
+from emp_core.jobs.job import Job, JobSpec, JobStatus
+from emp_core.queue.idempotency import IdempotencyKeys, fingerprint
+from emp_core.queue.queue import Queue
+from emp_sql.auth import Forbidden, Principal
+from emp_sql.job_archive import JobArchiveRepository
+from emp_sql.session import Database
+
+MAX_PAGE = 200
+# A filtered listing reads at most this many of the owner's jobs per request; when it stops early
+# it still returns a cursor, so the work of one request stays bounded however rare the match.
+_LIST_BUDGET = 1000
+# How long a retried submit waits for the job of a concurrent first attempt to appear (s).
+_REPLAY_WAIT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    job: Job
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _not_found(job_id: str) -> NotFound:
+    return NotFound(f"job {job_id} does not exist", field="job_id")
+
+
+class JobCatalog:
+    """One queue's jobs, seen through a principal."""
+
+    def __init__(self, queue: Queue, database: Database) -> None:
+        self.queue = queue
+        self.redis = queue.redis
+        self.keys = queue.keys
+        self.database = database
+        self.idempotency = IdempotencyKeys(self.redis, self.keys)
+
+    # --- submit ----------------------------------------------------------------------------------
+    def _owned_spec(self, spec: JobSpec, owner: Principal) -> JobSpec:
+        """The job with ``customer_id`` set to the caller: a user submits for themself; an admin
+        may name another customer."""
+        if spec.customer_id is None:
+            return spec.model_copy(update={"customer_id": owner.user_id})
+        if spec.customer_id != owner.user_id and not owner.is_admin:
+            raise InvalidInput(
+                "is set from your token; leave it out (only admins submit for others)",
+                field="customer_id",
+            )
+        return spec
+
+    async def submit(
+        self,
+        spec: JobSpec,
+        owner: Principal,
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str = "",
+    ) -> Submitted:
+        """Validate and enqueue a job for ``owner``. With an idempotency key, a repeated request
+        returns the job of the first one instead of submitting again."""
+        spec = self._owned_spec(spec, owner)
+        args = self.queue.prepare(spec, traceparent=traceparent)
+        digest = ""
+        if idempotency_key is not None:
+            digest = fingerprint(spec.model_dump(mode="json"))
+            earlier = await self.idempotency.reserve(
+                owner.user_id, idempotency_key, args.id, digest
+            )
+            if earlier is not None:
+                return Submitted(await self._await_job(earlier), replayed=True)
+        s = self.queue.settings
+        try:
+            await self.queue.functions.submit([args], s.events_maxlen, s.retention_seconds)
+        except BaseException:
+            if idempotency_key is not None:
+                await self.idempotency.release(owner.user_id, idempotency_key, args.id, digest)
+            raise
+        raw = await self.redis.hgetall(self.keys.job(args.id))
+        return Submitted(Job.from_redis(_decode(raw)))
+
+    async def _await_job(self, job_id: str) -> Job:
+        """The job of an earlier request with the same key; it may still be on its way in."""
+        deadline = time.monotonic() + _REPLAY_WAIT
+        while True:
+            try:
+                return await self._load(job_id)
+            except NotFound:
+                if time.monotonic() >= deadline:
+                    raise Conflict(
+                        "a request with this Idempotency-Key is still being processed",
+                        field="Idempotency-Key",
+                    ) from None
+                await asyncio.sleep(0.02)
+
+    # --- read ------------------------------------------------------------------------------------
+    async def _load(self, job_id: str) -> Job:
+        """The job from Redis, or from the archive once Redis has forgotten it."""
+        try:
+            return await self.queue.get(job_id)
+        except NotFound:
+            pass
+        async with self.database.session() as session:
+            job = await JobArchiveRepository(session).get(job_id)
+        if job is None:
+            raise _not_found(job_id)
+        return job
+
+    async def get(self, job_id: str, viewer: Principal) -> Job:
+        """The job, when ``viewer`` may see it; ``NotFound`` otherwise (also for other users')."""
+        job = await self._load(job_id)
+        if not viewer.may_see(job.customer_id):
+            raise _not_found(job_id)
+        return job
+
+    async def list(
+        self,
+        viewer: Principal,
+        *,
+        customer_id: str | None = None,
+        status: JobStatus | None = None,
+        service: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """A customer's jobs, newest first, ``limit`` at a time (the caller's own unless an admin
+        names another customer). Read from ``Keys.customer_jobs``, never a SCAN; ``cursor`` is the
+        ``next_cursor`` of the previous page."""
+        owner = customer_id or viewer.user_id
+        if owner != viewer.user_id and not viewer.is_admin:
+            raise Forbidden("only admins list another customer's jobs")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"must be from 1 to {MAX_PAGE}", field="limit")
+        upper = "+inf"
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise InvalidInput("is not a cursor this API returned", field="cursor")
+            upper = f"({cursor}"
+        filtered = status is not None or service is not None
+        key = self.keys.customer_jobs(owner)
+        jobs: list[Job] = []
+        read = 0
+        while True:
+            want = limit - len(jobs) + 1 if not filtered else min(_LIST_BUDGET - read, 200)
+            entries: Any = await self.redis.zrevrangebyscore(
+                key, upper, "-inf", start=0, num=want, withscores=True
+            )
+            found = await self._jobs(_text(member) for member, _ in entries)
+            for member, score in entries:
+                if len(jobs) == limit:  # one more exists: this page ends at the previous entry
+                    return JobPage(jobs, upper.lstrip("("))
+                read += 1
+                upper = f"({int(score)}"
+                job = found.get(_text(member))
+                if job is None:
+                    continue
+                if (status is None or job.status == status) and (
+                    service is None or job.service == service
+                ):
+                    jobs.append(job)
+            if len(entries) < want:
+                return JobPage(jobs, None)
+            if read >= _LIST_BUDGET:
+                return JobPage(jobs, upper.lstrip("("))
+
+    async def list_merged(
+        self,
+        viewer: Principal,
+        customer_ids: Iterable[str],
+        *,
+        status: JobStatus | None = None,
+        service: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        """Several customers' jobs merged newest first, for admins (everyone's, given every user
+        id); pages and cursors as in ``list``. Each round reads every customer's index from the
+        cursor down in one pipeline, so the cost grows with the number of customers: right for
+        an admin's view over a studio's users, not for a million customers (that would want a
+        queue-wide index)."""
+        if not viewer.is_admin:
+            raise Forbidden("only admins list other customers' jobs")
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"must be from 1 to {MAX_PAGE}", field="limit")
+        upper = "+inf"
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise InvalidInput("is not a cursor this API returned", field="cursor")
+            upper = f"({cursor}"
+        keys = [self.keys.customer_jobs(c) for c in dict.fromkeys(customer_ids)]
+        filtered = status is not None or service is not None
+        jobs: list[Job] = []
+        read = 0
+        while keys:
+            want = limit - len(jobs) + 1 if not filtered else min(_LIST_BUDGET - read, 200)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zrevrangebyscore(key, upper, "-inf", start=0, num=want, withscores=True)
+                answers: list[Any] = await pipe.execute()
+            # A customer that returned ``want`` entries may hold more below its last one, so the
+            # merged order is complete only down to the highest such last score (scores are the
+            # queue-wide submit order: no two jobs share one).
+            floor = max((int(a[-1][1]) for a in answers if len(a) == want), default=None)
+            merged = sorted(
+                ((int(score), _text(member)) for a in answers for member, score in a
+                 if floor is None or int(score) >= floor),
+                reverse=True,
+            )  # fmt: skip
+            found = await self._jobs(member for _, member in merged)
+            for score, member in merged:
+                if len(jobs) == limit:  # one more exists: this page ends at the previous entry
+                    return JobPage(jobs, upper.lstrip("("))
+                read += 1
+                upper = f"({score}"
+                job = found.get(member)
+                if (
+                    job is not None
+                    and (status is None or job.status == status)
+                    and (service is None or job.service == service)
+                ):
+                    jobs.append(job)
+            if floor is None:
+                break
+            if read >= _LIST_BUDGET:
+                return JobPage(jobs, upper.lstrip("("))
+        return JobPage(jobs, None)
+
+    async def _jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        """Jobs by id: Redis first (one pipeline), the archive for those Redis has forgotten."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            hashes = await pipe.execute()
+        found: dict[str, Job] = {}
+        missing: list[str] = []
+        for job_id, raw in zip(ids, hashes, strict=True):
+            if raw:
+                found[job_id] = Job.from_redis(_decode(raw))
+            else:
+                missing.append(job_id)
+        if missing:
+            async with self.database.session() as session:
+                found.update(await JobArchiveRepository(session).get_many(missing))
+        return found
+
+    # --- cancel ----------------------------------------------------------------------------------
+    async def cancel(self, job_id: str, viewer: Principal) -> Job:
+        """Cancel a job that has not finished; returns it as it is afterwards."""
+        job = await self.get(job_id, viewer)
+        if job.is_terminal:
+            raise Conflict(f"job {job_id} is already {job.status}", field="status")
+        who = "an admin" if viewer.is_admin and job.customer_id != viewer.user_id else "its owner"
+        await self.queue.cancel(job_id, f"cancelled by {who}")
+        return await self._load(job_id)

@@ -1,0 +1,49 @@
+"""What every web process (API, studio) opens at start and closes at exit: Redis with the
+Function library installed, the SQL database at the migrations' head, and the event hub."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from emp_core.queue.queue import Queue
+from emp_core.redis.client import connect
+from emp_core.settings import QueueSettings
+from emp_sql.migrate import check_schema
+from emp_sql.session import Database
+from emp_sql.settings import DatabaseSettings
+from emp_web.hub import EventHub
+
+
+@dataclass(slots=True)
+class Backends:
+    redis: Redis
+    queue: Queue
+    database: Database
+    hub: EventHub
+
+    @classmethod
+    async def open(
+        cls, queue_settings: QueueSettings, db_settings: DatabaseSettings, *, ws_backlog: int
+    ) -> Backends:
+        """Refuse a database not at head, install the library (never downgrading a newer one)
+        and subscribe the hub to the events channel; on failure close what was opened."""
+        await check_schema(db_settings)
+        redis = connect(queue_settings.redis_url, socket_connect_timeout=2.0)
+        queue = Queue(redis, queue_settings)
+        database = Database(db_settings)
+        try:
+            await queue.functions.load()
+            hub = EventHub(redis, queue.keys.events_channel(), backlog=ws_backlog)
+            await hub.start()
+        except BaseException:
+            await redis.aclose()
+            await database.dispose()
+            raise
+        return cls(redis=redis, queue=queue, database=database, hub=hub)
+
+    async def close(self) -> None:
+        await self.hub.stop()
+        await self.redis.aclose()
+        await self.database.dispose()

@@ -1,0 +1,282 @@
+"""The WebSocket fan-out hub: one Redis subscription per process (an API or a studio process),
+shared by all of that process's sockets.
+
+Every job event of the queue arrives once on ``Keys.events_channel()``; the hub decodes and
+encodes it once and hands the same text to each interested socket's ``Subscription``: the
+sockets following that job, and the admin sockets whose filter it passes. Handing over never
+waits: each socket has its own bounded backlog and its own sender task, so a slow socket falls
+behind alone and never stalls the others or the hub.
+
+When a backlog is full the oldest progress event is dropped first (a later one supersedes it),
+then the oldest other non-terminal event; a terminal event is never dropped. A socket so slow that
+its backlog holds four times its limit in undroppable events is closed instead (1013).
+
+If the subscription's connection drops, Redis forgets what it published meanwhile; on reconnecting
+the hub puts a ``gap`` marker in every backlog, so job sockets re-read their job's stream from the
+last event they sent (nothing lost) and admin sockets are told events may be missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from emp_core.jobs.events import EventType, JobEvent
+
+logger = logging.getLogger(__name__)
+
+Listener = Callable[[JobEvent], None]
+
+_PROGRESS, _OTHER, _TERMINAL, _CONTROL = "progress", "other", "terminal", "control"
+_EVICTABLE = (_PROGRESS, _OTHER)
+_OVERFLOW_FACTOR = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message for sockets, encoded once for all of them."""
+
+    text: str
+    kind: str
+    job_id: str | None = None
+    event_id: str | None = None
+    service: str | None = None
+    status: str | None = None
+
+
+GAP = Outgoing(
+    orjson.dumps({"type": "gap", "message": "the event feed reconnected; events may be missing"})
+    .decode(),
+    _CONTROL,
+)  # fmt: skip
+
+
+def control(body: dict[str, Any]) -> Outgoing:
+    """A message of the server's own (an acknowledgement, an error) queued behind events."""
+    return Outgoing(orjson.dumps(body).decode(), _CONTROL)
+
+
+class Subscription:
+    """One socket's view of the hub: what it wants and what waits to be sent to it."""
+
+    def __init__(
+        self,
+        *,
+        limit: int,
+        job_id: str | None = None,
+        services: Iterable[str] | None = None,
+        statuses: Iterable[str] | None = None,
+    ) -> None:
+        self.limit = limit
+        self.job_id = job_id
+        self.services: frozenset[str] | None = None
+        self.statuses: frozenset[str] | None = None
+        self.set_filter(services, statuses)
+        self.dropped = 0
+        self.overflowed = False
+        self._backlog: deque[Outgoing] = deque()
+        self._ready = asyncio.Event()
+
+    def set_filter(self, services: Iterable[str] | None, statuses: Iterable[str] | None) -> None:
+        """Only events of these services and statuses (None: all)."""
+        self.services = None if services is None else frozenset(services)
+        self.statuses = None if statuses is None else frozenset(statuses)
+
+    def wants(self, item: Outgoing) -> bool:
+        if item.kind == _CONTROL:
+            return True
+        if self.services is not None and item.service not in self.services:
+            return False
+        return self.statuses is None or item.status in self.statuses
+
+    def push(self, item: Outgoing) -> None:
+        """Queue ``item`` without waiting, dropping older droppable events past the limit."""
+        if self.overflowed:
+            return
+        full = len(self._backlog) >= self.limit and not self._evict()
+        if full and len(self._backlog) >= self.limit * _OVERFLOW_FACTOR:
+            self.overflowed = True
+            self._ready.set()
+            return
+        self._backlog.append(item)
+        self._ready.set()
+
+    def _evict(self) -> bool:
+        for kind in _EVICTABLE:
+            for index, queued in enumerate(self._backlog):
+                if queued.kind == kind:
+                    del self._backlog[index]
+                    self.dropped += 1
+                    return True
+        return False
+
+    async def get(self) -> Outgoing | None:
+        """The next message, waiting for one; None once the socket fell too far behind."""
+        while not self._backlog and not self.overflowed:
+            self._ready.clear()
+            await self._ready.wait()
+        if self.overflowed:
+            return None
+        return self._backlog.popleft()
+
+    def __len__(self) -> int:
+        return len(self._backlog)
+
+
+def _kind(event: JobEvent) -> str:
+    if event.is_terminal:
+        return _TERMINAL
+    return _PROGRESS if event.type == EventType.PROGRESS else _OTHER
+
+
+class EventHub:
+    """Holds the process's subscription to the events channel and its sockets' subscriptions."""
+
+    def __init__(self, redis: Redis, channel: str, *, backlog: int = 256) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.backlog = backlog
+        self._by_job: dict[str, set[Subscription]] = {}
+        self._firehose: set[Subscription] = set()
+        self._listeners: list[Listener] = []
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._connected_before = False
+        self.delivered = 0
+
+    # --- sockets ---------------------------------------------------------------------------------
+    def follow_job(self, job_id: str) -> Subscription:
+        sub = Subscription(limit=self.backlog, job_id=job_id)
+        self._by_job.setdefault(job_id, set()).add(sub)
+        return sub
+
+    def follow_all(self) -> Subscription:
+        sub = Subscription(limit=self.backlog)
+        self._firehose.add(sub)
+        return sub
+
+    def leave(self, sub: Subscription) -> None:
+        if sub.job_id is None:
+            self._firehose.discard(sub)
+            return
+        subs = self._by_job.get(sub.job_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._by_job[sub.job_id]
+
+    def listen(self, listener: Listener) -> None:
+        """Call ``listener`` with every job event (synchronously: it must not block)."""
+        self._listeners.append(listener)
+
+    @property
+    def sockets(self) -> int:
+        return len(self._firehose) + sum(len(s) for s in self._by_job.values())
+
+    # --- the subscription ------------------------------------------------------------------------
+    async def start(self, wait_s: float = 10.0) -> None:
+        """Subscribe and return once Redis has confirmed it, so no later event is missed."""
+        self._task = asyncio.create_task(self._run(), name="event-hub")
+        await asyncio.wait_for(self._ready.wait(), wait_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await self._subscribe(pubsub)
+                delay = 0.1
+                async for message in pubsub.listen():
+                    if message["type"] == "message":
+                        self.dispatch(message["data"])
+            except (RedisError, OSError) as exc:
+                logger.warning("event hub lost its Redis subscription (%s); reconnecting", exc)
+            finally:
+                connection: Any = pubsub.connection
+                if connection is not None:
+                    connection.deregister_connect_callback(self._reconnected)
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _subscribe(self, pubsub: PubSub) -> None:
+        await pubsub.subscribe(self.channel)
+        while True:  # the confirmation: from here on every published event reaches us
+            message = await pubsub.get_message(timeout=5.0)
+            if message is not None and message["type"] == "subscribe":
+                break
+        connection: Any = pubsub.connection
+        # redis-py reconnects and resubscribes by itself inside listen(); hear about it too.
+        connection.register_connect_callback(self._reconnected)
+        if self._connected_before:
+            self._reconnected(None)
+        self._connected_before = True
+        self._ready.set()
+
+    def _reconnected(self, _connection: Any) -> None:
+        logger.info("event hub resubscribed; sockets re-read what they may have missed")
+        for sub in self._all():
+            sub.push(GAP)
+
+    def _all(self) -> Iterable[Subscription]:
+        yield from self._firehose
+        for subs in self._by_job.values():
+            yield from subs
+
+    # --- fan-out ---------------------------------------------------------------------------------
+    def dispatch(self, data: bytes | str) -> None:
+        """Hand one published message to every interested socket and listener."""
+        try:
+            body = orjson.loads(data)
+            event = JobEvent.from_fields(body["event_id"], body["job_id"], body)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self._forward_other(data)
+            return
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's bug must not stop the fan-out
+                logger.exception("event hub listener %r failed", listener)
+        item = Outgoing(
+            event.model_dump_json(), _kind(event), event.job_id, event.event_id, event.service,
+            event.status,
+        )  # fmt: skip
+        for sub in self._by_job.get(event.job_id, ()):
+            sub.push(item)
+        for sub in self._firehose:
+            if sub.wants(item):
+                sub.push(item)
+        self.delivered += 1
+
+    def _forward_other(self, data: bytes | str) -> None:
+        """A message that is not a job event (a worker event, say) goes to admin sockets as is."""
+        text = data.decode() if isinstance(data, bytes) else data
+        try:
+            body = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            logger.debug("event hub ignored a message that is not JSON: %.200s", text)
+            return
+        if not isinstance(body, dict):
+            return
+        item = Outgoing(text, _OTHER, service=body.get("service"), status=body.get("status"))
+        for sub in self._firehose:
+            if sub.wants(item):
+                sub.push(item)

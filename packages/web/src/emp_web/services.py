@@ -1,0 +1,101 @@
+"""What one web process (API or studio) holds for its lifetime, beyond its own settings: the
+backends (Redis, the queue, SQL, the event hub) and the services built on them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import TypedDict, TypeVar
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from emp_core.queue import Queue
+from emp_core.registry.workers import WorkerRegistry
+from emp_core.telemetry import Telemetry
+from emp_sql.catalog import JobCatalog
+from emp_sql.patterns_admin import PatternAdmin
+from emp_sql.session import Database
+from emp_web.backends import Backends
+from emp_web.hub import EventHub
+
+logger = logging.getLogger(__name__)
+
+
+class WebParts(TypedDict):
+    catalog: JobCatalog
+    workers: WorkerRegistry
+    patterns: PatternAdmin
+    backends: Backends
+
+
+@dataclass(slots=True)
+class WebServices:
+    catalog: JobCatalog
+    workers: WorkerRegistry
+    patterns: PatternAdmin
+    telemetry: Telemetry
+    backends: Backends
+
+    # The connections live in ``backends``; these name them the way the routes use them.
+    @property
+    def redis(self) -> aioredis.Redis:
+        return self.backends.redis
+
+    @property
+    def queue(self) -> Queue:
+        return self.backends.queue
+
+    @property
+    def database(self) -> Database:
+        return self.backends.database
+
+    @property
+    def hub(self) -> EventHub:
+        return self.backends.hub
+
+    @staticmethod
+    def parts(backends: Backends) -> WebParts:
+        """The services every web app builds on its backends, as keyword arguments for the
+        app's own ``Services`` (which adds its settings and services of its own)."""
+        return {
+            "catalog": JobCatalog(backends.queue, backends.database),
+            "workers": WorkerRegistry(backends.redis, backends.queue.keys),
+            "patterns": PatternAdmin(backends.database, backends.redis, backends.queue.keys),
+            "backends": backends,
+        }
+
+    async def stop(self) -> None:
+        await self.backends.close()
+
+
+S = TypeVar("S", bound=WebServices)
+
+
+def lifespan(
+    start: Callable[[], Awaitable[S]],
+    *,
+    ready: str,
+    after_start: Callable[[FastAPI, S], None] | None = None,
+    before_stop: Callable[[FastAPI], Awaitable[None]] | None = None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """A FastAPI lifespan: ``start()`` the services into ``app.state.services``, log ``ready``,
+    and on shutdown run ``before_stop`` then stop the services."""
+
+    @asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        services = await start()
+        app.state.services = services
+        if after_start is not None:
+            after_start(app, services)
+        logger.info("%s", ready)
+        try:
+            yield
+        finally:
+            if before_stop is not None:
+                await before_stop(app)
+            await services.stop()
+
+    return run
