@@ -7,7 +7,8 @@ One ``Worker`` per process (per GPU). It has ``slots`` slot tasks, each running 
 - a claimed job's lease is renewed by the ``LeaseKeeper`` thread; the connector runs in a task of
   its own, under the job's timeout, and is cancelled when the job is cancelled (control channel),
   its lease is lost (fencing), or the worker shuts down past its grace period;
-- besides the slots, the worker refreshes its registry entry and runs the (idempotent) reaper.
+- besides the slots, the worker refreshes its registry entry and runs the (idempotent) reaper
+  (``background.py``); how a job ended is reported by a ``Reporter`` (``reporting.py``).
 
 ``stop()`` (SIGTERM) stops claiming and lets running jobs finish within ``grace_seconds``; jobs
 still running then are cancelled and released back to pending, not failed. ``burst`` workers
@@ -19,29 +20,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from pydantic import JsonValue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from emp_core.errors import EmpError, StaleToken
+from emp_core.errors import EmpError
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue
 from emp_core.queue.wake import Waker, WakeSignal
 from emp_core.redis.client import connect
 from emp_core.registry.workers import WorkerRegistry
 from emp_core.telemetry import Telemetry, job_span, setup_telemetry
+from emp_worker.background import reap_periodically, refresh_registration
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors import Connector, build_connectors
-from emp_worker.failures import Classifier, JobTimedOut, classify, decide, describe
+from emp_worker.failures import Classifier, classify
 from emp_worker.lease import LeaseKeeper
+from emp_worker.reporting import Reporter, WorkerStats
 from emp_worker.running import QueueJobContext, RunningJob, cancel_until_done
 
 logger = logging.getLogger(__name__)
@@ -54,20 +53,6 @@ _MIN_WAIT = 0.005
 _UNWIND_SECONDS = 5.0
 # Cancel messages for jobs this worker has not started yet (a claim reply still in flight).
 _EARLY_CANCELS = 1000
-
-
-@dataclass
-class WorkerStats:
-    """What this worker has done since it started."""
-
-    claims: int = 0  # claim calls, with or without a job
-    claimed: int = 0
-    completed: int = 0
-    retried: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    released: int = 0
-    lost: int = 0  # jobs taken away (reassigned, or cancelled before they reported)
 
 
 class Worker:
@@ -102,6 +87,7 @@ class Worker:
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
         self._queue: Queue | None = None
+        self._reporter: Reporter | None = None
         self._waker: Waker | None = None
         self._leases: LeaseKeeper | None = None
         self._registry: WorkerRegistry | None = None
@@ -121,6 +107,12 @@ class Worker:
         if self._queue is None:
             raise RuntimeError("the worker is not running")
         return self._queue
+
+    @property
+    def reporter(self) -> Reporter:
+        if self._reporter is None:
+            raise RuntimeError("the worker is not running")
+        return self._reporter
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming; running jobs get ``grace_seconds`` to finish (none when ``force``)."""
@@ -157,6 +149,10 @@ class Worker:
         patterns = self.patterns = PatternCache(
             redis, queue.keys, refresh_s=s.patterns_refresh_seconds
         )
+        self._reporter = Reporter(
+            queue, self.caps, self.stats, self.telemetry, self.classifier, patterns,
+            stopping=lambda: self.stopping,
+        )  # fmt: skip
         try:
             await queue.functions.load()
             await patterns.start()
@@ -164,8 +160,20 @@ class Worker:
             await waker.start()  # subscribed before the first claim: no wake-up is lost
             leases.start()
             background = [
-                asyncio.create_task(self._refresh_loop(registry), name=f"{self.id}-registry"),
-                asyncio.create_task(self._reap_loop(), name=f"{self.id}-reaper"),
+                asyncio.create_task(
+                    refresh_registration(
+                        registry,
+                        self.caps,
+                        slots=s.slots,
+                        every_s=s.registry_refresh_seconds,
+                        stop_requested=self._stop_requested,
+                    ),
+                    name=f"{self.id}-registry",
+                ),
+                asyncio.create_task(
+                    reap_periodically(queue, self.id, every_s=s.reap_interval_seconds),
+                    name=f"{self.id}-reaper",
+                ),
             ]
             slots = [
                 asyncio.create_task(self._slot(i), name=f"{self.id}-slot{i}")
@@ -267,7 +275,7 @@ class Worker:
         result = await self.queue.claim(self.caps)
         self.stats.claims += 1
         while result.claimed is not None:
-            # Completing a job claims the next in the same call (see _complete): a wake-up
+            # Completing a job claims the next in the same call (see Reporter.complete): a wake-up
             # from here on is for a claim that has not happened yet, so it is kept.
             signal.clear()
             following = await self._run_job(result.claimed, sent_ns)
@@ -309,7 +317,7 @@ class Worker:
         job = claimed.job
         self.stats.claimed += 1
         if self.stopping:  # the claim raced with stop(): hand it straight back
-            await self._release(claimed, "worker shutting down")
+            await self.reporter.release(claimed, "worker shutting down")
             return None
         assert self._leases is not None
         self._leases.hold(claimed)
@@ -332,136 +340,13 @@ class Worker:
                 # The slot itself is torn down: its connector ignored cancellation at shutdown.
                 running.stop("shutdown", "worker shutting down")
                 with contextlib.suppress(EmpError, RedisError, OSError):
-                    await self._release(claimed, "worker shutting down")
+                    await self.reporter.release(claimed, "worker shutting down")
                 raise
-            return await self._report(running)
+            return await self.reporter.report(running)
         finally:
             timer.cancel()
             self._running.pop(job.id, None)
             self._leases.drop(job.id, claimed.token)
-
-    async def _report(self, running: RunningJob) -> ClaimResult | None:
-        """Tell the queue how the job ended, unless it is no longer ours to tell; returns the
-        next claim when the job completed."""
-        claimed, task = running.claimed, running.task
-        job_id = claimed.id
-        if running.stop_reason == "cancelled":
-            self.stats.cancelled += 1
-            logger.info(
-                "job %s was cancelled (%s); its connector stopped after %.1f s on worker %s",
-                job_id, running.detail or "no reason given", running.elapsed, self.id,
-            )  # fmt: skip
-            return None
-        if running.stop_reason == "lost":
-            self.stats.lost += 1
-            logger.warning(
-                "job %s was taken from worker %s (%s); its connector stopped after %.1f s",
-                job_id, self.id, running.detail, running.elapsed,
-            )  # fmt: skip
-            return None
-        finished = not task.cancelled() and task.exception() is None
-        if running.stop_reason == "shutdown" and not finished:
-            await self._release(claimed, "worker shutting down")
-            return None
-        if running.stop_reason == "timeout" and not finished:
-            await self._fail(claimed, JobTimedOut(claimed.job.timeout_s))
-            return None
-        if task.cancelled():
-            await self._fail(claimed, asyncio.CancelledError("the connector was cancelled"))
-            return None
-        exc = task.exception()
-        if exc is None:
-            return await self._complete(running, task.result())
-        if isinstance(exc, StaleToken):  # a progress report found the job gone
-            self.stats.lost += 1
-            logger.warning(
-                "job %s was taken from worker %s while running (%s)", job_id, self.id, exc.message
-            )
-        else:
-            await self._fail(claimed, exc)
-        return None
-
-    async def _complete(self, running: RunningJob, result: JsonValue) -> ClaimResult | None:
-        """Store the result and, unless stopping, claim this slot's next job in the same call:
-        one round trip per job instead of two."""
-        claimed = running.claimed
-        following: ClaimResult | None = None
-        try:
-            if self.stopping:
-                await self.queue.complete(claimed, result)
-            else:
-                following = await self.queue.complete(claimed, result, then_claim=self.caps)
-        except StaleToken as exc:
-            self.stats.lost += 1
-            logger.warning(
-                "job %s finished on worker %s but is no longer its claim (%s); result dropped",
-                claimed.id, self.id, exc.message,
-            )  # fmt: skip
-            return None
-        except orjson.JSONEncodeError as exc:
-            await self._fail(claimed, TypeError(f"the connector's result is not JSON: {exc}"))
-            return None
-        self.stats.completed += 1
-        self.telemetry.jobs.completed(claimed.job.service, duration_s=running.elapsed)
-        logger.info("job %s completed in %.1f s on worker %s", claimed.id, running.elapsed, self.id)
-        return following
-
-    async def _fail(self, claimed: ClaimedJob, exc: BaseException) -> None:
-        message = describe(exc)
-        classifier = self.classifier
-        if classifier is classify and self.patterns is not None:
-            # The job's service names its connector: connector-scoped patterns apply first.
-            patterns, service = self.patterns, claimed.job.service
-            classifier = lambda m: classify(m, patterns, service)  # noqa: E731
-        retryable, delay_s, classified = decide(exc, classifier)
-        try:
-            outcome = await self.queue.fail(
-                claimed, message, retryable=retryable, delay_s=delay_s, classification=classified
-            )
-        except StaleToken as exc2:
-            self.stats.lost += 1
-            logger.warning(
-                "job %s failed on worker %s (%s) but is no longer its claim (%s)",
-                claimed.id, self.id, message, exc2.message,
-            )  # fmt: skip
-            return
-        if classified is not None and self.patterns is not None:
-            await self.patterns.record(classified, message, claimed.job.service)
-        self.telemetry.jobs.failed(
-            claimed.job.service,
-            category=classified.category if classified is not None else "unknown",
-            retrying=outcome == "retrying",
-        )
-        job = claimed.job
-        if outcome == "retrying":
-            self.stats.retried += 1
-            logger.info(
-                "job %s failed on worker %s (attempt %d of %d): %s; it will be retried",
-                job.id, self.id, job.attempts, job.max_attempts, message,
-            )  # fmt: skip
-        else:
-            self.stats.failed += 1
-            logger.warning(
-                "job %s failed for good on worker %s (attempt %d of %d%s): %s",
-                job.id, self.id, job.attempts, job.max_attempts,
-                "" if retryable else ", not retryable", message,
-            )  # fmt: skip
-        logger.debug("job %s failure detail", job.id, exc_info=exc)
-
-    async def _release(self, claimed: ClaimedJob, reason: str) -> None:
-        try:
-            await self.queue.release(claimed, reason)
-        except StaleToken as exc:
-            self.stats.lost += 1
-            logger.warning(
-                "job %s could not be handed back by worker %s (%s)",
-                claimed.id,
-                self.id,
-                exc.message,
-            )
-            return
-        self.stats.released += 1
-        logger.info("job %s handed back to the queue by worker %s: %s", claimed.id, self.id, reason)
 
     # --- messages from Redis and from the lease thread --------------------------------------------
     def _on_control(self, message: dict[str, Any]) -> None:
@@ -490,44 +375,3 @@ class Worker:
             "worker %s lost the lease of job %s: %s; stopping its connector", self.id, job_id, why
         )
         running.stop("lost", why)
-
-    # --- background ------------------------------------------------------------------------------
-    async def _refresh_loop(self, registry: WorkerRegistry) -> None:
-        """Keep the registry entry alive (TTL three refreshes); mark it draining on stop."""
-        s = self.settings
-        while True:
-            if self.stopping:
-                await asyncio.sleep(s.registry_refresh_seconds)
-            else:  # refresh at once on stop(), to show the worker as draining
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(s.registry_refresh_seconds):
-                        await self._stop_requested.wait()
-            try:
-                state = "draining" if self.stopping else None
-                if not await registry.refresh(self.caps, slots=s.slots, state=state):
-                    logger.warning(
-                        "worker %s had dropped out of the registry; registered again", self.id
-                    )
-            except (RedisError, OSError) as exc:
-                logger.warning("worker %s could not refresh its registration: %s", self.id, exc)
-            except Exception:
-                logger.exception("worker %s registry refresh failed", self.id)
-
-    async def _reap_loop(self) -> None:
-        """Return expired leases to pending and promote due retries, every interval with jitter
-        (the reaper is idempotent, so every worker may run it)."""
-        interval = self.settings.reap_interval_seconds
-        await asyncio.sleep(random.uniform(0, interval))
-        while True:
-            try:
-                requeued, failed, _promoted = await self.queue.reap()
-                if requeued or failed:
-                    logger.info(
-                        "reaper on worker %s requeued %d job%s whose lease expired, failed %d",
-                        self.id, requeued, "" if requeued == 1 else "s", failed,
-                    )  # fmt: skip
-            except (RedisError, OSError) as exc:
-                logger.warning("reaper on worker %s could not reach Redis: %s", self.id, exc)
-            except Exception:
-                logger.exception("reaper on worker %s failed", self.id)
-            await asyncio.sleep(interval * random.uniform(0.8, 1.2))
