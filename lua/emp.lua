@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '4'
+local VERSION = '5'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -412,9 +412,10 @@ end
 -- functions
 
 -- KEYS: per job [job, events, seq, classes registry, pending, pending_count, workflow, customer jobs]
--- ARGV: base, njobs, events_maxlen, retention_s, then per job 13 fields (see SUBMIT_FIELDS).
+-- ARGV: base, njobs, events_maxlen, retention_s, then per job 14 fields (see SUBMIT_FIELDS).
 local SUBMIT_FIELDS = {'id', 'service', 'priority', 'payload', 'requirements', 'class_id',
-  'customer_id', 'workflow_id', 'step', 'total_steps', 'max_attempts', 'timeout_s', 'traceparent'}
+  'customer_id', 'workflow_id', 'step', 'total_steps', 'max_attempts', 'timeout_s', 'traceparent',
+  'loras'}
 local SUBMIT_KEYS = 8
 
 local function emp_submit(keys, args)
@@ -446,6 +447,7 @@ local function emp_submit(keys, args)
     end
     decode_json(j.requirements, 'requirements')
     if string.sub(j.payload, 1, 1) ~= '{' then bad('INVALID', 'payload', 'is not a JSON object') end
+    if string.sub(j.loras, 1, 1) ~= '[' then bad('INVALID', 'loras', 'is not a JSON array') end
     if redis.call('EXISTS', j.keys.job) == 1 then
       bad('CONFLICT', 'id', 'job ' .. j.id .. ' already exists')
     end
@@ -489,8 +491,8 @@ local function emp_submit(keys, args)
       'payload', j.payload, 'requirements', j.requirements, 'class_id', j.class_id,
       'customer_id', j.customer_id, 'workflow_id', j.workflow_id, 'step', j.step,
       'total_steps', j.total_steps, 'max_attempts', j.max_attempts, 'timeout_s', j.timeout_s,
-      'traceparent', j.traceparent, 'attempts', 0, 'progress', 0, 'seq', seq, 'score', score,
-      'created_at', now)
+      'traceparent', j.traceparent, 'loras', j.loras, 'attempts', 0, 'progress', 0, 'seq', seq,
+      'score', score, 'created_at', now)
     index_pending(j.keys, j.id, score, j.customer_id, j.workflow_id, j.service, j.class_id,
       j.requirements)
     if j.customer_id ~= '' then redis.call('ZADD', j.keys.customer, seq, j.id) end

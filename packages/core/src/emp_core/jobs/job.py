@@ -9,10 +9,19 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from emp_core.errors import InvalidInput, PayloadTooLarge, invalid_from_validation
 from emp_core.jobs.capabilities import Identifier, Service
+from emp_core.jobs.loras import LoraList, LoraRef, decode_loras, unique_loras
 from emp_core.jobs.requirements import Requirements, class_id
 
 PRIORITY_MIN = 0
@@ -59,6 +68,14 @@ class JobSpec(BaseModel):
     total_steps: Annotated[int, Field(ge=1, strict=True)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=100, strict=True)] = 3
     timeout_s: Annotated[float, Field(gt=0, le=7 * 24 * 3600)] = 3600.0
+    # LoRAs as the API resolved them (ADR-010): hash, scope, size and a signed download URL each.
+    # They stay out of the requirement class, so distinct LoRAs never multiply classes.
+    loras: LoraList = Field(default_factory=list)
+
+    @field_validator("loras")
+    @classmethod
+    def _unique_loras(cls, value: list[LoraRef]) -> list[LoraRef]:
+        return unique_loras(value)
 
     @model_validator(mode="after")
     def _workflow_fields(self) -> JobSpec:
@@ -94,7 +111,9 @@ class JobSpec(BaseModel):
         try:
             raw = orjson.dumps(self.payload)
         except TypeError as exc:
-            raise InvalidInput(f"payload cannot be stored as JSON: {exc}", field="payload") from None
+            raise InvalidInput(
+                f"payload cannot be stored as JSON: {exc}", field="payload"
+            ) from None
         if len(raw) > max_bytes:
             raise PayloadTooLarge(
                 f"payload is {len(raw):,} bytes; the limit is {max_bytes:,}", field="payload"
@@ -143,6 +162,7 @@ class Job(BaseModel):
     class_id: str
     # W3C trace context of the submitter, so the worker's spans join the submit's trace.
     traceparent: str | None = None
+    loras: list[LoraRef] = Field(default_factory=list)
 
     @classmethod
     def from_redis(cls, fields: dict[str, str]) -> Job:
@@ -185,6 +205,7 @@ class Job(BaseModel):
             retry_at=ms("retry_at"),
             class_id=fields["class_id"],
             traceparent=opt("traceparent"),
+            loras=decode_loras(fields.get("loras")),
         )
 
     @property

@@ -70,12 +70,13 @@ class SubmitArgs:
     max_attempts: int
     timeout_s: float
     traceparent: str
+    loras: bytes = b"[]"
 
     def argv(self) -> tuple[Any, ...]:
         return (
             self.id, self.service, self.priority, self.payload, self.requirements, self.class_id,
             self.customer_id, self.workflow_id, self.step, self.total_steps, self.max_attempts,
-            self.timeout_s, self.traceparent,
+            self.timeout_s, self.traceparent, self.loras,
         )  # fmt: skip
 
 

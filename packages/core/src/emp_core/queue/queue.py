@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from emp_core.errors import InvalidInput, NotFound
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.jobs.job import Job, JobSpec, new_job_id, retry_delay
+from emp_core.jobs.loras import encode_loras
 from emp_core.patterns.rules import Classification
 from emp_core.queue.functions import Functions, NextClaim, SubmitArgs
 from emp_core.settings import QueueSettings
@@ -107,6 +108,7 @@ class Queue:
             max_attempts=spec.max_attempts,
             timeout_s=spec.timeout_s,
             traceparent=traceparent,
+            loras=encode_loras(spec.loras),
         )
 
     async def submit(self, data: JobSpec | Mapping[str, Any], *, traceparent: str = "") -> str:

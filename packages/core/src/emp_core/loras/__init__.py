@@ -1,0 +1,1 @@
+"""LoRAs (ADR-010): the worker's content-addressed cache and, from the upload side, file checks."""
