@@ -56,7 +56,7 @@ $(foreach p,$(PACKAGES),$(eval $(call package_rules,$(p))))
 lint-%: ## Ruff lint and format check of one package (core, sql, web, cli, worker, machine, api, studio)
 typecheck-%: ## Mypy (strict) of one package's src/
 
-.PHONY: lint-imports deps postgres chromium e2e
+.PHONY: lint-imports deps postgres azurite chromium e2e
 lint-imports: $(VENV_STAMP) ## Import rules: apps never import apps; web -> sql -> core; core has no web/SQL/CLI
 	$(UV) run --frozen lint-imports --no-cache
 
@@ -66,7 +66,10 @@ deps: $(VENV_STAMP) ## Each package declares exactly what it imports; the worker
 postgres: ## Install and start PostgreSQL when missing (the API's tests need it)
 	@scripts/ensure-postgres.sh
 
-test-core: lint-core typecheck-core ## Tests of packages/core (Lua library, matching, models)
+azurite: ## Install Azurite (npm, into .tools/azurite) when missing: the blob-store tests run it
+	@scripts/ensure-azurite.sh
+
+test-core: lint-core typecheck-core azurite ## Tests of packages/core (Lua library, matching, models, blob stores)
 	$(PYTEST) $(core_DIR)/tests
 
 test-cli: lint-cli typecheck-cli test-core ## Tests of apps/cli (the emp command, on SQLite)
@@ -110,6 +113,6 @@ bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-t
 dev: $(VENV_STAMP) ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops it
 	$(UV) run --frozen python scripts/dev.py
 
-clean: ## Remove caches and local data (.data/ holds the dev Redis)
+clean: ## Remove caches and local data (.data/ holds the dev Redis, SQLite and blobs)
 	rm -rf .data .mypy_cache .ruff_cache .pytest_cache bench/results/latest.json
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
