@@ -56,16 +56,20 @@ class Api(ServedApp):
     http: httpx.AsyncClient = None  # type: ignore[assignment]  # set by running_api
 
 
-@asynccontextmanager
-async def running_api(
-    settings: QueueSettings, database_url: str, **api_options: Any
-) -> AsyncIterator[Api]:
+def create_app_for(settings: QueueSettings, database_url: str, **api_options: Any) -> Any:
     options = {"auth_cache_seconds": 0.0, "archive_catch_up_seconds": 0.5, **api_options}
-    app = create_app(
+    return create_app(
         queue_settings=settings,
         database_settings=DatabaseSettings(database_url=database_url),
         api_settings=ApiSettings(**options),
     )
+
+
+@asynccontextmanager
+async def running_api(
+    settings: QueueSettings, database_url: str, **api_options: Any
+) -> AsyncIterator[Api]:
+    app = create_app_for(settings, database_url, **api_options)
     async with serve(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
         yield Api(app, host, http)
 

@@ -10,12 +10,13 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from emp_api import __version__, admin, error_patterns, errors, health, jobs, ws
 from emp_api.background import Background
-from emp_api.limits import BodyLimit
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
+from emp_core.jobs import jsonvalue
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import setup_telemetry
 from emp_sql.settings import DatabaseSettings
+from emp_web.body import BodyGuard
 from emp_web.services import lifespan
 
 logger = logging.getLogger(__name__)
@@ -80,8 +81,15 @@ def create_app(
         )
     errors.install(app)
     # Our own limit, not FastAPI's ``max_body_size``: that one answers a declared oversized body
-    # with plain text, and every error here is JSON.
-    app.add_middleware(BodyLimit, max_bytes=api_settings.max_body_bytes)
+    # with plain text, and every error here is JSON. A body is the job spec, one level above its
+    # payload, hence the depth of one more than the payload's limit.
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=api_settings.max_body_bytes,
+        timeout_s=api_settings.body_timeout_seconds,
+        refuse=errors.refusal,
+        json_depth=jsonvalue.MAX_DEPTH + 1,
+    )
     for module in (health, jobs, admin, error_patterns, ws):
         app.include_router(module.router)
     return app

@@ -14,6 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import Scope
 
 from emp_core.errors import EmpError
 from emp_web.errors import ErrorHandlers
@@ -30,6 +32,11 @@ def error_response(
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = {"error": {"code": code, "message": message, "field": field}, **extra}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def refusal(_scope: Scope, status: int, code: str, message: str, field: str | None) -> Response:
+    """An error answered by middleware, before any route (a body too large or too slow)."""
+    return error_response(status, code, message, field)
 
 
 class _JsonErrors(ErrorHandlers):

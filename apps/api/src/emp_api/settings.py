@@ -21,6 +21,10 @@ class ApiSettings(BaseSettings):
     # Larger than the payload limit (EMP_MAX_PAYLOAD_BYTES, 1 MB) so that an oversized payload
     # is refused by the queue with a message naming the field, and anything bigger here with 413.
     max_body_bytes: int = Field(default=2_000_000, gt=0)
+    # A request's head must arrive within header_timeout_seconds of its first byte (or of the
+    # connection), its body within body_timeout_seconds: slow clients cannot hold requests open.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
     auth_cache_seconds: float = Field(default=5.0, ge=0)
     # Events a WebSocket may have waiting; past it, the oldest progress events are dropped.
     ws_backlog: int = Field(default=256, ge=8)

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import Scope
 
 from emp_core.settings import QueueSettings
 from emp_sql.settings import DatabaseSettings
@@ -19,6 +20,7 @@ from emp_studio import __version__, errors
 from emp_studio.pages import auth, dashboard, health, job, jobs, patterns, users
 from emp_studio.settings import StudioSettings
 from emp_studio.state import Services
+from emp_web.body import BodyGuard
 from emp_web.services import lifespan
 
 logger = logging.getLogger(__name__)
@@ -78,15 +80,24 @@ def create_app(
 
     @app.middleware("http")
     async def _guard(request: Request, call_next: Handler) -> Response:
-        # Browsers always declare a form's length; refusing early spares parsing a huge body.
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > settings.max_body_bytes:
-            return errors.error_page(request, 413, "That form is larger than the studio takes.")
         response = await call_next(request)
         for name, value in _HEADERS.items():
             response.headers.setdefault(name, value)
         return response
 
+    def refuse(scope: Scope, status: int, _code: str, message: str, _field: str | None) -> Response:
+        if status == 413:
+            message = "That form is larger than the studio takes."
+        return errors.error_page(Request(scope), status, message)
+
+    # Browsers always declare a form's length; refusing early spares parsing a huge body, and a
+    # body that dribbles in is refused after a deadline.
+    app.add_middleware(
+        BodyGuard,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout_seconds,
+        refuse=refuse,
+    )
     # Added last, so it runs first: every page and socket sees the session.
     app.add_middleware(
         SessionMiddleware,

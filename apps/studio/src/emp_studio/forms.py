@@ -18,6 +18,7 @@ from typing import Any
 from starlette.datastructures import FormData
 
 from emp_core.errors import EmpError, InvalidInput
+from emp_core.jobs import jsonvalue
 from emp_core.jobs.job import DEFAULT_PRIORITY
 
 FORM = "_form"  # errors that belong to no one field: shown above the form
@@ -173,6 +174,7 @@ def _names(text: str) -> list[str]:
 def _payload(text: str) -> dict[str, Any]:
     if not text.strip():
         return {}
+    _shallow(text, "payload")
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -187,6 +189,16 @@ def _payload(text: str) -> dict[str, Any]:
     return value
 
 
+def _shallow(text: str, path: str) -> None:
+    """Refuse text nested deeper than the queue takes before parsing it: the parser recurses, and
+    a 10,000-deep document would end the request in a ``RecursionError``. The API checks its
+    bodies against the same ``MAX_DEPTH``."""
+    if jsonvalue.too_deep(text, jsonvalue.MAX_DEPTH) is not None:
+        raise InvalidInput(
+            f"{path}: is nested deeper than {jsonvalue.MAX_DEPTH} levels", field=path
+        )
+
+
 def _capabilities(rows: Iterable[CapabilityRow], path: str) -> dict[str, Any]:
     """Rows of ``path = value``; a value that reads as JSON is JSON (``24``, ``true``,
     ``["a", "b"]``), anything else is text."""
@@ -196,6 +208,7 @@ def _capabilities(rows: Iterable[CapabilityRow], path: str) -> dict[str, Any]:
             continue
         if not row.path:
             raise InvalidInput(f"{path}: name the capability for {row.value!r}", field=path)
+        _shallow(row.value, f"{path}.{row.path}")
         try:
             out[row.path] = json.loads(row.value) if row.value else True
         except json.JSONDecodeError:

@@ -36,6 +36,10 @@ class StudioSettings(BaseSettings):
     # Largest form body accepted (bytes): above the 1 MB payload limit, so that an oversized
     # payload is refused next to its field and only anything bigger with 413.
     max_body_bytes: int = Field(default=2_000_000, gt=0)
+    # A request's head must arrive within header_timeout_seconds, its body within
+    # body_timeout_seconds: slow clients cannot hold requests open.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     @field_validator("secret_key")
     @classmethod

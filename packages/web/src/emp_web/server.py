@@ -1,28 +1,68 @@
-"""Serving a web app with uvicorn from its console script: flags over settings, and logging that
-includes our own loggers."""
+"""Serving a web app with uvicorn from its console script: flags over settings, logging that
+includes our own loggers and redacts secrets, and a deadline on each request's head."""
 
 from __future__ import annotations
 
 import argparse
-import copy
+import asyncio
 from typing import Any, Protocol
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from emp_web.logs import log_config
 
 
 class ServerSettings(Protocol):
     host: str
     port: int
     log_level: str
+    header_timeout_seconds: float
 
 
-def log_config(level: str, *loggers: str) -> dict[str, Any]:
-    """uvicorn's logging, extended to ``loggers`` (the app's own, and core's)."""
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
-    for name in (*loggers, "emp_core", "emp_sql", "emp_web"):
-        config["loggers"][name] = {"handlers": ["default"], "level": level.upper()}
-    return config
+class _HeadDeadline(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request head (request line and
+    headers) has not arrived within ``head_timeout`` of the connection or of the request's first
+    byte. uvicorn has no such timeout of its own: its keep-alive timer stops at the first byte,
+    so a client sending one header byte at a time could hold a connection for ever."""
+
+    head_timeout = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._head_timer = self.loop.call_later(self.head_timeout, self._head_expired)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+
+def http_protocol(head_timeout: float) -> type[HttpToolsProtocol]:
+    """The HTTP protocol class to give uvicorn (``http=``): httptools with a head deadline."""
+    return type("HeadDeadlineHttp", (_HeadDeadline,), {"head_timeout": head_timeout})
 
 
 def run(
@@ -53,5 +93,6 @@ def run(
         workers=getattr(args, "processes", None),
         log_level=args.log_level,
         log_config=log_config(args.log_level, logger),
+        http=http_protocol(settings.header_timeout_seconds),
         **uvicorn_options,
     )

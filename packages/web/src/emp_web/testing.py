@@ -21,17 +21,21 @@ from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue import ClaimedJob, Queue
 from emp_core.redis.server import free_port
 from emp_sql import Database, DatabaseSettings, Role, TokenRepository, UserRepository
+from emp_web.logs import log_config
+from emp_web.server import http_protocol
 
 PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts' password
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp) -> AsyncIterator[str]:
-    """Serve ``app`` with uvicorn on a free port in this event loop; yields ``host:port``."""
+async def serve(app: ASGIApp, *, head_timeout: float = 10.0) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on a free port in this event loop, as ``emp_web.server`` does
+    (the head deadline, redacted logs); yields ``host:port``."""
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=2, http=http_protocol(head_timeout),
+        log_config=log_config("warning"),
     )  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from emp_core.errors import InvalidInput, PayloadTooLarge, invalid_from_validation
+from emp_core.jobs import jsonvalue
 from emp_core.jobs.capabilities import Identifier, Service
 from emp_core.jobs.loras import LoraList, LoraRef, decode_loras, unique_loras
 from emp_core.jobs.requirements import Requirements, class_id
@@ -76,6 +77,14 @@ class JobSpec(BaseModel):
     @classmethod
     def _unique_loras(cls, value: list[LoraRef]) -> list[LoraRef]:
         return unique_loras(value)
+
+    @field_validator("payload", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # Before pydantic walks it (recursively): a lone surrogate, NaN, an integer beyond 64
+        # bits or a 10,000-deep nesting is refused here, naming its path, never a 500.
+        jsonvalue.check(value, "payload", max_depth=jsonvalue.MAX_DEPTH)
+        return value
 
     @model_validator(mode="after")
     def _workflow_fields(self) -> JobSpec:

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from emp_core.jobs import jsonvalue
+
 _PATH = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 # Strict: a number, never a bool or a numeric string silently coerced (True would mean 1 GB).
@@ -42,6 +44,12 @@ class Exclusions(BaseModel):
     models: list[Name] = Field(default_factory=list, max_length=100)
     capabilities: dict[str, JsonValue] = Field(default_factory=dict, max_length=100)
 
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        jsonvalue.check(value, "requirements.exclude.capabilities")
+        return value
+
     @field_validator("capabilities")
     @classmethod
     def _paths(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
@@ -60,6 +68,12 @@ class Requirements(BaseModel):
     customer_isolation: Literal["strict"] | None = None
     capabilities: dict[str, JsonValue] = Field(default_factory=dict, max_length=100)
     exclude: Exclusions = Field(default_factory=Exclusions)
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        jsonvalue.check(value, "requirements.capabilities")
+        return value
 
     @field_validator("capabilities")
     @classmethod

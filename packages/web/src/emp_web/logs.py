@@ -1,0 +1,66 @@
+"""Logging of the web processes: secrets never reach a log line.
+
+uvicorn logs every request line, WebSocket handshakes included, with its query string; a client
+that put its API token in ``?token=`` (or a ticket in ``?ticket=``) would have it written to the
+access log. ``RedactSecrets`` masks such query values and anything shaped like an EMP token in
+every record its handlers write; ``log_config`` installs it on uvicorn's handlers.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from typing import Any
+
+from uvicorn.config import LOGGING_CONFIG
+
+from emp_sql.tokens import TOKEN_PREFIX
+
+REDACTED = "[redacted]"
+_QUERY_SECRET = re.compile(r"(?i)\b((?:access_)?(?:token|ticket|key|secret|password)=)[^&\s\"']+")
+_TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{8,}")
+
+
+def redact(text: str) -> str:
+    if "=" not in text and TOKEN_PREFIX not in text:
+        return text
+    return _TOKEN.sub(TOKEN_PREFIX + REDACTED, _QUERY_SECRET.sub(r"\1" + REDACTED, text))
+
+
+def _redact_arg(value: Any) -> Any:
+    return redact(value) if isinstance(value, str) else value
+
+
+class RedactSecrets(logging.Filter):
+    """Masks tokens in a record's message and arguments (it never drops a record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        return True
+
+
+def log_config(level: str, *loggers: str) -> dict[str, Any]:
+    """uvicorn's logging, extended to ``loggers`` (the app's own, and core's), every handler
+    redacting secrets."""
+    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact"] = {"()": RedactSecrets}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
+    for name in (*loggers, "emp_core", "emp_sql", "emp_web"):
+        config["loggers"][name] = {"handlers": ["default"], "level": level.upper()}
+    return config
+
+
+def install(*names: str) -> None:
+    """Redact on these loggers directly too (``uvicorn.access``, ``uvicorn.error``), for a server
+    started with another logging configuration (tests, an embedding process)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
