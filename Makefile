@@ -6,7 +6,11 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
 
-UV ?= uv
+# uv: the one on PATH, else ~/.local/bin's, else the private one that scripts/ensure-tools.sh installs
+# under .tools/venv/ (scripts/find-uv.sh says which), so nobody has to edit PATH. `make UV=…` overrides.
+ifeq ($(origin UV),undefined)
+UV := $(shell scripts/find-uv.sh)
+endif
 PYTEST ?= $(UV) run --frozen pytest
 PACKAGES := core sql web cli worker machine api studio
 core_DIR := packages/core
@@ -63,8 +67,11 @@ lint-imports: $(VENV_STAMP) ## Import rules: apps never import apps; web -> sql 
 deps: $(VENV_STAMP) ## Each package declares exactly what it imports; the worker's install has no web/SQL/CLI
 	UV=$(UV) $(UV) run --frozen python scripts/check_deps.py
 
-postgres: ## Install and start PostgreSQL when missing (the API's tests need it)
-	@scripts/ensure-postgres.sh
+# The API's tests take the server's URL from EMP_TEST_POSTGRES_URL when given (then nothing is set up),
+# else from the file ensure-postgres.sh writes: the port of the cluster it runs, which need not be 5432.
+PG_URL_FILE := .data/test-postgres-url
+postgres: ## Install and start a PostgreSQL cluster when missing; its URL goes to .data/test-postgres-url
+	@scripts/ensure-postgres.sh >/dev/null
 
 azurite: ## Install Azurite (npm, into .tools/azurite) when missing: the blob-store tests run it
 	@scripts/ensure-azurite.sh
@@ -85,9 +92,9 @@ test-studio: lint-studio lint-web typecheck-studio typecheck-web test-core ## Te
 	$(PYTEST) $(studio_DIR)/tests
 
 test-api: lint-api lint-sql lint-web typecheck-api typecheck-sql typecheck-web test-core postgres ## Tests of apps/api (real Redis and PostgreSQL)
-	$(PYTEST) $(api_DIR)/tests
+	EMP_TEST_POSTGRES_URL="$${EMP_TEST_POSTGRES_URL:-$$(cat $(PG_URL_FILE))}" $(PYTEST) $(api_DIR)/tests
 
-chromium: ## Install Debian's Chromium when missing (the E2E suite drives it)
+chromium: $(VENV_STAMP) ## Install Chromium when missing (the E2E suite drives it)
 	@scripts/ensure-chromium.sh
 
 # Its own pytest run: pytest-playwright empties its --output folder at start, so it is kept apart
@@ -96,7 +103,7 @@ e2e: $(VENV_STAMP) chromium ## Browser tests against the real apps; screenshots 
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-patterns dev clean
+.PHONY: lint typecheck test bench bench-patterns dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -112,6 +119,11 @@ bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-t
 
 dev: $(VENV_STAMP) ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops it
 	$(UV) run --frozen python scripts/dev.py
+
+# Before a release, not part of `make test`: the committed HEAD, cloned into a minimal Debian 12 root
+# with a network namespace of its own, as a newcomer's machine. Needs root (or sudo); about 25 min.
+ci-fresh: ## Run .ci/run in a throwaway fresh Debian 12 root (own network; as root or via sudo)
+	scripts/ci-fresh.sh
 
 clean: ## Remove caches and local data (.data/ holds the dev Redis, SQLite and blobs)
 	rm -rf .data .mypy_cache .ruff_cache .pytest_cache bench/results/latest.json

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,8 +21,13 @@ from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings
 from emp_web.testing import Account, ServedApp, claim, create_account, sample_accounts, serve
 
-POSTGRES_URL = os.environ.get(
-    "EMP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# EMP_TEST_POSTGRES_URL, else the URL scripts/ensure-postgres.sh wrote for the cluster it runs (its
+# port need not be 5432), else the usual local server.
+_URL_FILE = Path(__file__).resolve().parents[3] / ".data" / "test-postgres-url"
+POSTGRES_URL = os.environ.get("EMP_TEST_POSTGRES_URL") or (
+    _URL_FILE.read_text().strip()
+    if _URL_FILE.is_file()
+    else "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
 
