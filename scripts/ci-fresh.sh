@@ -11,7 +11,9 @@
 # - The network: a namespace of its own, with a veth pair to this machine and NAT out of it, so the
 #   root reaches the package registries but its 127.0.0.1 is its own: this machine's PostgreSQL,
 #   Redis and the like cannot answer for it (its packets to this machine's own addresses are
-#   dropped too).
+#   dropped too). Where this machine's HTTPS goes through a TLS-inspecting proxy, the root gets
+#   that proxy's CA (what this machine's bundle has beyond Debian's) and the SSL_CERT_FILE-like
+#   variables set here, as any machine on that network needs.
 # - Its own PID and mount namespaces: every process it started ends with it, its mounts vanish,
 #   and the root is deleted afterwards (CI_FRESH_KEEP=1 keeps it).
 #
@@ -98,6 +100,24 @@ if grep -qE '^nameserver\s+127\.' /etc/resolv.conf && [ -f /run/systemd/resolve/
 else
   cp -L /etc/resolv.conf "$root/etc/resolv.conf"
 fi
+# The network's own certificate authorities: where this machine's HTTPS goes through a TLS-inspecting
+# proxy, its trust store has that proxy's CA, which a Debian root lacks. Copy what this machine's
+# bundle has beyond the root's, and pass on the variables that point tools at the bundle (run below).
+python3 - "$root" <<'PY'
+import re, sys
+pem = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+bundle = "/etc/ssl/certs/ca-certificates.crt"
+mine = set(pem.findall(open(bundle).read()))
+theirs = set(pem.findall(open(sys.argv[1] + bundle).read()))
+for i, cert in enumerate(sorted(mine - theirs)):
+    with open(f"{sys.argv[1]}/usr/local/share/ca-certificates/host-{i}.crt", "w") as f:
+        f.write(cert + "\n")
+PY
+chroot "$root" update-ca-certificates >/dev/null 2>&1
+tls_env=()
+for v in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE PIP_CERT CURL_CA_BUNDLE GIT_SSL_CAINFO; do
+  if [ -n "${!v:-}" ] && [ -e "$root${!v}" ]; then tls_env+=("$v=${!v}"); fi
+done
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tci-fresh\n' \
   > "$root/etc/hosts"
 echo ci-fresh > "$root/etc/hostname"
@@ -136,14 +156,14 @@ set +e
 # shellcheck disable=SC2016  # expanded by the inner shell
 timeout --kill-after=30 "$timeout_s" ip netns exec "$ns" \
   unshare --mount --pid --fork --propagation private env ROOT="$root" RUN_USER="$user" \
-  RUN_HOME="$home" bash -euc '
+  RUN_HOME="$home" TLS_ENV="${tls_env[*]}" bash -euc '
     mount -t proc proc "$ROOT/proc"
     mount -t sysfs sysfs "$ROOT/sys"
     mount --rbind /dev "$ROOT/dev"
     mount -t tmpfs -o mode=1777 tmpfs "$ROOT/dev/shm"
     mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
     exec chroot "$ROOT" /usr/sbin/runuser -u "$RUN_USER" -- env -i HOME="$RUN_HOME" \
-      USER="$RUN_USER" LOGNAME="$RUN_USER" LANG=C.UTF-8 TERM=dumb CI=true \
+      USER="$RUN_USER" LOGNAME="$RUN_USER" LANG=C.UTF-8 TERM=dumb CI=true $TLS_ENV \
       PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
       bash -c "cd ~/emp && exec bash .ci/run"
   ' </dev/null 2>&1 | tee -a "$log"
