@@ -14,11 +14,13 @@
 #   dropped too). Where this machine's HTTPS goes through a TLS-inspecting proxy, the root gets
 #   that proxy's CA (what this machine's bundle has beyond Debian's) and the SSL_CERT_FILE-like
 #   variables set here, as any machine on that network needs.
-# - Its own PID and mount namespaces: every process it started ends with it, its mounts vanish,
+# - Its own PID, mount and UTS namespaces (hostname ci-fresh): every process it started ends with it, its mounts vanish,
 #   and the root is deleted afterwards (CI_FRESH_KEEP=1 keeps it).
 #
 # Needs root (re-runs itself through sudo). Prints the time of each phase; the log of the last run
 # is $CI_FRESH_DIR/last.log. Takes about 25 minutes on 2 cores (see README).
+# The whole script is one block, read before it runs: editing it during a run cannot break the run.
+{
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 
@@ -155,8 +157,9 @@ run_start=$(date +%s)
 set +e
 # shellcheck disable=SC2016  # expanded by the inner shell
 timeout --kill-after=30 "$timeout_s" ip netns exec "$ns" \
-  unshare --mount --pid --fork --propagation private env ROOT="$root" RUN_USER="$user" \
+  unshare --mount --uts --pid --fork --propagation private env ROOT="$root" RUN_USER="$user" \
   RUN_HOME="$home" TLS_ENV="${tls_env[*]}" bash -euc '
+    hostname ci-fresh
     mount -t proc proc "$ROOT/proc"
     mount -t sysfs sysfs "$ROOT/sys"
     mount --rbind /dev "$ROOT/dev"
@@ -176,3 +179,4 @@ phase ".ci/run exited $rc after ${run_s}s; pytest runs:"
 printf '%s\n' "${summary:-  (none)}" | sed 's/^/    /' | tee -a "$log" >&2
 phase "total $(( $(date +%s) - start ))s; log: $log"
 exit "$rc"
+}
