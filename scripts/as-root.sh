@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the ensure-*.sh scripts: run a command as root (directly, or through sudo), and
 # install Debian packages. Without root and without sudo it stops with the command the user should
 # run instead of an apt error.
