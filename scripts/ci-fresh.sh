@@ -119,7 +119,8 @@ for i, cert in enumerate(sorted(mine - theirs)):
 PY
 chroot "$root" update-ca-certificates >/dev/null 2>&1
 tls_env=()
-for v in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE PIP_CERT CURL_CA_BUNDLE GIT_SSL_CAINFO; do
+for v in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE PIP_CERT CURL_CA_BUNDLE GIT_SSL_CAINFO \
+  NODE_EXTRA_CA_CERTS; do
   if [ -n "${!v:-}" ] && [ -e "$root${!v}" ]; then tls_env+=("$v=${!v}"); fi
 done
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tci-fresh\n' \

@@ -9,13 +9,10 @@ AZURITE_VERSION="${AZURITE_VERSION:-3.35.0}"
 PREFIX=".tools/azurite"
 BIN="$PREFIX/node_modules/.bin/azurite-blob"
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-  echo "need root to run: $*" >&2; return 1; fi; }
+. scripts/as-root.sh
 
 if ! command -v npm >/dev/null 2>&1; then
-  echo "installing nodejs and npm (Debian)" >&2
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends nodejs npm
+  apt_install "the blob-store tests' Azurite" nodejs npm
 fi
 
 installed=""
