@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '5'
+local VERSION = '6'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -106,6 +106,259 @@ local function emit(base, job_id, events_key, maxlen, service, event)
   event.service = service
   redis.call('PUBLISH', base .. ':events', cjson.encode(event))
   return event_id
+end
+
+---------------------------------------------------------------------------------------------------
+-- validation: the rules of emp_core.jobs (requirements.py, capabilities.py), enforced again here
+-- because any client can call FCALL. Every function runs these before its first write.
+
+local function is_seq(t)
+  -- A JSON array as cjson decodes it: keys 1..n and nothing else (an empty table is either).
+  local n = 0
+  for k in pairs(t) do
+    if type(k) ~= 'number' then return false end
+    n = n + 1
+  end
+  for i = 1, n do
+    if t[i] == nil then return false end
+  end
+  return true
+end
+
+local function is_object_text(text)
+  return type(text) == 'string' and string.match(text, '^%s*{') ~= nil
+end
+
+local function is_ident(v)
+  -- emp_core.jobs.capabilities.Identifier: ^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$
+  return type(v) == 'string' and #v >= 1 and #v <= 128 and string.match(v, '^[%w][%w_.:%-]*$') ~= nil
+end
+
+local function is_service(v)
+  -- emp_core.jobs.capabilities.Service: ^[a-z0-9][a-z0-9_-]{0,63}$
+  return type(v) == 'string' and #v >= 1 and #v <= 64 and string.match(v, '^[a-z0-9][a-z0-9_%-]*$') ~= nil
+end
+
+local function is_path(v)
+  -- A dotted path of letters, digits, _ and - (requirements._PATH).
+  if type(v) ~= 'string' or v == '' or string.sub(v, 1, 1) == '.' or string.sub(v, -1) == '.'
+      or string.find(v, '..', 1, true) then
+    return false
+  end
+  return string.match(v, '^[%w_%-%.]+$') ~= nil
+end
+
+local function finite_number(v)
+  return type(v) == 'number' and v == v and v ~= math.huge and v ~= -math.huge
+end
+
+local function need_ident(v, field)
+  if not is_ident(v) then
+    bad('INVALID', field, 'must be 1-128 letters, digits, _ . : - (starting with a letter or '
+      .. 'digit), got ' .. tostring(v))
+  end
+  return v
+end
+
+local function need_base(base)
+  -- "prefix:{queue}": the braces are the hash tag every key of the queue shares.
+  if type(base) ~= 'string' or not string.match(base, '^[%w_.%-]+:{[%w_.%-]+}$') then
+    bad('INVALID', 'base', 'must be prefix:{queue}, got ' .. tostring(base))
+  end
+  return base
+end
+
+-- Each key the caller passed must be the one the arguments name: a key from another queue, job or
+-- class would make the function write where its arguments say it does not.
+local function need_key(actual, expected, field)
+  if actual ~= expected then
+    bad('INVALID', 'keys', field .. ' key must be ' .. expected .. ', got ' .. tostring(actual))
+  end
+end
+
+local function check_tree(tree, where)
+  -- requirements._check_capability_tree: dotted-path keys, no nulls, lists of scalars only.
+  if type(tree) ~= 'table' or (next(tree) ~= nil and is_seq(tree)) then
+    bad('INVALID', where, 'must be an object')
+  end
+  local count = 0
+  for key, item in pairs(tree) do
+    count = count + 1
+    if not is_path(key) then
+      bad('INVALID', where, tostring(key) .. ' is not a dotted path of letters, digits, _ and -')
+    end
+    if item == cjson.null then bad('INVALID', where, key .. ': null cannot be required') end
+    if type(item) == 'table' then
+      if next(item) ~= nil and is_seq(item) then
+        for _, x in ipairs(item) do
+          if type(x) == 'table' or x == cjson.null then
+            bad('INVALID', where, key .. ': a list may hold only strings, numbers and booleans')
+          end
+        end
+      elseif next(item) ~= nil then
+        check_tree(item, where .. '.' .. key)
+      end
+    elseif type(item) == 'number' and not finite_number(item) then
+      bad('INVALID', where, key .. ': numbers must be finite')
+    end
+  end
+  return count
+end
+
+local function check_names(list, field, max_items)
+  if type(list) ~= 'table' or not is_seq(list) then bad('INVALID', field, 'must be a list') end
+  if #list > max_items then bad('INVALID', field, 'may hold at most ' .. max_items .. ' items') end
+  for i, name in ipairs(list) do
+    if type(name) ~= 'string' or #name < 1 or #name > 200 then
+      bad('INVALID', field .. '.' .. (i - 1), 'must be a string of 1 to 200 characters')
+    end
+  end
+end
+
+local REQUIREMENT_FIELDS = {gpu_memory_gb = true, cpu_cores = true, ram_gb = true, models = true,
+  customer_isolation = true, capabilities = true, exclude = true}
+
+-- Decode and check a requirements JSON text (the canonical form: no nulls). Returns the table.
+local function check_requirements(text)
+  if not is_object_text(text) then bad('INVALID', 'requirements', 'is not a JSON object') end
+  local ok, req = pcall(cjson.decode, text)
+  if not ok or type(req) ~= 'table' then bad('INVALID', 'requirements', 'is not a JSON object') end
+  for key, value in pairs(req) do
+    if not REQUIREMENT_FIELDS[key] then
+      bad('INVALID', 'requirements.' .. tostring(key), 'is not a requirement')
+    end
+    if value == cjson.null then
+      bad('INVALID', 'requirements.' .. key, 'may not be null; leave it out')
+    end
+  end
+  for _, name in ipairs({'gpu_memory_gb', 'ram_gb'}) do
+    local v = req[name]
+    if v ~= nil and (not finite_number(v) or v < 0) then
+      bad('INVALID', 'requirements.' .. name, 'must be a finite number of at least 0')
+    end
+  end
+  local cores = req.cpu_cores
+  if cores ~= nil and (not finite_number(cores) or cores < 0 or cores ~= math.floor(cores)) then
+    bad('INVALID', 'requirements.cpu_cores', 'must be an integer of at least 0')
+  end
+  if req.models ~= nil then check_names(req.models, 'requirements.models', 100) end
+  if req.customer_isolation ~= nil and req.customer_isolation ~= 'strict' then
+    bad('INVALID', 'requirements.customer_isolation', "must be 'strict'")
+  end
+  if req.capabilities ~= nil
+      and check_tree(req.capabilities, 'requirements.capabilities') > 100 then
+    bad('INVALID', 'requirements.capabilities', 'may hold at most 100 entries')
+  end
+  local ex = req.exclude
+  if ex ~= nil then
+    if type(ex) ~= 'table' or (next(ex) ~= nil and is_seq(ex)) then
+      bad('INVALID', 'requirements.exclude', 'must be an object')
+    end
+    for key, value in pairs(ex) do
+      if key ~= 'models' and key ~= 'capabilities' then
+        bad('INVALID', 'requirements.exclude.' .. tostring(key), 'is not a requirement')
+      end
+      if value == cjson.null then
+        bad('INVALID', 'requirements.exclude.' .. key, 'may not be null; leave it out')
+      end
+    end
+    if ex.models ~= nil then check_names(ex.models, 'requirements.exclude.models', 100) end
+    if ex.capabilities ~= nil
+        and check_tree(ex.capabilities, 'requirements.exclude.capabilities') > 100 then
+      bad('INVALID', 'requirements.exclude.capabilities', 'may hold at most 100 entries')
+    end
+  end
+  return req
+end
+
+-- A requirement class is named by its content: the first 16 hex digits of
+-- sha1(service "\n" requirements JSON) (emp_core.jobs.requirements.class_id).
+local function class_id_of(service, requirements)
+  return string.sub(redis.sha1hex(service .. '\n' .. requirements), 1, 16)
+end
+
+local CAPS_FIELDS = {worker_id = true, machine_id = true, services = true, hardware = true,
+  models = true, customer_isolation = true, allowed_customers = true, denied_customers = true,
+  workflow_id = true, capabilities = true}
+local ISOLATION = {none = true, loose = true, strict = true}
+
+local function check_idents(list, field, max_items)
+  if type(list) ~= 'table' or not is_seq(list) then bad('INVALID', field, 'must be a list') end
+  if #list > max_items then bad('INVALID', field, 'may hold at most ' .. max_items .. ' items') end
+  for i, v in ipairs(list) do need_ident(v, field .. '.' .. (i - 1)) end
+end
+
+-- emp_core.jobs.capabilities.WorkerCapabilities, checked field by field. Raises on the first bad one.
+local function check_caps(caps)
+  for key in pairs(caps) do
+    if not CAPS_FIELDS[key] then
+      bad('INVALID', 'capabilities', tostring(key) .. ' is not a worker capability field')
+    end
+  end
+  need_ident(caps.worker_id, 'capabilities.worker_id')
+  local services = caps.services
+  if type(services) ~= 'table' or not is_seq(services) or #services < 1 or #services > 32 then
+    bad('INVALID', 'capabilities.services', 'must be a list of 1 to 32 services')
+  end
+  local seen = {}
+  for i, s in ipairs(services) do
+    if not is_service(s) then
+      bad('INVALID', 'capabilities.services.' .. (i - 1), 'is not a service name')
+    end
+    if seen[s] then bad('INVALID', 'capabilities.services', 'each service may be listed once') end
+    seen[s] = true
+  end
+  for _, name in ipairs({'machine_id', 'workflow_id'}) do
+    if caps[name] ~= nil and caps[name] ~= cjson.null then
+      need_ident(caps[name], 'capabilities.' .. name)
+    end
+  end
+  local hw = caps.hardware
+  if hw ~= nil then
+    if type(hw) ~= 'table' or (next(hw) ~= nil and is_seq(hw)) then
+      bad('INVALID', 'capabilities.hardware', 'must be an object')
+    end
+    for key, v in pairs(hw) do
+      if key ~= 'gpu_memory_gb' and key ~= 'cpu_cores' and key ~= 'ram_gb' then
+        bad('INVALID', 'capabilities.hardware.' .. tostring(key), 'is not a hardware field')
+      end
+      if not finite_number(v) or v < 0 or (key == 'cpu_cores' and v ~= math.floor(v)) then
+        bad('INVALID', 'capabilities.hardware.' .. key, 'must be a finite number of at least 0')
+      end
+    end
+  end
+  local models = caps.models
+  if models ~= nil then
+    if type(models) ~= 'table' or (next(models) ~= nil and is_seq(models)) then
+      bad('INVALID', 'capabilities.models', 'must be an object of service -> model names')
+    end
+    for service, list in pairs(models) do
+      if not is_service(service) then
+        bad('INVALID', 'capabilities.models', tostring(service) .. ' is not a service name')
+      end
+      if type(list) ~= 'table' or not is_seq(list) then
+        bad('INVALID', 'capabilities.models.' .. service, 'must be a list')
+      end
+      for _, m in ipairs(list) do
+        if type(m) ~= 'string' then
+          bad('INVALID', 'capabilities.models.' .. service, 'must hold strings')
+        end
+      end
+    end
+  end
+  if caps.customer_isolation ~= nil and not ISOLATION[caps.customer_isolation] then
+    bad('INVALID', 'capabilities.customer_isolation', 'must be none, loose or strict')
+  end
+  if caps.allowed_customers ~= nil and caps.allowed_customers ~= cjson.null then
+    check_idents(caps.allowed_customers, 'capabilities.allowed_customers', 1000)
+  end
+  if caps.denied_customers ~= nil then
+    check_idents(caps.denied_customers, 'capabilities.denied_customers', 1000)
+  end
+  local tree = caps.capabilities
+  if tree ~= nil and (type(tree) ~= 'table' or (next(tree) ~= nil and is_seq(tree))) then
+    bad('INVALID', 'capabilities.capabilities', 'must be an object')
+  end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -209,10 +462,9 @@ local function load_caps(text)
   local digest = redis.sha1hex(text)
   local caps = caps_cache[digest]
   if caps then return caps end
+  if not is_object_text(text) then bad('INVALID', 'capabilities', 'is not a JSON object') end
   caps = decode_json(text, 'capabilities')
-  if type(caps.services) ~= 'table' or type(caps.worker_id) ~= 'string' then
-    bad('INVALID', 'capabilities', 'needs worker_id and services')
-  end
+  check_caps(caps)
   for _, name in ipairs({'allowed_customers', 'workflow_id', 'machine_id'}) do
     if caps[name] == cjson.null then caps[name] = nil end
   end
@@ -239,12 +491,19 @@ local function load_caps(text)
   return caps
 end
 
+-- A stored class, decoded and checked; nil and the reason when it cannot be used (written by an
+-- older deploy or by hand), so the claim can quarantine it instead of failing. (Its id was checked
+-- against its text at submit; classes of deploys before that keep their ids.)
 local function class_def(registry, class_id)
   local req = class_cache[class_id]
   if req then return req end
   local text = redis.call('HGET', registry, class_id)
-  if not text then return nil end
-  req = cjson.decode(text)
+  if not text then return nil, nil end
+  local ok, checked = pcall(check_requirements, text)
+  if not ok then
+    return nil, type(checked) == 'table' and checked.err or tostring(checked)
+  end
+  req = checked
   if class_count >= CACHE_MAX then class_cache, class_count = {}, 0 end
   class_cache[class_id] = req
   class_count = class_count + 1
@@ -298,12 +557,44 @@ local function requeue(base, job_id, maxlen, reason, extra)
   redis.call('PUBLISH', base .. ':wake:' .. service, job_id)
 end
 
--- Move retries whose backoff is over back to pending; bounded per call.
+-- Set aside a stored class or job that cannot be used (written by hand, by a bug, by an older
+-- deploy), with the reason, so one bad record never makes every claim fail. `what` is 'class' or
+-- 'job'; an operator reads the `quarantine` hash.
+local function quarantine(base, what, id, reason, now)
+  redis.call('HSET', base .. ':quarantine', what .. ':' .. id,
+    cjson.encode({reason = reason, at = now}))
+end
+
+-- The fields a claimed job must have for a worker to build it (emp_core.jobs.job.Job.from_redis).
+local CLAIM_FIELDS = {'status', 'customer_id', 'avoid_worker', 'avoid_until', 'id', 'service',
+  'class_id', 'priority', 'max_attempts', 'timeout_s', 'payload'}
+
+-- Why a pending set's member cannot be claimed, or nil when it can. `f` is HMGET CLAIM_FIELDS.
+local function unclaimable(job_id, f)
+  if not f[1] then return 'the job record is missing' end
+  if f[1] ~= 'pending' then return 'indexed as pending but its status is ' .. f[1] end
+  if f[5] ~= job_id or not f[6] or not f[7] then return 'id, service or class_id is wrong' end
+  if not tonumber(f[8]) or not tonumber(f[9]) or not tonumber(f[10]) then
+    return 'priority, max_attempts or timeout_s is not a number'
+  end
+  if not f[11] then return 'the payload is missing' end
+  return nil
+end
+
+-- Move retries whose backoff is over back to pending; bounded per call. A delayed entry whose job
+-- is not retrying is quarantined rather than indexed.
 local function promote_due(base, delayed, now, limit, maxlen)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
   for _, job_id in ipairs(due) do
     redis.call('ZREM', delayed, job_id)
-    requeue(base, job_id, maxlen, 'retry_due')
+    local f = redis.call('HMGET', base .. ':job:' .. job_id, 'status', 'service', 'class_id',
+      'score', 'requirements')
+    if f[1] == 'retrying' and f[2] and f[3] and tonumber(f[4]) and f[5] then
+      requeue(base, job_id, maxlen, 'retry_due')
+    else
+      quarantine(base, 'job', job_id, 'delayed but its record is '
+        .. (f[1] and ('in status ' .. f[1] .. ' or incomplete') or 'missing'), now)
+    end
   end
   return #due
 end
@@ -342,21 +633,32 @@ end
 
 -- The best job of one pending set this worker may take: returns id, score, and a wait hint (ms)
 -- when a job is held back for another worker.
-local function eligible_head(base, zkey, caps, now)
+local function eligible_head(base, zkey, caps, now, class_key, service, depth)
   local heads = redis.call('ZRANGE', zkey, 0, SCAN_LIMIT - 1, 'WITHSCORES')
   local hint = nil
   local all_denied = true
+  local quarantined = 0
   for i = 1, #heads, 2 do
     local job_id = heads[i]
-    local m = redis.call('HMGET', base .. ':job:' .. job_id, 'customer_id', 'avoid_worker',
-      'avoid_until')
-    local customer, avoid, avoid_until = m[1] or '', m[2], tonumber(m[3])
-    if caps.allowed and not caps.allowed[customer] then
+    local m = redis.call('HMGET', base .. ':job:' .. job_id, unpack(CLAIM_FIELDS))
+    local why = unclaimable(job_id, m)
+    if why then
+      -- Out of the index and into quarantine: the next head is looked at instead.
+      redis.call('ZREM', zkey, job_id)
+      if redis.call('ZREM', class_key, job_id) == 1 then
+        redis.call('HINCRBY', base .. ':pending_count', service, -1)
+      end
+      quarantine(base, 'job', job_id, why, now)
+      quarantined = quarantined + 1
+    end
+    local customer, avoid, avoid_until = m[2] or '', m[3], tonumber(m[4])
+    if why then
+      -- skipped above
+    elseif caps.allowed and not caps.allowed[customer] then
       -- Only a workflow's set gets here (an allow-list worker otherwise reads the sets of its
       -- allowed customers), and a workflow has one customer: nothing in this set is admitted.
       return nil, nil, hint
-    end
-    if not (customer ~= '' and caps.denied[customer]) then
+    elseif not (customer ~= '' and caps.denied[customer]) then
       all_denied = false
       if avoid == caps.worker_id and avoid_until and avoid_until > now then
         -- This worker failed the job last time: leave it to another worker for a grace period.
@@ -367,7 +669,13 @@ local function eligible_head(base, zkey, caps, now)
       end
     end
   end
-  if not all_denied or #heads < 2 * SCAN_LIMIT then return nil, nil, hint end
+  if quarantined > 0 and quarantined * 2 == #heads and #heads == 2 * SCAN_LIMIT
+      and (depth or 0) < 4 then
+    -- A whole page of bad records: look again past them (each pass removes what it quarantines;
+    -- a few pages per claim, so the next claims carry on with the rest).
+    return eligible_head(base, zkey, caps, now, class_key, service, (depth or 0) + 1)
+  end
+  if not all_denied or quarantined > 0 or #heads < 2 * SCAN_LIMIT then return nil, nil, hint end
   -- The first SCAN_LIMIT jobs all belong to denied customers: search past the run.
   local pending = zkey
   local denied_keys = {}
@@ -411,6 +719,35 @@ end
 ---------------------------------------------------------------------------------------------------
 -- functions
 
+-- A job's LoRAs (emp_core.jobs.loras.LoraRef): a JSON array of at most 8 objects, each with a
+-- sha256 of 64 lowercase hex digits (what affinity reads), a scope of user or shared, no file twice.
+local function check_loras(text)
+  if type(text) ~= 'string' or not string.match(text, '^%s*%[') then
+    bad('INVALID', 'loras', 'is not a JSON array')
+  end
+  local ok, list = pcall(cjson.decode, text)
+  if not ok or type(list) ~= 'table' or not is_seq(list) then
+    bad('INVALID', 'loras', 'is not a JSON array')
+  end
+  if #list > 8 then bad('INVALID', 'loras', 'may hold at most 8 LoRAs') end
+  local seen = {}
+  for i, ref in ipairs(list) do
+    local field = 'loras.' .. (i - 1)
+    if type(ref) ~= 'table' or (next(ref) ~= nil and is_seq(ref)) then
+      bad('INVALID', field, 'must be an object')
+    end
+    if type(ref.sha256) ~= 'string' or not string.match(ref.sha256, '^[0-9a-f]+$')
+        or #ref.sha256 ~= 64 then
+      bad('INVALID', field .. '.sha256', 'must be 64 lowercase hex digits')
+    end
+    if ref.scope ~= 'user' and ref.scope ~= 'shared' then
+      bad('INVALID', field .. '.scope', 'must be user or shared')
+    end
+    if seen[ref.sha256] then bad('INVALID', field, 'names a LoRA file twice') end
+    seen[ref.sha256] = true
+  end
+end
+
 -- KEYS: per job [job, events, seq, classes registry, pending, pending_count, workflow, customer jobs]
 -- ARGV: base, njobs, events_maxlen, retention_s, then per job 14 fields (see SUBMIT_FIELDS).
 local SUBMIT_FIELDS = {'id', 'service', 'priority', 'payload', 'requirements', 'class_id',
@@ -419,7 +756,7 @@ local SUBMIT_FIELDS = {'id', 'service', 'priority', 'payload', 'requirements', '
 local SUBMIT_KEYS = 8
 
 local function emp_submit(keys, args)
-  local base = args[1]
+  local base = need_base(args[1])
   local n = int_arg(args[2], 'jobs', 1, 100000)
   local maxlen = int_arg(args[3], 'events_maxlen', 1)
   local retention = int_arg(args[4], 'retention_s', 1)
@@ -441,13 +778,40 @@ local function emp_submit(keys, args)
     j.max_attempts = int_arg(j.max_attempts, 'max_attempts', 1, 100)
     if j.step ~= '' then int_arg(j.step, 'step', 1) end
     if j.total_steps ~= '' then int_arg(j.total_steps, 'total_steps', 1) end
-    num_arg(j.timeout_s, 'timeout_s', 0, 7 * 24 * 3600)
-    if j.id == '' or j.service == '' or j.class_id == '' then
-      bad('INVALID', 'id', 'id, service and class_id are required')
+    if num_arg(j.timeout_s, 'timeout_s', 0, 7 * 24 * 3600) <= 0 then
+      bad('INVALID', 'timeout_s', 'must be greater than 0, got ' .. j.timeout_s)
     end
-    decode_json(j.requirements, 'requirements')
-    if string.sub(j.payload, 1, 1) ~= '{' then bad('INVALID', 'payload', 'is not a JSON object') end
-    if string.sub(j.loras, 1, 1) ~= '[' then bad('INVALID', 'loras', 'is not a JSON array') end
+    need_ident(j.id, 'id')
+    if not is_service(j.service) then
+      bad('INVALID', 'service', 'must be 1-64 of a-z, 0-9, _ and -, got ' .. tostring(j.service))
+    end
+    if j.customer_id ~= '' then need_ident(j.customer_id, 'customer_id') end
+    if j.workflow_id ~= '' then need_ident(j.workflow_id, 'workflow_id') end
+    if (j.step ~= '' or j.total_steps ~= '') and j.workflow_id == '' then
+      bad('INVALID', 'workflow_id', 'step and total_steps belong to a workflow; give workflow_id too')
+    end
+    if j.step ~= '' and j.total_steps ~= '' and tonumber(j.step) > tonumber(j.total_steps) then
+      bad('INVALID', 'step', 'step ' .. j.step .. ' is past total_steps ' .. j.total_steps)
+    end
+    if #j.traceparent > 512 then bad('INVALID', 'traceparent', 'is longer than 512 characters') end
+    check_requirements(j.requirements)
+    if j.class_id ~= class_id_of(j.service, j.requirements) then
+      bad('INVALID', 'class_id', 'does not match the service and requirements (expected '
+        .. class_id_of(j.service, j.requirements) .. ')')
+    end
+    if not is_object_text(j.payload) then bad('INVALID', 'payload', 'is not a JSON object') end
+    local ok, payload = pcall(cjson.decode, j.payload)
+    if not ok or type(payload) ~= 'table' then bad('INVALID', 'payload', 'is not a JSON object') end
+    check_loras(j.loras)
+    local kk = j.keys
+    need_key(kk.job, base .. ':job:' .. j.id, 'job')
+    need_key(kk.events, base .. ':events:' .. j.id, 'events')
+    need_key(kk.seq, base .. ':seq', 'seq')
+    need_key(kk.registry, base .. ':classes:' .. j.service, 'classes')
+    need_key(kk.pending, base .. ':pending:' .. j.class_id, 'pending')
+    need_key(kk.count, base .. ':pending_count', 'pending_count')
+    need_key(kk.workflow, base .. ':workflow:' .. j.workflow_id, 'workflow')
+    need_key(kk.customer, base .. ':customer:' .. j.customer_id .. ':jobs', 'customer')
     if redis.call('EXISTS', j.keys.job) == 1 then
       bad('CONFLICT', 'id', 'job ' .. j.id .. ' already exists')
     end
@@ -509,15 +873,27 @@ end
 -- KEYS: worker, leases, fence, delayed, then one classes registry per service in caps.services.
 -- ARGV: base, capabilities JSON, lease_ms, events_maxlen, promote_limit.
 -- Returns {'job', HGETALL of the claimed job} or {'none', ms until worth trying again or -1}.
-local function emp_claim(keys, args)
-  local base = args[1]
-  local caps = load_caps(args[2])
-  local lease_ms = int_arg(args[3], 'lease_ms', 1)
-  local maxlen = int_arg(args[4], 'events_maxlen', 1)
-  local promote_limit = int_arg(args[5], 'promote_limit', 0)
+-- KEYS of a claim: worker, leases, fence, delayed, then one classes registry per service.
+local function check_claim_keys(keys, base, caps)
   if #keys ~= 4 + #caps.services then
     bad('INVALID', 'keys', 'expected one classes key per service after the first four')
   end
+  need_key(keys[1], base .. ':worker:' .. caps.worker_id, 'worker')
+  need_key(keys[2], base .. ':leases', 'leases')
+  need_key(keys[3], base .. ':fence', 'fence')
+  need_key(keys[4], base .. ':delayed', 'delayed')
+  for s, service in ipairs(caps.services) do
+    need_key(keys[4 + s], base .. ':classes:' .. service, 'classes')
+  end
+end
+
+local function emp_claim(keys, args)
+  local base = need_base(args[1])
+  local caps = load_caps(args[2])
+  local lease_ms = int_arg(args[3], 'lease_ms', 1)
+  local maxlen = int_arg(args[4], 'events_maxlen', 1)
+  local promote_limit = int_arg(args[5], 'promote_limit', 0, 10000)
+  check_claim_keys(keys, base, caps)
   local worker_key, leases, fence, delayed = keys[1], keys[2], keys[3], keys[4]
   local now = now_ms()
   promote_due(base, delayed, now, promote_limit, maxlen)
@@ -529,13 +905,20 @@ local function emp_claim(keys, args)
     for _, class_id in ipairs(redis.call('HKEYS', registry)) do
       local ok = matches[class_id]
       if ok == nil then
-        local req = class_def(registry, class_id)
-        ok = req ~= nil and class_matches(service, req, caps)
-        matches[class_id] = ok
+        local req, why = class_def(registry, class_id)
+        if why then
+          redis.call('HDEL', registry, class_id)
+          quarantine(base, 'class', class_id, why, now)
+          ok = false
+        else
+          ok = req ~= nil and class_matches(service, req, caps)
+          matches[class_id] = ok
+        end
       end
       if ok then
-        for _, zkey in ipairs(candidate_sets(base .. ':pending:' .. class_id, caps)) do
-          local job_id, score, wait = eligible_head(base, zkey, caps, now)
+        local class_key = base .. ':pending:' .. class_id
+        for _, zkey in ipairs(candidate_sets(class_key, caps)) do
+          local job_id, score, wait = eligible_head(base, zkey, caps, now, class_key, service)
           if wait and (hint == nil or wait < hint) then hint = wait end
           if job_id and better(score, job_id, best_score, best_id) then
             best_id, best_score, best_service = job_id, score, service
@@ -585,8 +968,23 @@ local function holder(job_key, job_id, token)
 end
 
 -- KEYS: job, leases. ARGV: base, job_id, token, lease_ms. Returns the new lease deadline (ms).
+-- The arguments every report on a held job shares: the base, the job id and the token, and the
+-- job's own keys in KEYS.
+local function job_args(keys, args, nkeys)
+  need_keys(keys, nkeys)
+  local base = need_base(args[1])
+  local job_id = need_ident(args[2], 'job_id')
+  local token = args[3]
+  if type(token) ~= 'string' or not string.match(token, '^%d*$') then
+    bad('INVALID', 'token', 'must be a fencing token (digits), got ' .. tostring(token))
+  end
+  need_key(keys[1], base .. ':job:' .. job_id, 'job')
+  return base, job_id, token
+end
+
 local function emp_heartbeat(keys, args)
-  local job_id, token = args[2], args[3]
+  local base, job_id, token = job_args(keys, args, 2)
+  need_key(keys[2], base .. ':leases', 'leases')
   local lease_ms = int_arg(args[4], 'lease_ms', 1)
   holder(keys[1], job_id, token)
   local deadline = now_ms() + lease_ms
@@ -597,9 +995,11 @@ end
 
 -- KEYS: job, events. ARGV: base, job_id, token, progress (0-100), message, events_maxlen.
 local function emp_progress(keys, args)
-  local base, job_id, token = args[1], args[2], args[3]
+  local base, job_id, token = job_args(keys, args, 2)
+  need_key(keys[2], base .. ':events:' .. job_id, 'events')
   local progress = num_arg(args[4], 'progress', 0, 100)
   local message = args[5] or ''
+  if #message > 8000 then bad('INVALID', 'message', 'is longer than 8000 characters') end
   local maxlen = int_arg(args[6], 'events_maxlen', 1)
   local job = holder(keys[1], job_id, token)
   local now = now_ms()
@@ -630,20 +1030,29 @@ end
 local function emp_complete(keys, args)
   local claim_next = args[7] ~= nil
   local caps
+  local base, job_id, token = job_args(keys, {args[1], args[2], args[3]}, #keys)
+  local result = args[4]
+  need_key(keys[2], base .. ':events:' .. job_id, 'events')
+  need_key(keys[3], base .. ':leases', 'leases')
+  need_key(keys[5], base .. ':finished', 'finished')
   if claim_next then
     caps = load_caps(args[7])
     int_arg(args[8], 'lease_ms', 1)
-    int_arg(args[9], 'promote_limit', 0)
-    need_keys(keys, 7 + #caps.services)
+    int_arg(args[9], 'promote_limit', 0, 10000)
+    local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
+    for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
+    check_claim_keys(claim_keys, base, caps)
   else
     need_keys(keys, 5)
   end
-  local base, job_id, token, result = args[1], args[2], args[3], args[4]
   local retention = int_arg(args[5], 'retention_s', 1)
   local maxlen = int_arg(args[6], 'events_maxlen', 1)
   local ok = pcall(cjson.decode, result)
   if not ok then bad('INVALID', 'result', 'is not JSON') end
   local job = holder(keys[1], job_id, token)
+  if not claim_next then
+    need_key(keys[4], base .. ':worker:' .. (job.worker_id or ''), 'worker')
+  end
   local now = now_ms()
   redis.call('HSET', keys[1], 'status', 'completed', 'result', result, 'progress', 100,
     'finished_at', now, 'token', '', 'lease_deadline', '')
@@ -665,14 +1074,21 @@ end
 -- and optionally the classification (ADR-009): category, pattern id, user message.
 -- Returns 'retrying' or 'failed'.
 local function emp_fail(keys, args)
-  need_keys(keys, 7)
-  local base, job_id, token, message = args[1], args[2], args[3], args[4]
+  local base, job_id, token = job_args(keys, args, 7)
+  local message = args[4]
+  need_key(keys[2], base .. ':events:' .. job_id, 'events')
+  need_key(keys[3], base .. ':leases', 'leases')
+  need_key(keys[5], base .. ':delayed', 'delayed')
+  need_key(keys[6], base .. ':dead', 'dead')
+  need_key(keys[7], base .. ':finished', 'finished')
+  if #message > 8000 then bad('INVALID', 'error', 'is longer than 8000 characters') end
   local retryable = int_arg(args[5], 'retryable', 0, 1)
   local delay = int_arg(args[6], 'delay_ms', 0)
   local grace = int_arg(args[7], 'avoid_grace_ms', 0)
   local retention = int_arg(args[8], 'retention_s', 1)
   local maxlen = int_arg(args[9], 'events_maxlen', 1)
   local job = holder(keys[1], job_id, token)
+  need_key(keys[4], base .. ':worker:' .. (job.worker_id or ''), 'worker')
   local now = now_ms()
   -- Stored with this attempt's error, so an earlier attempt's classification never lingers.
   redis.call('HSET', keys[1], 'error_category', args[10] or '', 'error_pattern_id',
@@ -703,9 +1119,13 @@ end
 -- attempt does not count. KEYS: job, events, leases, worker. ARGV: base, job_id, token, reason,
 -- maxlen.
 local function emp_release(keys, args)
-  local base, job_id, token, reason = args[1], args[2], args[3], args[4]
+  local base, job_id, token = job_args(keys, args, 4)
+  local reason = args[4]
+  need_key(keys[2], base .. ':events:' .. job_id, 'events')
+  need_key(keys[3], base .. ':leases', 'leases')
   local maxlen = int_arg(args[5], 'events_maxlen', 1)
-  holder(keys[1], job_id, token)
+  local job = holder(keys[1], job_id, token)
+  need_key(keys[4], base .. ':worker:' .. (job.worker_id or ''), 'worker')
   redis.call('ZREM', keys[3], job_id)
   set_idle(keys[4], now_ms())
   redis.call('HINCRBY', keys[1], 'attempts', -1)
@@ -717,7 +1137,15 @@ end
 -- Returns the status the job had. A running job's worker is told on its control channel.
 local function emp_cancel(keys, args)
   need_keys(keys, 5)
-  local base, job_id, reason = args[1], args[2], args[3]
+  local base = need_base(args[1])
+  local job_id = need_ident(args[2], 'job_id')
+  local reason = args[3] or ''
+  need_key(keys[1], base .. ':job:' .. job_id, 'job')
+  need_key(keys[2], base .. ':events:' .. job_id, 'events')
+  need_key(keys[3], base .. ':leases', 'leases')
+  need_key(keys[4], base .. ':delayed', 'delayed')
+  need_key(keys[5], base .. ':finished', 'finished')
+  if #reason > 8000 then bad('INVALID', 'reason', 'is longer than 8000 characters') end
   local retention = int_arg(args[4], 'retention_s', 1)
   local maxlen = int_arg(args[5], 'events_maxlen', 1)
   local f = redis.call('HMGET', keys[1], 'status', 'service', 'class_id', 'customer_id',
@@ -756,8 +1184,12 @@ end
 -- Returns {requeued, failed, promoted}.
 local function emp_reap(keys, args)
   need_keys(keys, 4)
-  local base = args[1]
-  local limit = int_arg(args[2], 'limit', 1)
+  local base = need_base(args[1])
+  need_key(keys[1], base .. ':leases', 'leases')
+  need_key(keys[2], base .. ':delayed', 'delayed')
+  need_key(keys[3], base .. ':dead', 'dead')
+  need_key(keys[4], base .. ':finished', 'finished')
+  local limit = int_arg(args[2], 'limit', 1, 100000)
   local retention = int_arg(args[3], 'retention_s', 1)
   local maxlen = int_arg(args[4], 'events_maxlen', 1)
   local leases, delayed, dead, finished = keys[1], keys[2], keys[3], keys[4]
@@ -767,8 +1199,13 @@ local function emp_reap(keys, args)
   for _, job_id in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)) do
     redis.call('ZREM', leases, job_id)
     local jk = base .. ':job:' .. job_id
-    local f = redis.call('HMGET', jk, 'status', 'attempts', 'max_attempts', 'worker_id', 'service')
-    if f[1] == 'claimed' or f[1] == 'running' then
+    local f = redis.call('HMGET', jk, 'status', 'attempts', 'max_attempts', 'worker_id', 'service',
+      'class_id', 'score', 'requirements')
+    local active = f[1] == 'claimed' or f[1] == 'running'
+    if active and not (tonumber(f[2]) and tonumber(f[3]) and f[4] and f[5] and f[6]
+        and tonumber(f[7]) and f[8]) then
+      quarantine(base, 'job', job_id, 'its lease expired but its record is incomplete', now)
+    elseif active then
       set_idle(base .. ':worker:' .. f[4], now)
       if tonumber(f[2]) < tonumber(f[3]) then
         requeue(base, job_id, maxlen, 'lease_expired')

@@ -226,7 +226,7 @@ async def test_lua_claim_refuses_bad_capabilities(
     before = await snapshot(redis, queue.keys)
     with pytest.raises(InvalidInput) as info:
         await queue.functions.claim("w1", ["simulation"], capabilities, 1000, 100, 100)
-    assert info.value.field == "capabilities"
+    assert info.value.field.startswith("capabilities")
     assert await snapshot(redis, queue.keys) == before
 
 

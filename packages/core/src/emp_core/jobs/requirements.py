@@ -95,6 +95,8 @@ class Requirements(BaseModel):
 
 
 def class_id(service: str, canonical_json: str) -> str:
-    """Stable id of a requirement class: the same service and requirements give the same id."""
-    digest = hashlib.blake2b(f"{service}\n{canonical_json}".encode(), digest_size=8)
-    return digest.hexdigest()
+    """Stable id of a requirement class: the same service and requirements give the same id.
+    SHA-1 because the Lua library recomputes it (``redis.sha1hex``) and refuses a submit whose
+    class id does not name its requirements."""
+    digest = hashlib.sha1(f"{service}\n{canonical_json}".encode(), usedforsecurity=False)
+    return digest.hexdigest()[:16]

@@ -82,6 +82,11 @@ class Keys:
         """Sorted set: a customer's jobs by submit order, for listing without SCAN."""
         return f"{self.base}:customer:{customer_id}:jobs"
 
+    def quarantine(self) -> str:
+        """Hash: ``class:{id}`` / ``job:{id}`` -> JSON reason and time, for stored records a claim
+        could not use (written by hand or by an older deploy); set aside, never claimed."""
+        return f"{self.base}:quarantine"
+
     # --- workers --------------------------------------------------------------------------------
     def worker(self, worker_id: str) -> str:
         """Hash with TTL: a live worker's capabilities, state and current job."""
