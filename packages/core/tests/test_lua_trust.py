@@ -113,6 +113,9 @@ BAD_FIELDS = [
     pytest.param("workflow_id", "{x}", "workflow_id", id="workflow-pattern"),
     pytest.param("timeout_s", "0", "timeout_s", id="timeout-zero"),
     pytest.param("step", "2", "workflow_id", id="step-without-workflow"),
+    pytest.param("loras", b"{}", "loras", id="loras-object"),
+    pytest.param("loras", b'[{"sha256": "abc", "scope": "user"}]', "loras.0.sha256", id="loras-short-hash"),
+    pytest.param("loras", b'[{"sha256": "' + b"a" * 64 + b'", "scope": "mine"}]', "loras.0.scope", id="loras-scope"),
 ]  # fmt: skip
 
 
