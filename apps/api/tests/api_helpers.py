@@ -20,6 +20,7 @@ from emp_api.settings import ApiSettings
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings
 from emp_web.testing import Account, ServedApp, claim, create_account, sample_accounts, serve
+from emp_web.webhooks.settings import WebhookSettings
 
 # EMP_TEST_POSTGRES_URL, else the URL scripts/ensure-postgres.sh wrote for the cluster it runs (its
 # port need not be 5432), else the usual local server.
@@ -62,12 +63,19 @@ class Api(ServedApp):
     http: httpx.AsyncClient = None  # type: ignore[assignment]  # set by running_api
 
 
-def create_app_for(settings: QueueSettings, database_url: str, **api_options: Any) -> Any:
+def create_app_for(
+    settings: QueueSettings,
+    database_url: str,
+    *,
+    webhooks: WebhookSettings | None = None,
+    **api_options: Any,
+) -> Any:
     options = {"auth_cache_seconds": 0.0, "archive_catch_up_seconds": 0.5, **api_options}
     return create_app(
         queue_settings=settings,
         database_settings=DatabaseSettings(database_url=database_url),
         api_settings=ApiSettings(**options),
+        webhook_settings=webhooks or WebhookSettings(run_dispatcher=False),
     )
 
 

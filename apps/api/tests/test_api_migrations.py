@@ -14,7 +14,8 @@ from emp_sql.session import create_engine
 
 TABLES = {
     "users", "api_tokens", "job_archive", "alembic_version", "error_patterns",
-    "error_pattern_stats", "error_pattern_changes", "error_pattern_folds",
+    "error_pattern_stats", "error_pattern_changes", "error_pattern_folds", "webhook_endpoints",
+    "webhook_deliveries", "webhook_attempts",
 }  # fmt: skip
 
 

@@ -26,6 +26,7 @@ from emp_web.testing import (
     sample_accounts,
     serve,
 )
+from emp_web.webhooks.settings import WebhookSettings
 
 SECRET = "k" * 16 + uuid.uuid4().hex
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -82,7 +83,11 @@ class Visitor:
 
 @asynccontextmanager
 async def running_studio(
-    settings: QueueSettings, database_url: str, **options: Any
+    settings: QueueSettings,
+    database_url: str,
+    *,
+    webhooks: WebhookSettings | None = None,
+    **options: Any,
 ) -> AsyncIterator[Studio]:
     studio_settings = StudioSettings(
         secret_key=SecretStr(SECRET),
@@ -94,6 +99,7 @@ async def running_studio(
         queue_settings=settings,
         database_settings=DatabaseSettings(database_url=database_url),
         studio_settings=studio_settings,
+        webhook_settings=webhooks,
     )
     async with serve(app) as host:
         yield Studio(app, host)

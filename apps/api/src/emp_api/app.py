@@ -8,7 +8,7 @@ import logging
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from emp_api import __version__, admin, error_patterns, errors, health, jobs, ws
+from emp_api import __version__, admin, error_patterns, errors, health, jobs, webhooks, ws
 from emp_api.background import Background
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
@@ -18,6 +18,7 @@ from emp_core.telemetry import setup_telemetry
 from emp_sql.settings import DatabaseSettings
 from emp_web.body import BodyGuard
 from emp_web.services import lifespan
+from emp_web.webhooks.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def create_app(
     queue_settings: QueueSettings | None = None,
     database_settings: DatabaseSettings | None = None,
     api_settings: ApiSettings | None = None,
+    webhook_settings: WebhookSettings | None = None,
 ) -> FastAPI:
     queue_settings = queue_settings or QueueSettings()
     database_settings = database_settings or DatabaseSettings()
@@ -48,7 +50,9 @@ def create_app(
         await app.state.background.stop()
 
     async def start() -> Services:
-        return await Services.start(queue_settings, database_settings, api_settings, telemetry)
+        return await Services.start(
+            queue_settings, database_settings, api_settings, telemetry, webhook_settings
+        )
 
     app = FastAPI(
         title="EMP API",
@@ -90,6 +94,6 @@ def create_app(
         refuse=errors.refusal,
         json_depth=jsonvalue.MAX_DEPTH + 1,
     )
-    for module in (health, jobs, admin, error_patterns, ws):
+    for module in (health, jobs, admin, error_patterns, webhooks, ws):
         app.include_router(module.router)
     return app

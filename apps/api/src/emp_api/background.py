@@ -21,6 +21,8 @@ from emp_core.queue.queue import Queue
 from emp_core.telemetry import Telemetry
 from emp_sql.archive import ArchiveProjector
 from emp_sql.patterns_admin import PatternAdmin
+from emp_web.webhooks.dispatcher import WebhookDispatcher
+from emp_web.webhooks.progress import ProgressFeed
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ class Background:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.projector: ArchiveProjector | None = None
+        self.dispatcher: WebhookDispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -79,13 +82,20 @@ class Background:
         if api.run_projector:
             self.projector = ArchiveProjector(
                 s.queue, s.database, catch_up_seconds=api.archive_catch_up_seconds,
-                lease_seconds=api.archive_lease_seconds,
+                lease_seconds=api.archive_lease_seconds, webhook_max_age=s.webhooks.max_age,
             )  # fmt: skip
             s.hub.listen(self.projector.offer)
             self._tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
         if api.run_pattern_fold:
             fold = fold_forever(s.patterns, api.pattern_fold_seconds)
             self._tasks.append(asyncio.create_task(fold, name="pattern-fold"))
+        if s.webhooks.run_dispatcher:
+            # Deliveries of every API process share the SQL outbox; each goes out from one.
+            self.dispatcher = WebhookDispatcher(s.database, s.webhooks)
+            self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhooks"))
+            progress = ProgressFeed(s.redis, s.queue.keys, s.database)
+            s.hub.listen(progress.offer)
+            self._tasks.append(asyncio.create_task(progress.run(), name="webhook-progress"))
         for task in self._tasks:
             task.add_done_callback(_report_crash)
 

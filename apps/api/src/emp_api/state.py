@@ -11,6 +11,7 @@ from emp_sql.auth import Authenticator
 from emp_sql.settings import DatabaseSettings
 from emp_web.backends import Backends
 from emp_web.services import WebServices
+from emp_web.webhooks.settings import WebhookSettings
 
 
 @dataclass(slots=True)
@@ -25,6 +26,7 @@ class Services(WebServices):
         db_settings: DatabaseSettings,
         api: ApiSettings,
         telemetry: Telemetry,
+        webhooks: WebhookSettings | None = None,
     ) -> Services:
         """Connect, install the Function library (refusing an older code's downgrade) and
         subscribe to the events channel."""
@@ -32,6 +34,7 @@ class Services(WebServices):
         return cls(
             **WebServices.parts(b),
             telemetry=telemetry,
+            webhooks=webhooks or WebhookSettings(),
             api=api,
             auth=Authenticator(b.database, cache_seconds=api.auth_cache_seconds),
         )

@@ -17,11 +17,12 @@ from starlette.types import Scope
 from emp_core.settings import QueueSettings
 from emp_sql.settings import DatabaseSettings
 from emp_studio import __version__, errors
-from emp_studio.pages import auth, dashboard, health, job, jobs, patterns, users
+from emp_studio.pages import auth, dashboard, health, job, jobs, patterns, users, webhooks
 from emp_studio.settings import StudioSettings
 from emp_studio.state import Services
 from emp_web.body import BodyGuard
 from emp_web.services import lifespan
+from emp_web.webhooks.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
 
@@ -58,13 +59,14 @@ def create_app(
     queue_settings: QueueSettings | None = None,
     database_settings: DatabaseSettings | None = None,
     studio_settings: StudioSettings | None = None,
+    webhook_settings: WebhookSettings | None = None,
 ) -> FastAPI:
     queue_settings = queue_settings or QueueSettings()
     database_settings = database_settings or DatabaseSettings()
     settings = studio_settings or StudioSettings()
 
     async def start() -> Services:
-        return await Services.start(queue_settings, database_settings, settings)
+        return await Services.start(queue_settings, database_settings, settings, webhook_settings)
 
     app = FastAPI(
         title="EMP studio",
@@ -108,7 +110,7 @@ def create_app(
         https_only=settings.cookie_secure,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (health, auth, dashboard, jobs, job, users, patterns):
+    for module in (health, auth, dashboard, jobs, job, users, patterns, webhooks):
         app.include_router(module.router)
     app.include_router(dashboard.sockets)
     app.include_router(job.sockets)

@@ -10,6 +10,7 @@ from emp_sql.settings import DatabaseSettings
 from emp_studio.settings import StudioSettings
 from emp_web.backends import Backends
 from emp_web.services import WebServices
+from emp_web.webhooks.settings import WebhookSettings
 
 
 @dataclass(slots=True)
@@ -18,12 +19,21 @@ class Services(WebServices):
 
     @classmethod
     async def start(
-        cls, queue_settings: QueueSettings, db_settings: DatabaseSettings, studio: StudioSettings
+        cls,
+        queue_settings: QueueSettings,
+        db_settings: DatabaseSettings,
+        studio: StudioSettings,
+        webhooks: WebhookSettings | None = None,
     ) -> Services:
         """Connect, install the Function library and subscribe to the events channel."""
         b = await Backends.open(queue_settings, db_settings, ws_backlog=studio.ws_backlog)
         # ADR-003: the heartbeat; exported only when OTEL_* configures it.
-        return cls(**WebServices.parts(b), telemetry=setup_telemetry("emp-studio"), studio=studio)
+        return cls(
+            **WebServices.parts(b),
+            telemetry=setup_telemetry("emp-studio"),
+            webhooks=webhooks or WebhookSettings(),
+            studio=studio,
+        )
 
     async def stop(self) -> None:
         self.telemetry.shutdown()

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -34,6 +35,7 @@ from emp_core.jobs.job import TERMINAL, Job
 from emp_core.queue.queue import Queue
 from emp_sql.job_archive import JobArchiveRepository, archive_row
 from emp_sql.session import Database
+from emp_sql.webhook_outbox import WebhookOutbox
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +94,8 @@ class ArchiveProjector:
         catch_up_seconds: float = 30.0,
         lease_seconds: float = 15.0,
         holder: str | None = None,
+        webhooks: bool = True,
+        webhook_max_age: timedelta = timedelta(hours=24),
     ) -> None:
         self.queue = queue
         self.redis = queue.redis
@@ -102,6 +106,10 @@ class ArchiveProjector:
             self.redis, self.keys.archive_leader(), ttl_s=lease_seconds, holder=holder
         )
         self.leading = False
+        # Webhook deliveries of finished jobs go into the outbox in the archive's transaction:
+        # a job archived is a job whose webhooks are queued, and re-projecting adds none twice.
+        self.webhooks = webhooks
+        self.webhook_max_age = webhook_max_age
         self._pending: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
 
     # --- live ------------------------------------------------------------------------------------
@@ -124,6 +132,7 @@ class ArchiveProjector:
                 pipe.hgetall(self.keys.job(job_id))
             hashes = await pipe.execute()
         rows: list[dict[str, Any]] = []
+        jobs: list[Job] = []
         settled: list[str] = []
         for job_id, raw in zip(ids, hashes, strict=True):
             fields = {_text(k): _text(v) for k, v in raw.items()}
@@ -140,10 +149,14 @@ class ArchiveProjector:
                 continue
             seq = int(fields["seq"]) if fields.get("seq") else None
             rows.append(archive_row(job, seq=seq, queue=self.queue.settings.queue))
+            jobs.append(job)
             settled.append(job_id)
         if rows:
             async with self.database.session() as session:
                 await JobArchiveRepository(session).upsert(rows)
+                if self.webhooks:
+                    outbox = WebhookOutbox(session, max_age=self.webhook_max_age)
+                    await outbox.enqueue_finished(jobs)
         # Only after the rows are committed: a crash in between leaves the ids to project again.
         if settled:
             await self.redis.zrem(self.keys.finished(), *settled)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypedDict, TypeVar
 
 import redis.asyncio as aioredis
@@ -20,6 +20,7 @@ from emp_sql.patterns_admin import PatternAdmin
 from emp_sql.session import Database
 from emp_web.backends import Backends
 from emp_web.hub import EventHub
+from emp_web.webhooks.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class WebServices:
     patterns: PatternAdmin
     telemetry: Telemetry
     backends: Backends
+    # Which webhook URLs are allowed, and how deliveries are sent (EMP_WEBHOOK_*).
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings, kw_only=True)
 
     # The connections live in ``backends``; these name them the way the routes use them.
     @property
