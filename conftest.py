@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from emp_core.queue.queue import Queue
 from emp_core.redis.client import connect
-from emp_core.redis.server import RedisServer
+from emp_core.redis.server import LocalCluster, RedisServer
 from emp_core.settings import QueueSettings
 
 ROOT = Path(__file__).resolve().parent
@@ -37,7 +37,13 @@ AZURITE_KEY = (
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_url(redis_node_url: str) -> str:
+    """The Redis the tests use; one node unless a suite overrides it (the core's runs twice)."""
+    return redis_node_url
+
+
+@pytest.fixture(scope="session")
+def redis_node_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url := os.environ.get("EMP_TEST_REDIS_URL"):
         yield url
         return
@@ -46,6 +52,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real local Redis Cluster (three primaries, ``redis+cluster://``), started once per
+    session on first use, unless ``EMP_TEST_REDIS_CLUSTER_URL`` names one."""
+    if url := os.environ.get("EMP_TEST_REDIS_CLUSTER_URL"):
+        yield url
+        return
+    with LocalCluster(Path(tmp_path_factory.mktemp("cluster")), primaries=3) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture(scope="session", params=["node", "cluster"])
+def redis_url_both(request: pytest.FixtureRequest) -> str:
+    """One node, then a real Redis Cluster: a suite whose ``redis_url`` returns this runs on
+    both shapes (the core's queue tests, the worker crash test). One suite, not a copy."""
+    name = "redis_cluster_url" if request.param == "cluster" else "redis_node_url"
+    return str(request.getfixturevalue(name))
 
 
 @pytest.fixture

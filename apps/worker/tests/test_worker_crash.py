@@ -28,6 +28,12 @@ KILLS = 5
 PAYLOAD = {"steps": 3, "step_time": 0.02}
 
 
+@pytest.fixture(scope="module")
+def redis_url(redis_url_both: str) -> str:
+    """The crash test runs on one node and on a real three-primary Redis Cluster."""
+    return redis_url_both
+
+
 @dataclass
 class Fleet:
     """Worker processes started with the test's environment; each logs to a file of its own."""

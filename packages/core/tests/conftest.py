@@ -34,3 +34,10 @@ async def private_redis(private_redis_url: str) -> AsyncIterator[aioredis.Redis]
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_url_both: str) -> str:
+    """The core's queue tests run twice: on one node, and on a real local Redis Cluster of three
+    primaries (``redis+cluster://``), each queue's keys in one slot. One suite, two shapes."""
+    return redis_url_both

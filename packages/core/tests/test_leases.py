@@ -20,6 +20,7 @@ from core_factories import (
 
 from emp_core.errors import NotFound, StaleToken
 from emp_core.queue.queue import ClaimedJob, Queue
+from emp_core.redis import connect
 from emp_core.settings import QueueSettings
 
 SHORT_LEASE = 0.05
@@ -153,7 +154,7 @@ async def test_reaping_concurrently_requeues_each_job_once(
         await claim_one(short, make_caps(worker_id=f"w{i}"))
     await asyncio.sleep(SHORT_LEASE * 2)
 
-    clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(6)]
+    clients = [connect(settings.redis_url) for _ in range(6)]
     try:
         # A small limit makes the reapers interleave over several calls each.
         results = await asyncio.gather(

@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from core_factories import event_types, make_caps, make_spec
 
 from emp_core.queue.queue import ClaimedJob, Queue
+from emp_core.redis import connect
 from emp_core.settings import QueueSettings
 
 
@@ -17,7 +18,7 @@ async def test_many_clients_race_for_one_job(
     queue: Queue, redis: aioredis.Redis, settings: QueueSettings
 ) -> None:
     job_id = await queue.submit(make_spec())
-    clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(8)]
+    clients = [connect(settings.redis_url) for _ in range(8)]
     try:
         queues = [Queue(c, settings) for c in clients]
         workers = [make_caps(worker_id=f"w{i}") for i in range(len(queues) * 4)]
@@ -45,7 +46,7 @@ async def test_threads_with_their_own_connections_race_for_one_job(
     lock = threading.Lock()
 
     async def claim(worker_id: str) -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = connect(settings.redis_url)
         try:
             q = Queue(client, settings)
             caps = make_caps(worker_id=worker_id)
@@ -70,7 +71,7 @@ async def test_workers_draining_together_take_each_job_once(
     queue: Queue, settings: QueueSettings
 ) -> None:
     ids = await queue.submit_many([make_spec() for _ in range(200)])
-    clients = [aioredis.Redis.from_url(settings.redis_url) for _ in range(10)]
+    clients = [connect(settings.redis_url) for _ in range(10)]
     taken: list[ClaimedJob] = []
 
     async def work(q: Queue, worker_id: str) -> None:

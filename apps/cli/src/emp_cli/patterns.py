@@ -12,12 +12,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-import redis.asyncio as aioredis
 import typer
 
 from emp_cli.admin import DatabaseUrl, _run, _settings, err, out
 from emp_core.patterns.portable import dump_yaml, parse_yaml, starter_specs
 from emp_core.patterns.rules import PatternSpec
+from emp_core.redis import connect
 from emp_core.settings import QueueSettings
 from emp_sql.error_patterns import as_dict
 from emp_sql.patterns_admin import PatternAdmin
@@ -30,7 +30,7 @@ patterns_app = typer.Typer(help="Error patterns: import and export as YAML.", no
 async def _admin(database_url: str | None) -> AsyncIterator[PatternAdmin]:
     queue = QueueSettings()
     database = Database(_settings(database_url))
-    redis = aioredis.Redis.from_url(queue.redis_url)
+    redis = connect(queue.redis_url)
     try:
         yield PatternAdmin(database, redis, queue.keys)
     finally:

@@ -16,13 +16,13 @@ import logging
 import threading
 from collections.abc import Callable
 
-import redis
 from redis.exceptions import RedisError
 
 from emp_core.errors import NotFound, StaleToken
 from emp_core.queue.functions import Functions
 from emp_core.queue.keys import Keys
 from emp_core.queue.queue import ClaimedJob
+from emp_core.redis.client import connect_sync
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class LeaseKeeper:
         self.renewals = 0  # successful renewals, for tests and logs
         # A timeout well inside the lease, so a hung connection cannot hold renewal up for long.
         timeout = max(0.5, lease_seconds / 3)
-        self._client = redis.Redis.from_url(
+        self._client = connect_sync(
             redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._loop = loop

@@ -48,11 +48,14 @@ async def publish_snapshot(redis: Redis, keys: Keys, snapshot: Snapshot) -> bool
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.set(key, body)
-                pipe.publish(keys.patterns_channel(), str(snapshot.version))
                 await pipe.execute()
                 break
             except WatchError:
                 continue
+    # Announced after the write, not inside the transaction: Redis Cluster refuses PUBLISH in a
+    # MULTI (a channel has no slot). A worker that hears it reads the snapshot just written; one
+    # that misses it re-reads within five minutes.
+    await redis.publish(keys.patterns_channel(), str(snapshot.version))
     logger.info(
         "error patterns snapshot v%d published with %d rules", snapshot.version,
         len(snapshot.rules),

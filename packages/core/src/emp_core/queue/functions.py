@@ -8,7 +8,7 @@ classes and leaves building models to ``queue.py``.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +20,7 @@ from redis.exceptions import ResponseError
 
 from emp_core.errors import Conflict, EmpError, InvalidInput, LibraryMismatch, NotFound, StaleToken
 from emp_core.queue.keys import Keys
+from emp_core.redis.cluster import is_cluster, on_each_primary
 
 _ERROR = re.compile(
     r"^EMP_(?P<kind>[A-Z_]+) (?P<field>\S+) (?P<message>.*?)(?: script: .*)?$", re.S
@@ -102,39 +103,52 @@ class Functions:
         try:
             return await self.redis.fcall(name, len(keys), *keys, self.base, *args)
         except ResponseError as exc:
+            if not (is_cluster(self.redis) and _not_found(exc)):
+                raise translate(exc) from None
+        # A cluster node without the library (one that joined since start): install it
+        # everywhere it is missing, then call again, once.
+        await self.load()
+        try:
+            return await self.redis.fcall(name, len(keys), *keys, self.base, *args)
+        except ResponseError as exc:
             raise translate(exc) from None
 
     # --- loading ---------------------------------------------------------------------------------
     async def installed_version(self) -> int | None:
-        try:
-            return int(await self.redis.fcall("emp_version", 0))
-        except ResponseError as exc:
-            if "function not found" in str(exc).lower():
-                return None
-            raise
+        """The library version Redis holds: on a cluster, the oldest any primary holds (None
+        where one holds none), since every primary must run the same library."""
+        versions = await on_each_primary(self.redis, _version)
+        return None if None in versions else min(v for v in versions if v is not None)
 
     async def load(self) -> int:
         """Install this code's library (``FUNCTION LOAD REPLACE``) unless Redis holds a newer one,
-        then read the version back, so a library replaced by an older deploy is caught here."""
-        installed = await self.installed_version()
-        if installed is not None and installed > LIBRARY_VERSION:
-            raise LibraryMismatch(
-                f"Redis holds emp library v{installed}, newer than this code's v{LIBRARY_VERSION}: "
-                "upgrade this process instead of downgrading the shared library"
-            )
-        await self.redis.function_load(LIBRARY_SOURCE, replace=True)
+        then read the version back, so a library replaced by an older deploy is caught here.
+        On a cluster, on every primary (``FUNCTION LOAD`` is per node)."""
+
+        async def load_here(execute: Callable[..., Awaitable[Any]]) -> None:
+            installed = await _version(execute)
+            if installed is not None and installed > LIBRARY_VERSION:
+                raise LibraryMismatch(
+                    f"Redis holds emp library v{installed}, newer than this code's "
+                    f"v{LIBRARY_VERSION}: upgrade this process instead of downgrading the shared "
+                    "library"
+                )
+            await execute("FUNCTION", "LOAD", "REPLACE", LIBRARY_SOURCE)
+
+        await on_each_primary(self.redis, load_here)
         await self.check()
         return LIBRARY_VERSION
 
     async def check(self) -> None:
-        """Refuse to run against a library of another version."""
-        installed = await self.installed_version()
-        if installed != LIBRARY_VERSION:
-            found = "no emp library" if installed is None else f"emp library v{installed}"
-            raise LibraryMismatch(
-                f"Redis holds {found}; this code needs v{LIBRARY_VERSION} "
-                "(run `emp functions load`)"
-            )
+        """Refuse to run against a library of another version (on any primary)."""
+        versions = await on_each_primary(self.redis, _version)
+        for installed in versions:
+            if installed != LIBRARY_VERSION:
+                found = "no emp library" if installed is None else f"emp library v{installed}"
+                raise LibraryMismatch(
+                    f"Redis holds {found}; this code needs v{LIBRARY_VERSION} "
+                    "(run `emp functions load`)"
+                )
 
     # --- one method per function -----------------------------------------------------------------
     async def submit(
@@ -277,3 +291,17 @@ class Functions:
             events_maxlen,
         )
         return int(requeued), int(failed), int(promoted)
+
+
+def _not_found(exc: ResponseError) -> bool:
+    return "function not found" in str(exc).lower()
+
+
+async def _version(execute: Callable[..., Awaitable[Any]]) -> int | None:
+    """The version of the library on the node ``execute`` talks to; None when it has none."""
+    try:
+        return int(await execute("FCALL", "emp_version", 0))
+    except ResponseError as exc:
+        if _not_found(exc):
+            return None
+        raise
