@@ -1,8 +1,9 @@
 """`make dev`: the whole stack on embedded defaults, in one terminal.
 
 Starts a private redis-server with its data under .data/redis, loads the Function library,
-migrates the SQLite database .data/emp.db to head, creates a dev admin on the first run, starts
-the API (127.0.0.1:8000), the studio (127.0.0.1:8001) and two simulation workers, submits a few
+migrates the SQLite database .data/emp.db to head, creates a dev admin on the first run, keeps
+blobs (LoRAs) in .data/blobs (their signed URLs served by the API), starts the API
+(127.0.0.1:8000), the studio (127.0.0.1:8001) and two simulation workers, submits a few
 demo jobs and shows their progress. Ctrl-C stops everything: workers first (they hand back running
 jobs), then the web apps, Redis last.
 """
@@ -134,6 +135,10 @@ def main() -> int:
         "EMP_REDIS_URL": redis.url,
         "EMP_DATABASE_URL": DB_URL,
         "EMP_STUDIO_SECRET_KEY": dev_secret("studio-secret-key"),
+        # LoRAs (and later outputs) in a local folder; the API serves their signed URLs.
+        "EMP_BLOB_URL": f"file://{DATA / 'blobs'}",
+        "EMP_BLOB_SIGNING_KEY": dev_secret("blob-signing-key"),
+        "EMP_BLOB_PUBLIC_URL": f"http://127.0.0.1:{API_PORT}/blobs",
         "PYTHONUNBUFFERED": "1",
     }
     settings = QueueSettings(redis_url=redis.url)
@@ -164,6 +169,7 @@ def main() -> int:
         console.print(
             "\n[bold green]The stack is running.[/]\n"
             f"  studio: http://127.0.0.1:{STUDIO_PORT}  sign in as {DEV_ADMIN} / {password}\n"
+            f"  LoRAs:  http://127.0.0.1:{STUDIO_PORT}/loras (files under {DATA / 'blobs'})\n"
             f"  API:    http://127.0.0.1:{API_PORT}/docs\n  {token_line}\n"
             f"  Redis:  {redis.url}\n"
             f"Try: EMP_REDIS_URL={redis.url} uv run emp submit --service simulation "

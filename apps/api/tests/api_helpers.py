@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -13,10 +14,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from emp_api.app import create_app
 from emp_api.settings import ApiSettings
+from emp_core.blobs.local import LocalBlobStore
+from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings
 from emp_web.testing import Account, ServedApp, claim, create_account, sample_accounts, serve
@@ -68,6 +72,7 @@ def create_app_for(
     database_url: str,
     *,
     webhooks: WebhookSettings | None = None,
+    blob_settings: BlobSettings | None = None,
     **api_options: Any,
 ) -> Any:
     options = {"auth_cache_seconds": 0.0, "archive_catch_up_seconds": 0.5, **api_options}
@@ -76,16 +81,30 @@ def create_app_for(
         database_settings=DatabaseSettings(database_url=database_url),
         api_settings=ApiSettings(**options),
         webhook_settings=webhooks or WebhookSettings(run_dispatcher=False),
+        blob_settings=blob_settings,
     )
 
 
 @asynccontextmanager
 async def running_api(
-    settings: QueueSettings, database_url: str, **api_options: Any
+    settings: QueueSettings,
+    database_url: str,
+    *,
+    blob_settings: BlobSettings | None = None,
+    **api_options: Any,
 ) -> AsyncIterator[Api]:
-    app = create_app_for(settings, database_url, **api_options)
-    async with serve(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
-        yield Api(app, host, http)
+    """The API served on a free port. Blobs go to a local store in a temporary folder unless
+    ``blob_settings`` says otherwise; its signed URLs point at this server."""
+    with tempfile.TemporaryDirectory(prefix="emp-api-blobs-") as blobs:
+        blob_settings = blob_settings or BlobSettings(
+            url=f"file://{blobs}", signing_key=SecretStr("test-signing-key")
+        )
+        app = create_app_for(settings, database_url, blob_settings=blob_settings, **api_options)
+        async with serve(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
+            store = app.state.services.backends.blobs
+            if isinstance(store, LocalBlobStore):
+                store.public_url = f"http://{host}/blobs"
+            yield Api(app, host, http)
 
 
 def job_body(**overrides: Any) -> dict[str, Any]:

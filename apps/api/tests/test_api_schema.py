@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -16,10 +17,12 @@ import uvicorn
 from api_helpers import Account
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 from schemathesis.generation.modes import GenerationMode
 
 from emp_api.app import create_app
 from emp_api.settings import ApiSettings
+from emp_core.blobs.settings import BlobSettings
 from emp_core.redis.server import free_port
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings
@@ -28,11 +31,12 @@ EXAMPLES = 40
 
 
 @pytest.fixture
-def base_url(settings: QueueSettings, database_url: str) -> Iterator[str]:
+def base_url(settings: QueueSettings, database_url: str, tmp_path: Path) -> Iterator[str]:
     app = create_app(
         queue_settings=settings,
         database_settings=DatabaseSettings(database_url=database_url),
         api_settings=ApiSettings(max_body_bytes=200_000),
+        blob_settings=BlobSettings(url=f"file://{tmp_path}", signing_key=SecretStr("k")),
     )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))

@@ -4,6 +4,7 @@ visitor-like client that signs in and carries the CSRF token."""
 from __future__ import annotations
 
 import re
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings
 from emp_studio.app import SESSION_COOKIE, create_app
@@ -95,14 +97,20 @@ async def running_studio(
         dashboard_idle_seconds=0.5,
         **options,
     )
-    app = create_app(
-        queue_settings=settings,
-        database_settings=DatabaseSettings(database_url=database_url),
-        studio_settings=studio_settings,
-        webhook_settings=webhooks,
-    )
-    async with serve(app) as host:
-        yield Studio(app, host)
+    with tempfile.TemporaryDirectory(prefix="emp-studio-blobs-") as blobs:
+        app = create_app(
+            queue_settings=settings,
+            database_settings=DatabaseSettings(database_url=database_url),
+            studio_settings=studio_settings,
+            webhook_settings=webhooks,
+            blob_settings=BlobSettings(
+                url=f"file://{blobs}",
+                signing_key=SecretStr("test-signing-key"),
+                public_url="http://127.0.0.1:9/blobs",  # where an API would serve them
+            ),
+        )
+        async with serve(app) as host:
+            yield Studio(app, host)
 
 
 def job_form(**overrides: Any) -> dict[str, Any]:

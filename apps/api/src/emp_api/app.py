@@ -8,11 +8,14 @@ import logging
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from emp_api import __version__, admin, error_patterns, errors, health, jobs, webhooks, ws
+from emp_api import (
+    __version__, admin, blobs, error_patterns, errors, health, jobs, loras, webhooks, ws,
+)  # fmt: skip
 from emp_api.background import Background
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
 from emp_core.jobs import jsonvalue
+from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import setup_telemetry
 from emp_sql.settings import DatabaseSettings
@@ -35,6 +38,7 @@ def create_app(
     database_settings: DatabaseSettings | None = None,
     api_settings: ApiSettings | None = None,
     webhook_settings: WebhookSettings | None = None,
+    blob_settings: BlobSettings | None = None,
 ) -> FastAPI:
     queue_settings = queue_settings or QueueSettings()
     database_settings = database_settings or DatabaseSettings()
@@ -51,7 +55,12 @@ def create_app(
 
     async def start() -> Services:
         return await Services.start(
-            queue_settings, database_settings, api_settings, telemetry, webhook_settings
+            queue_settings,
+            database_settings,
+            api_settings,
+            telemetry,
+            webhook_settings,
+            blob_settings=blob_settings,
         )
 
     app = FastAPI(
@@ -93,7 +102,9 @@ def create_app(
         timeout_s=api_settings.body_timeout_seconds,
         refuse=errors.refusal,
         json_depth=jsonvalue.MAX_DEPTH + 1,
+        # A LoRA upload streams through its own checks (EMP_LORA_MAX_BYTES, an idle timeout).
+        streamed=frozenset({"/api/loras"}),
     )
-    for module in (health, jobs, admin, error_patterns, webhooks, ws):
+    for module in (health, jobs, loras, admin, error_patterns, webhooks, ws, blobs):
         app.include_router(module.router)
     return app

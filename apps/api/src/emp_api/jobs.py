@@ -10,9 +10,10 @@ from opentelemetry.trace import SpanKind
 from emp_api.deps import PrincipalDep, ServicesDep
 from emp_api.schemas import ERRORS, JobPage
 from emp_core.jobs.capabilities import Service
-from emp_core.jobs.job import Job, JobSpec, JobStatus
+from emp_core.jobs.job import Job, JobStatus
 from emp_core.telemetry import current_traceparent
 from emp_sql.catalog import MAX_PAGE
+from emp_sql.loras import JobRequest
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses={**ERRORS})
 
@@ -21,7 +22,7 @@ JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A job
 
 @router.post("", status_code=201, summary="Submit a job")
 async def submit_job(
-    spec: JobSpec,
+    request: JobRequest,
     response: Response,
     principal: PrincipalDep,
     services: ServicesDep,
@@ -36,7 +37,10 @@ async def submit_job(
 ) -> Job:
     """Enqueue a job for the caller (its `customer_id` is the caller's user id). With an
     `Idempotency-Key`, a repeated request returns the first request's job and sets
-    `Idempotent-Replayed: true`."""
+    `Idempotent-Replayed: true`. LoRAs are named by id (`loras: [{"id": …, "weight": 0.8}]`):
+    each must be the caller's own or shared (otherwise 404), and the job stores its hash, size,
+    scope and a signed download URL."""
+    spec = request.to_spec(await services.loras.resolve(principal, request.loras))
     telemetry = services.telemetry
     with telemetry.tracer().start_as_current_span(
         "job.submit", kind=SpanKind.PRODUCER, attributes={"emp.job.service": spec.service}

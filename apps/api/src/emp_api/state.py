@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from emp_api.settings import ApiSettings
+from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import Telemetry
 from emp_sql.auth import Authenticator
@@ -27,10 +28,13 @@ class Services(WebServices):
         api: ApiSettings,
         telemetry: Telemetry,
         webhooks: WebhookSettings | None = None,
+        blob_settings: BlobSettings | None = None,
     ) -> Services:
         """Connect, install the Function library (refusing an older code's downgrade) and
         subscribe to the events channel."""
-        b = await Backends.open(queue_settings, db_settings, ws_backlog=api.ws_backlog)
+        b = await Backends.open(
+            queue_settings, db_settings, ws_backlog=api.ws_backlog, blob_settings=blob_settings
+        )
         return cls(
             **WebServices.parts(b),
             telemetry=telemetry,

@@ -14,10 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import Scope
 
+from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
 from emp_sql.settings import DatabaseSettings
 from emp_studio import __version__, errors
-from emp_studio.pages import auth, dashboard, health, job, jobs, patterns, users, webhooks
+from emp_studio.pages import auth, dashboard, health, job, jobs, loras, patterns, users, webhooks
 from emp_studio.settings import StudioSettings
 from emp_studio.state import Services
 from emp_web.body import BodyGuard
@@ -60,13 +61,20 @@ def create_app(
     database_settings: DatabaseSettings | None = None,
     studio_settings: StudioSettings | None = None,
     webhook_settings: WebhookSettings | None = None,
+    blob_settings: BlobSettings | None = None,
 ) -> FastAPI:
     queue_settings = queue_settings or QueueSettings()
     database_settings = database_settings or DatabaseSettings()
     settings = studio_settings or StudioSettings()
 
     async def start() -> Services:
-        return await Services.start(queue_settings, database_settings, settings, webhook_settings)
+        return await Services.start(
+            queue_settings,
+            database_settings,
+            settings,
+            webhook_settings,
+            blob_settings=blob_settings,
+        )
 
     app = FastAPI(
         title="EMP studio",
@@ -99,6 +107,8 @@ def create_app(
         max_bytes=settings.max_body_bytes,
         timeout_s=settings.body_timeout_seconds,
         refuse=refuse,
+        # A LoRA upload streams and checks its own limit (EMP_LORA_MAX_BYTES).
+        streamed=frozenset({loras.UPLOAD_PATH}),
     )
     # Added last, so it runs first: every page and socket sees the session.
     app.add_middleware(
@@ -110,8 +120,9 @@ def create_app(
         https_only=settings.cookie_secure,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (health, auth, dashboard, jobs, job, users, patterns, webhooks):
+    for module in (health, auth, dashboard, jobs, job, users, patterns, webhooks, loras):
         app.include_router(module.router)
+    app.include_router(loras.uploads)
     app.include_router(dashboard.sockets)
     app.include_router(job.sockets)
     return app

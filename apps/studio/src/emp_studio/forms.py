@@ -31,6 +31,7 @@ _FIELDS: dict[str, str] = {
     "max_attempts": "max_attempts",
     "timeout_s": "timeout_s",
     "payload": "payload",
+    "loras": "loras",
     "requirements": "need_caps",
     "requirements.gpu_memory_gb": "need_gpu_memory_gb",
     "requirements.cpu_cores": "need_cpu_cores",
@@ -102,6 +103,8 @@ class JobForm:
     need_caps: list[CapabilityRow] = field(default_factory=list)
     avoid_models: str = ""
     avoid_caps: list[CapabilityRow] = field(default_factory=list)
+    # The LoRAs ticked on the picker: id -> weight as typed.
+    loras: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_form(cls, form: FormData) -> JobForm:
@@ -119,6 +122,10 @@ class JobForm:
             need_caps=_rows(form, "need_cap"),
             avoid_models=_text(form, "avoid_models"),
             avoid_caps=_rows(form, "avoid_cap"),
+            loras={
+                str(lora_id): _text(form, f"lora_weight_{lora_id}")
+                for lora_id in form.getlist("lora")
+            },
         )
 
     def to_spec(self) -> dict[str, Any]:
@@ -151,6 +158,10 @@ class JobForm:
             "max_attempts": _number(self.max_attempts or "3", int, "max_attempts"),
             "payload": _payload(self.payload),
             "requirements": requirements,
+            "loras": [
+                {"id": lora_id, "weight": _number(weight or "1", float, f"loras.{i}.weight")}
+                for i, (lora_id, weight) in enumerate(self.loras.items())
+            ],
         }
 
     def rows(self, which: str, spare: int = 1) -> list[CapabilityRow]:

@@ -67,6 +67,18 @@ def percent(value: float | None) -> str:
     return f"{value or 0:.0f}%"
 
 
+def filesize(size: int | None) -> str:
+    """Bytes for people: ``812 B``, ``14.2 MB``, ``1.86 GB`` (powers of 1000, as browsers show)."""
+    if size is None:
+        return "—"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{size} B"  # unreachable
+
+
 def sentence(text: str | None) -> str:
     """Text as a sentence: its first letter upper case, a full stop at the end."""
     if not text:
@@ -83,7 +95,13 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=TEMPLATES)
     env = templates.env
     env.filters.update(
-        age=age, duration=duration, clock=clock, iso=iso, percent=percent, sentence=sentence
+        age=age,
+        duration=duration,
+        clock=clock,
+        iso=iso,
+        percent=percent,
+        sentence=sentence,
+        filesize=filesize,
     )
     env.tests.update(
         image_ref=lambda v: isinstance(v, ImageRef), clipped=lambda v: isinstance(v, Clipped)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import setup_telemetry
 from emp_sql.settings import DatabaseSettings
@@ -24,9 +25,12 @@ class Services(WebServices):
         db_settings: DatabaseSettings,
         studio: StudioSettings,
         webhooks: WebhookSettings | None = None,
+        blob_settings: BlobSettings | None = None,
     ) -> Services:
         """Connect, install the Function library and subscribe to the events channel."""
-        b = await Backends.open(queue_settings, db_settings, ws_backlog=studio.ws_backlog)
+        b = await Backends.open(
+            queue_settings, db_settings, ws_backlog=studio.ws_backlog, blob_settings=blob_settings
+        )
         # ADR-003: the heartbeat; exported only when OTEL_* configures it.
         return cls(
             **WebServices.parts(b),

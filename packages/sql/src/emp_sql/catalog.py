@@ -91,7 +91,11 @@ class JobCatalog:
         args = self.queue.prepare(spec, traceparent=traceparent)
         digest = ""
         if idempotency_key is not None:
-            digest = fingerprint(spec.model_dump(mode="json"))
+            # Without the LoRAs' signed URLs: they are minted afresh for every request, and a
+            # retry with the same key must still be recognised as the same request.
+            digest = fingerprint(
+                spec.model_dump(mode="json", exclude={"loras": {"__all__": {"url"}}})
+            )
             earlier = await self.idempotency.reserve(
                 owner.user_id, idempotency_key, args.id, digest
             )

@@ -1,5 +1,6 @@
 """What every web process (API, studio) opens at start and closes at exit: Redis with the
-Function library installed, the SQL database at the migrations' head, and the event hub."""
+Function library installed, the SQL database at the migrations' head, the event hub and the blob
+store (``EMP_BLOB_URL``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from emp_core.blobs.settings import BlobSettings, open_store
+from emp_core.blobs.store import BlobStore
 from emp_core.queue.queue import Queue
 from emp_core.redis.client import connect
 from emp_core.settings import QueueSettings
@@ -22,10 +25,16 @@ class Backends:
     queue: Queue
     database: Database
     hub: EventHub
+    blobs: BlobStore
 
     @classmethod
     async def open(
-        cls, queue_settings: QueueSettings, db_settings: DatabaseSettings, *, ws_backlog: int
+        cls,
+        queue_settings: QueueSettings,
+        db_settings: DatabaseSettings,
+        *,
+        ws_backlog: int,
+        blob_settings: BlobSettings | None = None,
     ) -> Backends:
         """Refuse a database not at head, install the library (never downgrading a newer one)
         and subscribe the hub to the events channel; on failure close what was opened."""
@@ -33,17 +42,22 @@ class Backends:
         redis = connect(queue_settings.redis_url, socket_connect_timeout=2.0)
         queue = Queue(redis, queue_settings)
         database = Database(db_settings)
+        blobs: BlobStore | None = None
         try:
             await queue.functions.load()
+            blobs = await open_store(blob_settings)
             hub = EventHub(redis, queue.keys.events_channel(), backlog=ws_backlog)
             await hub.start()
         except BaseException:
+            if blobs is not None:
+                await blobs.close()
             await redis.aclose()
             await database.dispose()
             raise
-        return cls(redis=redis, queue=queue, database=database, hub=hub)
+        return cls(redis=redis, queue=queue, database=database, hub=hub, blobs=blobs)
 
     async def close(self) -> None:
         await self.hub.stop()
+        await self.blobs.close()
         await self.redis.aclose()
         await self.database.dispose()

@@ -34,15 +34,19 @@ class BodyGuard:
         timeout_s: float,
         refuse: Refuse,
         json_depth: int | None = None,
+        streamed: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
+        # Paths whose routes read their body as a stream and guard it themselves (uploads of up
+        # to gigabytes, which must not be read whole here).
+        self.streamed = streamed
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self.refuse = refuse
         self.json_depth = json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] in self.streamed:
             await self.app(scope, receive, send)
             return
         length: bytes | None = None

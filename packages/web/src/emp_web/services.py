@@ -16,6 +16,7 @@ from emp_core.queue import Queue
 from emp_core.registry.workers import WorkerRegistry
 from emp_core.telemetry import Telemetry
 from emp_sql.catalog import JobCatalog
+from emp_sql.loras import LoraLibrary
 from emp_sql.patterns_admin import PatternAdmin
 from emp_sql.session import Database
 from emp_web.backends import Backends
@@ -29,6 +30,7 @@ class WebParts(TypedDict):
     catalog: JobCatalog
     workers: WorkerRegistry
     patterns: PatternAdmin
+    loras: LoraLibrary
     backends: Backends
 
 
@@ -37,6 +39,7 @@ class WebServices:
     catalog: JobCatalog
     workers: WorkerRegistry
     patterns: PatternAdmin
+    loras: LoraLibrary
     telemetry: Telemetry
     backends: Backends
     # Which webhook URLs are allowed, and how deliveries are sent (EMP_WEBHOOK_*).
@@ -67,6 +70,7 @@ class WebServices:
             "catalog": JobCatalog(backends.queue, backends.database),
             "workers": WorkerRegistry(backends.redis, backends.queue.keys),
             "patterns": PatternAdmin(backends.database, backends.redis, backends.queue.keys),
+            "loras": LoraLibrary(backends.database, backends.blobs),
             "backends": backends,
         }
 

@@ -15,11 +15,13 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from emp_core.errors import InvalidInput
-from emp_core.jobs.job import JobSpec, JobStatus
+from emp_core.errors import InvalidInput, NotFound
+from emp_core.jobs.job import JobStatus
 from emp_core.queue.backlog import backlog
 from emp_sql.auth import Principal
 from emp_sql.catalog import JobPage
+from emp_sql.loras import JobRequest
+from emp_sql.models import FlatFile
 from emp_sql.users import UserRepository
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
 from emp_studio.forms import JobForm, field_errors
@@ -116,7 +118,15 @@ async def jobs_page(
 @router.get("/jobs/new")
 async def new_job_page(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
     context = {"nav": "new", "form": JobForm(), "errors": {}}
-    return page(request, "job_new.html", {**context, "services": await known_services(services)})
+    context |= {"services": await known_services(services), "loras": await _loras(services, viewer)}
+    return page(request, "job_new.html", context)
+
+
+async def _loras(services: Services, viewer: Principal) -> list[FlatFile]:
+    """The LoRAs the viewer may pick: own and shared (an admin's own and shared only: the
+    picker is for their own jobs)."""
+    rows = await services.loras.list_visible(viewer)
+    return [r for r in rows if r.shared or r.owner_id == viewer.user_id]
 
 
 @router.post("/jobs")
@@ -124,14 +134,16 @@ async def submit_job(request: Request, viewer: ViewerDep, services: ServicesDep)
     form = JobForm.from_form(await request.form())
     try:
         limit = services.queue.settings.max_payload_bytes
-        spec = JobSpec.parse(form.to_spec(), max_payload_bytes=limit)
-        submitted = await services.catalog.submit(spec, viewer)
-    except InvalidInput as exc:
+        job_request = JobRequest.parse_request(form.to_spec(), max_payload_bytes=limit)
+        loras = await services.loras.resolve(viewer, job_request.loras)
+        submitted = await services.catalog.submit(job_request.to_spec(loras), viewer)
+    except (InvalidInput, NotFound) as exc:
         context = {
             "nav": "new",
             "form": form,
             "errors": field_errors(exc),
             "services": await known_services(services),
+            "loras": await _loras(services, viewer),
         }
         name = "_job_form.html" if is_htmx(request) else "job_new.html"
         # 422 even for an oversized payload (413): the page answers with the form either way.

@@ -1,5 +1,6 @@
 // EMP Studio: the little the server cannot do. Everything works without it except these niceties:
-// local times, the JSON editor's live check, requirement rows, the live-connection badge and notices.
+// local times, the JSON editor's live check, requirement rows, the live-connection badge, notices
+// and the LoRA upload's progress bar.
 (function () {
   "use strict";
 
@@ -134,6 +135,62 @@
     // 1000: the server finished (the job ended); anything else and the extension reconnects.
     if (code === 1000) liveState(e.target, "done", "Up to date");
     else liveState(e.target, "reconnecting", "Reconnecting…");
+  });
+
+  // --- LoRA upload: send the file with XMLHttpRequest for its progress events --------------------
+  // Without script the form posts as usual; with it, the bar fills as the bytes leave, then the
+  // page reloads with the server's notice, or the error it named stays beside the form.
+  function sizeText(bytes) {
+    var units = ["B", "kB", "MB", "GB"], i = 0;
+    while (bytes >= 1000 && i < units.length - 1) { bytes /= 1000; i++; }
+    return (i ? bytes.toPrecision(3) : bytes) + " " + units[i];
+  }
+
+  document.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (!form.matches || !form.matches("form[data-upload]") || !window.FormData) return;
+    e.preventDefault();
+    var file = form.querySelector("input[type=file]");
+    var box = form.querySelector("[data-upload-progress]");
+    var bar = box.querySelector("progress");
+    var status = box.querySelector("[data-upload-status]");
+    var error = form.querySelector("[data-upload-error]");
+    var button = form.querySelector("button[type=submit]");
+    error.hidden = true;
+    if (!file.files.length) { error.textContent = "Choose a .safetensors file first."; error.hidden = false; return; }
+    var total = file.files[0].size;
+    box.hidden = false; bar.value = 0; bar.removeAttribute("data-done");
+    button.disabled = true;
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action);
+    xhr.setRequestHeader("Accept", "application/json");
+    var csrf = form.querySelector("input[name=csrf_token]");
+    if (csrf) xhr.setRequestHeader("X-CSRF-Token", csrf.value);
+    xhr.upload.addEventListener("progress", function (p) {
+      if (!p.lengthComputable) return;
+      var pct = Math.min(100, Math.floor(100 * p.loaded / p.total));
+      bar.value = pct;
+      status.textContent = pct + "% · " + sizeText(Math.min(p.loaded, total)) + " of " + sizeText(total);
+    });
+    xhr.upload.addEventListener("load", function () { status.textContent = "Checking the file…"; });
+    xhr.addEventListener("load", function () {
+      var body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
+      if (xhr.status >= 200 && xhr.status < 300 && body) {
+        bar.value = 100; bar.setAttribute("data-done", "true");
+        window.location = "/loras?notice=" + encodeURIComponent(body.message || "Uploaded.");
+        return;
+      }
+      button.disabled = false; box.hidden = true;
+      error.textContent = body && body.error ? body.error.message : "The upload failed (" + xhr.status + ").";
+      error.hidden = false;
+    });
+    xhr.addEventListener("error", function () {
+      button.disabled = false; box.hidden = true;
+      error.textContent = "The upload was interrupted: check your connection and try again.";
+      error.hidden = false;
+    });
+    xhr.send(new FormData(form));
   });
 
   document.addEventListener("htmx:afterSettle", function (e) { localise(e.target); });
