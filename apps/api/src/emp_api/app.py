@@ -14,8 +14,8 @@ from emp_api import (
 from emp_api.background import Background
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
-from emp_core.jobs import jsonvalue
 from emp_core.blobs.settings import BlobSettings
+from emp_core.jobs import jsonvalue
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import setup_telemetry
 from emp_sql.settings import DatabaseSettings
