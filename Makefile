@@ -103,7 +103,7 @@ e2e: $(VENV_STAMP) chromium ## Browser tests against the real apps; screenshots 
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-patterns dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-patterns bench-loras dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -116,6 +116,9 @@ bench: $(VENV_STAMP) ## Run the benchmarks; prints a table, writes bench/results
 
 bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-to-worker time
 	$(UV) run --frozen python -m bench.patterns
+
+bench-loras: $(VENV_STAMP) azurite ## LoRA upload throughput (MB/s) into the local store and Azurite
+	$(UV) run --frozen python -m bench.loras
 
 dev: $(VENV_STAMP) ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops it
 	$(UV) run --frozen python scripts/dev.py

@@ -12,10 +12,6 @@ asks for ``azurite_connection_string``, unless ``EMP_TEST_AZURE_CONNECTION_STRIN
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,17 +19,14 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from emp_core.blobs.emulator import Azurite, AzuriteError
+from emp_core.blobs.emulator import binary as azurite_binary
 from emp_core.queue.queue import Queue
 from emp_core.redis.client import connect
 from emp_core.redis.server import LocalCluster, RedisServer
 from emp_core.settings import QueueSettings
 
 ROOT = Path(__file__).resolve().parent
-AZURITE_BIN = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
-# Azurite's well-known development account (public, documented by Microsoft; not a secret).
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 
 
 @pytest.fixture(scope="session")
@@ -95,46 +88,20 @@ async def queue(redis: aioredis.Redis, settings: QueueSettings) -> Queue:
     return q
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A connection string to a private Azurite blob service (started once per session)."""
     if conn := os.environ.get("EMP_TEST_AZURE_CONNECTION_STRING"):
         yield conn
         return
-    binary = AZURITE_BIN if AZURITE_BIN.exists() else shutil.which("azurite-blob")
-    if binary is None:
+    executable = azurite_binary(ROOT)
+    if executable is None:
         pytest.fail("Azurite is not installed: run scripts/ensure-azurite.sh (make azurite)")
-    port = _free_port()
-    location = tmp_path_factory.mktemp("azurite")
-    process = subprocess.Popen(  # noqa: S603 - fixed arguments
-        [str(binary), "--silent", "--location", str(location), "--blobHost", "127.0.0.1",
-         "--blobPort", str(port), "--skipApiVersionCheck", "--disableTelemetry", "--loose"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    err = process.stderr.read().decode() if process.stderr else ""
-                    pytest.fail(f"Azurite did not start on port {port}: {err}")
-                time.sleep(0.05)
-        yield (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-        )
+        azurite = Azurite(tmp_path_factory.mktemp("azurite"), executable).start()
+    except AzuriteError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield azurite.connection_string
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        azurite.stop()
