@@ -155,6 +155,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EMP_REAP_INTERVAL_SECONDS": "0.5",
             # Error-pattern match counts reach SQL (and the admin pages) within a second.
             "EMP_API_PATTERN_FOLD_SECONDS": "0.5",
+            # LoRAs in a local folder; the API serves their signed URLs.
+            "EMP_BLOB_URL": f"file://{folder / 'blobs'}",
+            "EMP_BLOB_SIGNING_KEY": secrets.token_hex(32),
+            "EMP_BLOB_PUBLIC_URL": f"http://127.0.0.1:{api_port}/blobs",
             "PYTHONUNBUFFERED": "1",
         }
         processes.append(
