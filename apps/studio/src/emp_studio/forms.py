@@ -152,17 +152,19 @@ class JobForm:
             exclude["capabilities"] = caps
         if exclude:
             requirements["exclude"] = exclude
-        return {
+        spec: dict[str, Any] = {
             "service": self.service,
             "priority": _number(self.priority or str(DEFAULT_PRIORITY), int, "priority"),
             "max_attempts": _number(self.max_attempts or "3", int, "max_attempts"),
             "payload": _payload(self.payload),
             "requirements": requirements,
-            "loras": [
+        }
+        if self.loras:
+            spec["loras"] = [
                 {"id": lora_id, "weight": _number(weight or "1", float, f"loras.{i}.weight")}
                 for i, (lora_id, weight) in enumerate(self.loras.items())
-            ],
-        }
+            ]
+        return spec
 
     def rows(self, which: str, spare: int = 1) -> list[CapabilityRow]:
         """The capability rows to show: those typed, plus ``spare`` empty ones to fill in."""
