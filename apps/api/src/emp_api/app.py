@@ -9,7 +9,16 @@ from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from emp_api import (
-    __version__, admin, blobs, error_patterns, errors, health, jobs, loras, webhooks, ws,
+    __version__,
+    admin,
+    blobs,
+    error_patterns,
+    errors,
+    health,
+    jobs,
+    loras,
+    webhooks,
+    ws,
 )  # fmt: skip
 from emp_api.background import Background
 from emp_api.settings import ApiSettings
