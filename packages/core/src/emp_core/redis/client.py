@@ -9,13 +9,17 @@ blocking reads (XREAD BLOCK) carry their own timeout.
 
 from __future__ import annotations
 
+import random
 from typing import Any, cast
 
 from redis import Redis as SyncRedis
 from redis.asyncio import Connection, Redis, SSLConnection
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.connection import HiredisRespSerializer
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
+from redis.exceptions import RedisClusterException
 from redis.utils import HIREDIS_AVAILABLE
 
 
@@ -30,15 +34,51 @@ class _HiredisPackingConnection(Connection):
         return packed
 
 
+class _EmpCluster(RedisCluster):
+    """redis-py's cluster client, routing FCALL by its declared keys.
+
+    redis-py 8.1 special-cases EVAL/EVALSHA but finds FCALL's keys with ``COMMAND GETKEYS``,
+    sent to the node it first learned commands from: a round trip more per call, and after that
+    node dies in a failover every FCALL fails with a connection error although the cluster has
+    promoted a replica (seen in ``test_worker_failover.py``). FCALL names its keys as EVAL does
+    (``FCALL name numkeys key...``), so they are read from the arguments."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() in ("FCALL", "FCALL_RO"):
+            return _fcall_slot(self, (command, *args))
+        return await super()._determine_slot(command, *args)
+
+
+def _fcall_slot(client: RedisCluster | SyncRedisCluster, args: tuple[Any, ...]) -> int:
+    """The slot of ``FCALL name numkeys key...`` from its declared keys (any slot for none)."""
+    keys = args[3 : 3 + int(args[2])]
+    if not keys:
+        return random.randrange(REDIS_CLUSTER_HASH_SLOTS)
+    slots = {client.keyslot(key) for key in keys}
+    if len(slots) != 1:
+        raise RedisClusterException(f"{args[0]} {args[1]} names keys of {len(slots)} slots")
+    return slots.pop()
+
+
+class _EmpSyncCluster(SyncRedisCluster):
+    """The synchronous client with the same FCALL routing as ``_EmpCluster``."""
+
+    def determine_slot(self, *args: Any) -> int | None:
+        if str(args[0]).upper() in ("FCALL", "FCALL_RO"):
+            return _fcall_slot(self, args)
+        return super().determine_slot(*args)
+
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 def connect(url: str, **overrides: Any) -> Redis:
     """An asyncio client for ``url`` with EMP's connection options (``overrides`` win).
 
-    ``redis://`` / ``rediss://`` (TLS) / ``unix://`` open one node; ``redis+cluster://HOST:PORT``
-    (``rediss+cluster://`` with TLS) opens a Redis Cluster from any one of its nodes, learning
-    the rest from it (``CLUSTER SLOTS``) and following redirections and failovers by itself.
+    ``redis://`` / ``rediss://`` (TLS) / ``unix://`` open one node;
+    ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://`` with TLS) opens a Redis
+    Cluster from its seed nodes, learning the rest (``CLUSTER SLOTS``) and following
+    redirections and failovers by itself. Name two or three seeds in production.
 
     The cluster client is typed as ``Redis``: ``RedisCluster`` offers every command EMP sends
     with the same signature (the core suite runs unchanged on both shapes, see
@@ -54,12 +94,30 @@ def connect(url: str, **overrides: Any) -> Redis:
         options.pop("health_check_interval")  # per node, and the cluster client refreshes itself
         options.update(overrides)
         options.setdefault("connection_class", _cluster_connection(scheme))
-        cluster = RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **options)
+        first, seeds = _cluster_seeds(scheme, rest)
+        nodes = [ClusterNode(host, port) for host, port in seeds]
+        cluster = _EmpCluster.from_url(first, startup_nodes=nodes, **options)
         return cast(Redis, cluster)
     if HIREDIS_AVAILABLE and url.startswith("redis://"):
         options["connection_class"] = _HiredisPackingConnection
     options.update(overrides)
     return Redis.from_url(url, **options)
+
+
+def _cluster_seeds(scheme: str, rest: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis+cluster://[auth@]h1:p1,h2:p2/...`` -> (``redis://[auth@]h1:p1/...``, the other
+    seed nodes). Several seeds let a process start while any one node is down (the one a single
+    seed names may be the primary that just failed)."""
+    netloc, slash, tail = rest.partition("/")
+    auth, at, hosts = netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    seeds = []
+    for other in others:
+        host, _, port = other.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a Redis Cluster seed must read HOST:PORT, not {other!r}")
+        seeds.append((host, int(port)))
+    return f"{CLUSTER_SCHEMES[scheme]}://{auth}{at}{first}{slash}{tail}", seeds
 
 
 def _cluster_connection(scheme: str) -> type[Connection]:
@@ -73,6 +131,8 @@ def connect_sync(url: str, **overrides: Any) -> SyncRedis:
     loop: the worker's lease renewal runs in a thread so GPU work cannot starve it."""
     scheme, sep, rest = url.partition("://")
     if scheme in CLUSTER_SCHEMES and sep:
-        cluster = SyncRedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}://{rest}", **overrides)
+        first, seeds = _cluster_seeds(scheme, rest)
+        nodes = [SyncClusterNode(host, port) for host, port in seeds]  # type: ignore[no-untyped-call]
+        cluster = _EmpSyncCluster.from_url(first, startup_nodes=nodes, **overrides)
         return cast(SyncRedis, cluster)
     return SyncRedis.from_url(url, **overrides)

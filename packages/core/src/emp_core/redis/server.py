@@ -172,7 +172,8 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+        seeds = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{seeds}"
 
     def start(self, timeout: float = 20.0) -> LocalCluster:
         cli = shutil.which("redis-cli")
@@ -191,7 +192,9 @@ class LocalCluster:
             raise RedisServerError(f"redis-cli --cluster create failed: {created.stdout[-2000:]}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(self._state(node) == "ok" for node in self.nodes):
+            # Ready when every node sees the cluster ok and every replica has finished its first
+            # sync: a write acknowledged before that is not on the replica yet.
+            if all(self._state(node) == "ok" and self._synced(node) for node in self.nodes):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -204,6 +207,17 @@ class LocalCluster:
             return str(client.cluster("info").get("cluster_state", ""))
         except redis.RedisError:
             return ""
+        finally:
+            client.close()
+
+    @staticmethod
+    def _synced(node: RedisServer) -> bool:
+        client = redis.Redis(port=node.port, socket_connect_timeout=0.5, decode_responses=True)
+        try:
+            info = client.info("replication")
+            return info.get("role") == "master" or info.get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
         finally:
             client.close()
 
