@@ -84,7 +84,7 @@ def start_web(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[b
     """Start ``python -m module`` on 127.0.0.1:port and wait until its /health answers."""
     args = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
     proc = subprocess.Popen(args, env=env, cwd=ROOT)  # noqa: S603 - our own module
-    for _ in range(150):
+    for _ in range(600):  # up to a minute: a loaded 2-core machine starts an app slowly
         if proc.poll() is not None:
             raise RuntimeError(f"{module} exited with {proc.returncode}; is port {port} free?")
         with contextlib.suppress(OSError):
