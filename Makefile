@@ -12,8 +12,9 @@ ifeq ($(origin UV),undefined)
 UV := $(shell scripts/find-uv.sh)
 endif
 PYTEST ?= $(UV) run --frozen pytest
-PACKAGES := core sql web cli worker machine api studio
+PACKAGES := core rpc sql web cli worker machine api studio
 core_DIR := packages/core
+rpc_DIR := packages/rpc
 sql_DIR := packages/sql
 web_DIR := packages/web
 cli_DIR := apps/cli
@@ -60,7 +61,22 @@ $(foreach p,$(PACKAGES),$(eval $(call package_rules,$(p))))
 lint-%: ## Ruff lint and format check of one package (core, sql, web, cli, worker, machine, api, studio)
 typecheck-%: ## Mypy (strict) of one package's src/
 
-.PHONY: lint-imports deps postgres azurite chromium e2e
+.PHONY: lint-imports deps postgres azurite chromium e2e proto proto-check
+# gRPC: Python modules, type stubs (.pyi) and service stubs generated from proto/emp/v1 into the
+# rpc package. Committed (so installs need no protoc and a GPU host no grpcio-tools);
+# proto-check regenerates into a scratch folder and fails when the committed code differs.
+PROTO_FILES := $(wildcard proto/emp/v1/*.proto)
+PROTOC = $(UV) run --frozen python -m grpc_tools.protoc -I proto
+
+proto: $(VENV_STAMP) ## Generate the gRPC Python code (and .pyi stubs) from proto/ into packages/rpc/src/emp/v1
+	$(PROTOC) --python_out=$(rpc_DIR)/src --pyi_out=$(rpc_DIR)/src --grpc_python_out=$(rpc_DIR)/src $(PROTO_FILES)
+
+proto-check: $(VENV_STAMP) ## Fail when the committed generated gRPC code is not what proto/ generates
+	@scratch=$$(mktemp -d); trap 'rm -rf "$$scratch"' EXIT; \
+	$(PROTOC) --python_out=$$scratch --pyi_out=$$scratch --grpc_python_out=$$scratch $(PROTO_FILES); \
+	for f in $$(cd $$scratch && find . -type f | sort); do \
+	  cmp -s "$$scratch/$$f" "$(rpc_DIR)/src/$$f" || { echo "stale generated gRPC code: $$f (run make proto)"; exit 1; }; \
+	done; echo "generated gRPC code is up to date"
 lint-imports: $(VENV_STAMP) ## Import rules: apps never import apps; web -> sql -> core; core has no web/SQL/CLI
 	$(UV) run --frozen lint-imports --no-cache
 
@@ -104,7 +120,7 @@ e2e: $(VENV_STAMP) chromium ## Browser tests against the real apps; screenshots 
 
 # --- aggregates ------------------------------------------------------------------------------------
 .PHONY: lint typecheck test bench bench-patterns bench-loras dev clean ci-fresh
-lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps ## Lint every package, the import rules, the declared dependencies, bench and scripts
+lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
 typecheck: $(foreach p,$(PACKAGES),typecheck-$(p)) ## Type-check every package

@@ -27,6 +27,8 @@ FORBIDDEN_ON_GPU_HOSTS = {
     "starlette", "fastapi", "uvicorn", "jinja2", "python-multipart", "itsdangerous",
     "sqlalchemy", "alembic", "psycopg", "psycopg-binary", "aiosqlite", "greenlet",
     "typer", "click", "rich",
+    # gRPC only with the worker's `grpc` extra (emp-worker --transport grpc).
+    "grpcio", "grpcio-tools", "emp-rpc",
 }  # fmt: skip
 GPU_HOST_PACKAGES = ("emp-worker", "emp-machine")
 

@@ -21,6 +21,7 @@ from emp_api import (
     ws,
 )  # fmt: skip
 from emp_api.background import Background
+from emp_api.rpc.server import RpcServer
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
 from emp_core.blobs.settings import BlobSettings
@@ -55,11 +56,17 @@ def create_app(
     # ADR-003: the heartbeat, job metrics and traces; exported only when OTEL_* configures it.
     telemetry = setup_telemetry("emp-api")
 
-    def start_background(app: FastAPI, services: Services) -> None:
+    async def start_background(app: FastAPI, services: Services) -> None:
         app.state.background = Background(services)
         app.state.background.start()
+        app.state.rpc = None
+        if api_settings.grpc_port is not None:
+            app.state.rpc = RpcServer(services, api_settings)
+            app.state.grpc_port = await app.state.rpc.start()
 
     async def stop_background(app: FastAPI) -> None:
+        if app.state.rpc is not None:
+            await app.state.rpc.stop()
         await app.state.background.stop()
 
     async def start() -> Services:

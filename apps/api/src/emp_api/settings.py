@@ -40,3 +40,13 @@ class ApiSettings(BaseSettings):
     # processes may do it at once; each count is folded exactly once).
     run_pattern_fold: bool = True
     pattern_fold_seconds: float = Field(default=10.0, gt=0)
+    # gRPC beside HTTP (emp-api --grpc-port): off unless a port is given (0 picks a free one).
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    grpc_host: str = "127.0.0.1"
+    # TLS when both are set (PEM files); plaintext otherwise.
+    grpc_tls_cert: str | None = None
+    grpc_tls_key: str | None = None
+    # Larger messages are refused with RESOURCE_EXHAUSTED before they are parsed.
+    grpc_max_message_bytes: int = Field(default=2_000_000, gt=0)
+    # On shutdown, calls in flight get this long to finish.
+    grpc_grace_seconds: float = Field(default=5.0, ge=0)

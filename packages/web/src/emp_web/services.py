@@ -3,6 +3,7 @@ backends (Redis, the queue, SQL, the event hub) and the services built on them."
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -85,7 +86,7 @@ def lifespan(
     start: Callable[[], Awaitable[S]],
     *,
     ready: str,
-    after_start: Callable[[FastAPI, S], None] | None = None,
+    after_start: Callable[[FastAPI, S], Awaitable[None] | None] | None = None,
     before_stop: Callable[[FastAPI], Awaitable[None]] | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """A FastAPI lifespan: ``start()`` the services into ``app.state.services``, log ``ready``,
@@ -95,8 +96,8 @@ def lifespan(
     async def run(app: FastAPI) -> AsyncIterator[None]:
         services = await start()
         app.state.services = services
-        if after_start is not None:
-            after_start(app, services)
+        if after_start is not None and inspect.isawaitable(started := after_start(app, services)):
+            await started
         logger.info("%s", ready)
         try:
             yield
