@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '6'
+local VERSION = '7'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -1177,21 +1177,34 @@ local function emp_cancel(keys, args)
 end
 
 -- Return the jobs of workers whose lease ran out, and promote due retries. Idempotent and safe to
--- run from many processes: each expired lease is removed from the set by exactly one call.
+-- run from many processes: each expired lease is removed from the set by exactly one call, and
+-- with gate_ms > 0 only the first caller of each gate_ms window sweeps (SET NX PX on the lock
+-- key), so N processes running the reaper cost one sweep per interval, not N.
+-- A lease that ran out means the worker died or hung, not that the job failed: the attempt is
+-- given back and the job's lost_leases counted instead; past max_lost it fails, category 'lost'.
 -- Also trims archive-outbox entries older than the retention, so the outbox stays bounded where
 -- no projector runs (a queue used without the API).
--- KEYS: leases, delayed, dead, finished. ARGV: base, limit, retention_s, maxlen.
--- Returns {requeued, failed, promoted}.
+-- KEYS: leases, delayed, dead, finished, reaper lock.
+-- ARGV: base, limit, retention_s, maxlen, max_lost, gate_ms (0: always sweep), owner.
+-- Returns {requeued, failed, promoted, swept (1, or 0 when another process swept this window)}.
 local function emp_reap(keys, args)
-  need_keys(keys, 4)
+  need_keys(keys, 5)
   local base = need_base(args[1])
   need_key(keys[1], base .. ':leases', 'leases')
   need_key(keys[2], base .. ':delayed', 'delayed')
   need_key(keys[3], base .. ':dead', 'dead')
   need_key(keys[4], base .. ':finished', 'finished')
+  need_key(keys[5], base .. ':reaper', 'reaper')
   local limit = int_arg(args[2], 'limit', 1, 100000)
   local retention = int_arg(args[3], 'retention_s', 1)
   local maxlen = int_arg(args[4], 'events_maxlen', 1)
+  local max_lost = int_arg(args[5], 'max_lost', 0, 1000)
+  local gate_ms = int_arg(args[6], 'gate_ms', 0, 3600000)
+  local owner = args[7] or ''
+  if #owner > 200 then bad('INVALID', 'owner', 'is longer than 200 characters') end
+  if gate_ms > 0 and not redis.call('SET', keys[5], owner, 'NX', 'PX', gate_ms) then
+    return {0, 0, 0, 0}
+  end
   local leases, delayed, dead, finished = keys[1], keys[2], keys[3], keys[4]
   local now = now_ms()
   redis.call('ZREMRANGEBYSCORE', finished, '-inf', now - retention * 1000)
@@ -1207,14 +1220,18 @@ local function emp_reap(keys, args)
       quarantine(base, 'job', job_id, 'its lease expired but its record is incomplete', now)
     elseif active then
       set_idle(base .. ':worker:' .. f[4], now)
-      if tonumber(f[2]) < tonumber(f[3]) then
+      local lost = redis.call('HINCRBY', jk, 'lost_leases', 1)
+      if lost <= max_lost then
+        -- Not the job's failure: the claim's attempt is given back.
+        redis.call('HINCRBY', jk, 'attempts', -1)
         requeue(base, job_id, maxlen, 'lease_expired')
         requeued = requeued + 1
       else
-        local message = 'worker ' .. f[4] .. ' stopped renewing its lease on the last attempt ('
-          .. f[2] .. ' of ' .. f[3] .. ')'
+        local message = 'lost its worker ' .. lost .. ' times (worker ' .. f[4]
+          .. ' stopped renewing its lease); the limit is ' .. max_lost
         redis.call('HSET', jk, 'status', 'failed', 'error', message, 'finished_at', now,
-          'token', '', 'lease_deadline', '')
+          'token', '', 'lease_deadline', '', 'error_category', 'lost', 'error_pattern_id', '',
+          'error_user_message', 'The job stopped the machine running it too many times.')
         redis.call('ZADD', dead, now, job_id)
         to_archive(finished, job_id, now)
         emit(base, job_id, base .. ':events:' .. job_id, maxlen, f[5], {type = 'failed',
@@ -1225,7 +1242,7 @@ local function emp_reap(keys, args)
     end
   end
   local promoted = promote_due(base, delayed, now, limit, maxlen)
-  return {requeued, failed, promoted}
+  return {requeued, failed, promoted, 1}
 end
 
 redis.register_function('emp_version', function() return VERSION end)

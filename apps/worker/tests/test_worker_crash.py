@@ -25,7 +25,7 @@ JOBS = 500
 WORKERS = 4
 SLOTS = 2
 KILLS = 5
-PAYLOAD = {"steps": 3, "step_time": 0.02}
+PAYLOAD = {"steps": 3, "step_time": 0.06}  # long enough for 5 kills on a loaded CI machine
 
 
 @pytest.fixture(scope="module")
@@ -154,13 +154,13 @@ async def test_sigkilled_workers_lose_no_job_and_complete_none_twice(
         assert len(done) == 1, f"job {job_id} completed {len(done)} times"
         completed_at[job_id] = int(done[0][b"at"])
 
-    # The jobs the dead held were completed elsewhere, after a retry.
+    # The jobs the dead held were completed elsewhere, after the reaper re-queued them.
     recoveries = []
     for killed_at, victim, held in kills:
         for job_id in held:
             job = await queue.get(job_id)
             assert job.worker_id != victim
-            assert job.attempts >= 2
+            assert job.lost_leases >= 1  # re-queued by the reaper, no attempt spent
             recoveries.append(completed_at[job_id] / 1000 - killed_at)
     assert len(kills) >= 3
     assert len(recoveries) >= len(kills) // 2  # most kills caught a worker mid-job

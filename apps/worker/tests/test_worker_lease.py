@@ -45,9 +45,10 @@ class Reaper(threading.Thread):
     def run(self) -> None:
         k = self.keys
         while not self.stop.wait(0.05):
-            requeued, _, _ = self.client.fcall(
-                "emp_reap", 4, k.leases(), k.delayed(), k.dead(), k.finished(), k.base, 1000,
-                self.settings.retention_seconds, self.settings.events_maxlen,
+            requeued, _, _, _ = self.client.fcall(
+                "emp_reap", 5, k.leases(), k.delayed(), k.dead(), k.finished(), k.reaper_lock(),
+                k.base, 1000, self.settings.retention_seconds, self.settings.events_maxlen,
+                self.settings.max_lost_leases, 0, "test",
             )  # fmt: skip
             self.runs += 1
             self.requeued += int(requeued)

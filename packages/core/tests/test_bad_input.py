@@ -247,7 +247,7 @@ async def test_lua_reports_refuse_bad_arguments(queue: Queue, redis: aioredis.Re
         ("delay_ms", f.fail("w1", job_id, token, "e", True, -1, 0, 60, 100)),
         ("avoid_grace_ms", f.fail("w1", job_id, token, "e", True, 0, 1.5, 60, 100)),  # type: ignore[arg-type]
         ("retention_s", f.cancel(job_id, "r", 0, 100)),
-        ("limit", f.reap(0, 60, 100)),
+        ("limit", f.reap(0, 60, 100, 10)),
     ]
     for field, call in calls:
         with pytest.raises(InvalidInput) as info:

@@ -65,7 +65,8 @@ async def test_stale_token_refused_after_reap_and_reclaim(
 
     # The new holder is unaffected and finishes the job.
     job = await short.get(job_id)
-    assert (job.status, job.worker_id, job.attempts) == ("claimed", "w2", 2)
+    # The lost lease gave its attempt back (the worker died, the job did not fail).
+    assert (job.status, job.worker_id, job.attempts, job.lost_leases) == ("claimed", "w2", 1, 1)
     await short.progress(new, 10)
     await short.complete(new, {"by": "w2"})
     assert (await short.get(job_id)).result == {"by": "w2"}
@@ -128,7 +129,7 @@ async def test_reaper_returns_an_expired_claim_to_pending(
     assert await expire_and_reap(short) == (1, 0, 0)
 
     job = await short.get(job_id)
-    assert (job.status, job.worker_id, job.attempts) == ("pending", None, 1)
+    assert (job.status, job.worker_id, job.attempts, job.lost_leases) == ("pending", None, 0, 1)
     assert await short.depth() == {"simulation": 1}
     assert await redis.zscore(short.keys.leases(), job_id) is None
     for key in (
@@ -142,7 +143,7 @@ async def test_reaper_returns_an_expired_claim_to_pending(
     assert (requeued["type"], requeued["reason"]) == ("requeued", "lease_expired")
 
     again = await claim_one(short, make_caps(worker_id="w2"))
-    assert (again.id, again.attempt) == (job_id, 2)
+    assert (again.id, again.attempt) == (job_id, 1)  # the lost lease spent no attempt
     assert again.token != claimed.token
 
 
@@ -171,24 +172,59 @@ async def test_reaping_concurrently_requeues_each_job_once(
         assert (await event_types(redis, short.keys, job_id)).count("requeued") == 1
 
 
-async def test_lease_expiry_on_the_last_attempt_fails_the_job(
-    short: Queue, redis: aioredis.Redis
+async def test_lost_leases_spend_no_attempt_until_their_own_limit(
+    short: Queue, redis: aioredis.Redis, settings: QueueSettings
 ) -> None:
-    job_id = await short.submit(make_spec(max_attempts=2))
+    """A job whose worker dies on every claim (it kills its worker, say) is re-queued without
+    spending its normal attempts, and fails with category ``lost`` past ``max_lost_leases``."""
+    q = Queue(redis, with_settings(settings, lease_seconds=SHORT_LEASE, max_lost_leases=3))
+    job_id = await q.submit(make_spec(max_attempts=2))
+    for n in range(1, 4):
+        await claim_one(q, make_caps(worker_id=f"w{n}"))
+        assert await expire_and_reap(q) == (1, 0, 0)
+        job = await q.get(job_id)
+        assert (job.status, job.attempts, job.lost_leases) == ("pending", 0, n)
+    await claim_one(q, make_caps(worker_id="w4"))
+    assert await expire_and_reap(q) == (0, 1, 0)
+
+    job = await q.get(job_id)
+    assert (job.status, job.error_category, job.lost_leases) == ("failed", "lost", 4)
+    assert job.error is not None
+    assert "w4" in job.error
+    assert "4 times" in job.error
+    assert await redis.zscore(q.keys.dead(), job_id) is not None
+    assert await q.depth() == {}
+    assert (await q.claim(make_caps(worker_id="w5"))).claimed is None
+    assert (await event_types(redis, q.keys, job_id))[-1] == "failed"
+
+
+async def test_a_normal_failure_still_spends_an_attempt_after_lost_leases(
+    short: Queue,
+) -> None:
+    job_id = await short.submit(make_spec(max_attempts=1))
     await claim_one(short, make_caps(worker_id="w1"))
     assert await expire_and_reap(short) == (1, 0, 0)
-    await claim_one(short, make_caps(worker_id="w2"))
-    assert await expire_and_reap(short) == (0, 1, 0)
-
+    assert await short.fail(await claim_one(short, make_caps(worker_id="w2")), "boom") == "failed"
     job = await short.get(job_id)
-    assert (job.status, job.attempts) == ("failed", 2)
-    assert job.error is not None
-    assert "w2" in job.error
-    assert "lease" in job.error
-    assert await redis.zscore(short.keys.dead(), job_id) is not None
-    assert await short.depth() == {}
-    assert (await short.claim(make_caps(worker_id="w3"))).claimed is None
-    assert (await event_types(redis, short.keys, job_id))[-1] == "failed"
+    assert (job.status, job.attempts, job.lost_leases) == ("failed", 1, 1)
+
+
+async def test_the_reaper_gate_lets_one_of_many_processes_sweep_per_interval(
+    short: Queue, redis: aioredis.Redis
+) -> None:
+    """N processes ticking the shared reaper cost one sweep per interval: the lock key (SET NX
+    PX inside emp_reap) turns every other tick into a no-op."""
+    from emp_core.queue.reaper import Reaper
+
+    reapers = [Reaper(short, owner=f"p{i}") for i in range(50)]
+    swept = [await r.tick() for r in reapers]
+    assert swept.count(True) == 1
+    assert await redis.get(short.keys.reaper_lock()) == b"p0"
+    # Once the interval's lock is gone, the next tick sweeps again.
+    await redis.delete(short.keys.reaper_lock())
+    assert await reapers[7].tick() is True
+    assert sum(r.stats.sweeps for r in reapers) == 2
+    assert sum(r.stats.ticks for r in reapers) == 51
 
 
 async def test_release_returns_the_job_without_spending_an_attempt(

@@ -50,6 +50,17 @@ def test_retry_delay_doubles_from_base_up_to_cap(
     assert retry_delay(attempt, base=base, cap=cap) == expected
 
 
+def test_retry_delay_jitter_spreads_either_way_within_the_fraction() -> None:
+    assert retry_delay(3, base=2, cap=300, jitter=0.2, rand=lambda: 0.0) == pytest.approx(6.4)
+    assert retry_delay(3, base=2, cap=300, jitter=0.2, rand=lambda: 0.5) == pytest.approx(8.0)
+    assert retry_delay(3, base=2, cap=300, jitter=0.2, rand=lambda: 0.999) == pytest.approx(
+        9.6, 1e-2
+    )
+    spread = {round(retry_delay(1, base=10, cap=300, jitter=0.2), 3) for _ in range(50)}
+    assert len(spread) > 10
+    assert all(8 <= d <= 12 for d in spread)
+
+
 def test_retry_delay_refuses_attempt_zero() -> None:
     with pytest.raises(InvalidInput) as info:
         retry_delay(0, base=2, cap=300)
@@ -59,7 +70,12 @@ def test_retry_delay_refuses_attempt_zero() -> None:
 async def test_failure_waits_out_the_backoff(
     redis: aioredis.Redis, queue: Queue, settings: QueueSettings
 ) -> None:
-    q = Queue(redis, with_settings(settings, retry_base_seconds=0.5, retry_avoid_grace_seconds=0))
+    q = Queue(
+        redis,
+        with_settings(
+            settings, retry_base_seconds=0.5, retry_avoid_grace_seconds=0, retry_jitter=0
+        ),
+    )
     job_id = await q.submit(make_spec())
     claimed = await claim_one(q, W1)
     before = await redis_now_ms(redis)
@@ -91,7 +107,10 @@ async def test_failure_waits_out_the_backoff(
 async def test_backoff_doubles_with_each_attempt(
     redis: aioredis.Redis, queue: Queue, settings: QueueSettings
 ) -> None:
-    q = Queue(redis, with_settings(settings, retry_base_seconds=5, retry_avoid_grace_seconds=0))
+    q = Queue(
+        redis,
+        with_settings(settings, retry_base_seconds=5, retry_avoid_grace_seconds=0, retry_jitter=0),
+    )
     job_id = await q.submit(make_spec(max_attempts=5))
     first = await claim_one(q, W1)
     await q.fail(first, "flaky", delay_s=0)  # due at once, so the test need not wait
@@ -107,7 +126,10 @@ async def test_backoff_doubles_with_each_attempt(
 async def test_backoff_is_capped(
     redis: aioredis.Redis, queue: Queue, settings: QueueSettings
 ) -> None:
-    q = Queue(redis, with_settings(settings, retry_base_seconds=60, retry_cap_seconds=1))
+    q = Queue(
+        redis,
+        with_settings(settings, retry_base_seconds=60, retry_cap_seconds=1, retry_jitter=0),
+    )
     job_id = await q.submit(make_spec())
     now = await redis_now_ms(redis)
     await q.fail(await claim_one(q, W1), "flaky")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from emp_api.state import Services
 from emp_core.errors import EmpError
 from emp_core.queue.queue import Queue
+from emp_core.queue.reaper import Reaper
 from emp_core.telemetry import Telemetry
 from emp_sql.archive import ArchiveProjector
 from emp_sql.patterns_admin import PatternAdmin
@@ -28,21 +30,19 @@ logger = logging.getLogger(__name__)
 
 
 async def reap_forever(queue: Queue, interval_s: float, telemetry: Telemetry) -> None:
-    """Return expired claims to pending and promote due retries, every ``interval_s``; report
-    the queue's depth to telemetry on the same beat when it is exported."""
-    while True:
-        try:
-            requeued, failed, promoted = await queue.reap()
-            if telemetry.exporting:
-                telemetry.jobs.set_queue_depth(await queue.depth())
-            if requeued or failed:
-                logger.info(
-                    "reaper requeued %d job(s) and failed %d whose worker stopped renewing its "
-                    "lease; promoted %d retries", requeued, failed, promoted,
-                )  # fmt: skip
-        except (RedisError, OSError, EmpError) as exc:
-            logger.warning("reaper skipped a round: %s", exc)
-        await asyncio.sleep(interval_s)
+    """The shared reaper (``emp_core.queue.reaper``: one sweep per interval across every process
+    that runs it); report the queue's depth to telemetry every ``interval_s`` when exported."""
+    reaper = asyncio.create_task(Reaper(queue, owner=f"api {os.getpid()}").run(), name="reap")
+    try:
+        while True:
+            try:
+                if telemetry.exporting:
+                    telemetry.jobs.set_queue_depth(await queue.depth())
+            except (RedisError, OSError, EmpError) as exc:
+                logger.warning("queue depth skipped a round: %s", exc)
+            await asyncio.sleep(interval_s)
+    finally:
+        reaper.cancel()
 
 
 async def fold_forever(patterns: PatternAdmin, interval_s: float) -> None:

@@ -102,10 +102,14 @@ class MachineSettings(QueueSettings):
     # Read by the workers too (same variable): how long a running job may finish after SIGTERM.
     grace_seconds: float = Field(default=30.0, ge=0)
     restart_backoff_seconds: float = Field(default=1.0, gt=0)
-    restart_backoff_cap_seconds: float = Field(default=60.0, gt=0)
-    # Crashes in a row (each within `stable_seconds` of its start) before a slot is given up.
+    # Well under the 30 s recovery bound (issue 10): a crash loop backs off to 10 s at most.
+    restart_backoff_cap_seconds: float = Field(default=10.0, gt=0)
+    # Crashes in a row (each within `stable_seconds` of its start) before a slot is given up;
+    # a worker that ran `stable_seconds` starts a new row (its next restart waits the base).
     max_restarts: int = Field(default=10, ge=0)
-    stable_seconds: float = Field(default=60.0, gt=0)
+    stable_seconds: float = Field(default=10.0, gt=0)
+    # Restart delays are spread by up to this fraction either way.
+    restart_jitter: float = Field(default=0.2, ge=0, le=1)
     status_interval_seconds: float = Field(default=10.0, gt=0, le=15)
     status_ttl_seconds: float = Field(default=600.0, gt=0)
     log_level: str = "INFO"

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from emp_core.queue.queue import Queue
+from emp_core.queue.reaper import Reaper
 from emp_core.redis.client import connect
 from emp_core.registry.machines import MachineRegistry, MachineState, MachineStatus, SlotState
 from emp_core.security.envcrypt import KEY_ENV
@@ -62,6 +64,7 @@ class Machine:
                 cap_s=s.restart_backoff_cap_seconds,
                 max_restarts=s.max_restarts,
                 stable_s=s.stable_seconds,
+                jitter=s.restart_jitter,
             ),
             grace_s=s.grace_seconds,
             on_change=self._changed,
@@ -122,9 +125,16 @@ class Machine:
         if self.state == MachineState.STARTING:
             self.state = MachineState.RUNNING
         reporter = asyncio.create_task(self._report_loop(registry), name=f"{self.id}-status")
+        # Recovery must not depend on a live worker: the supervisor reaps too (one sweep per
+        # interval across every process that runs the reaper).
+        reaper = asyncio.create_task(
+            Reaper(Queue(redis, s), owner=f"machine {self.id}").run(), name=f"{self.id}-reaper"
+        )
         try:
             await self.supervisor.run()
         finally:
+            reaper.cancel()
+            await asyncio.wait({reaper}, timeout=_FINAL_REPORT_SECONDS)
             # The reporter sees STOPPED, writes it and returns. It is not cancelled: redis-py
             # 8.1 can swallow a cancel that lands inside a pipeline, and the loop would go on.
             self.state = MachineState.STOPPED

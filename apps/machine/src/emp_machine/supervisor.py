@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,20 +37,27 @@ _UNWIND_SECONDS = 10.0
 
 @dataclass(frozen=True, slots=True)
 class RestartPolicy:
-    """Exponential backoff between restarts: ``base_s`` doubled per crash in a row, capped.
-    A process that ran ``stable_s`` before exiting starts a new row; after ``max_restarts``
-    crashes in a row the slot is given up."""
+    """Exponential backoff between restarts: ``base_s`` doubled per crash in a row, capped at
+    ``cap_s``, spread by up to ``jitter`` (a fraction) either way so slots that crashed together
+    do not restart together. A process that ran ``stable_s`` before exiting starts a new row (a
+    worker that merely crashed once restarts after ``base_s``); after ``max_restarts`` crashes in
+    a row the slot is given up.
+
+    The cap is well under the 30 s recovery bound: a restarted worker is capacity, and its jobs
+    come back through the reaper (lease + reap interval) whatever the backoff."""
 
     base_s: float = 1.0
-    cap_s: float = 60.0
+    cap_s: float = 10.0
     max_restarts: int = 10
-    stable_s: float = 60.0
+    stable_s: float = 10.0
+    jitter: float = 0.0
 
-    def delay(self, crashes_in_row: int) -> float | None:
+    def delay(self, crashes_in_row: int, rand: Callable[[], float] = random.random) -> float | None:
         """Seconds before the next start, or None when the slot is to be given up."""
         if crashes_in_row > self.max_restarts:
             return None
-        return float(min(self.cap_s, self.base_s * 2 ** max(0, crashes_in_row - 1)))
+        delay = float(min(self.cap_s, self.base_s * 2 ** max(0, crashes_in_row - 1)))
+        return delay * (1 + self.jitter * (2 * rand() - 1))
 
 
 @dataclass(eq=False)

@@ -1,17 +1,17 @@
 """The worker's background loops besides its slots: keeping its registry entry alive and
-running the (idempotent) reaper."""
+running the shared reaper."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import random
 
 from redis.exceptions import RedisError
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
+from emp_core.queue.reaper import Reaper
 from emp_core.registry.workers import WorkerRegistry
 
 logger = logging.getLogger(__name__)
@@ -47,20 +47,7 @@ async def refresh_registration(
             logger.exception("worker %s registry refresh failed", worker_id)
 
 
-async def reap_periodically(queue: Queue, worker_id: str, *, every_s: float) -> None:
-    """Return expired leases to pending and promote due retries, every interval with jitter
-    (the reaper is idempotent, so every worker may run it)."""
-    await asyncio.sleep(random.uniform(0, every_s))
-    while True:
-        try:
-            requeued, failed, _promoted = await queue.reap()
-            if requeued or failed:
-                logger.info(
-                    "reaper on worker %s requeued %d job%s whose lease expired, failed %d",
-                    worker_id, requeued, "" if requeued == 1 else "s", failed,
-                )  # fmt: skip
-        except (RedisError, OSError) as exc:
-            logger.warning("reaper on worker %s could not reach Redis: %s", worker_id, exc)
-        except Exception:
-            logger.exception("reaper on worker %s failed", worker_id)
-        await asyncio.sleep(every_s * random.uniform(0.8, 1.2))
+async def reap_periodically(queue: Queue, worker_id: str) -> None:
+    """The shared reaper (``emp_core.queue.reaper``): about twice per interval, one sweep per
+    interval across every process that runs it."""
+    await Reaper(queue, owner=f"worker {worker_id}").run()

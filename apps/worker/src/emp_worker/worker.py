@@ -171,7 +171,7 @@ class Worker:
                     name=f"{self.id}-registry",
                 ),
                 asyncio.create_task(
-                    reap_periodically(queue, self.id, every_s=s.reap_interval_seconds),
+                    reap_periodically(queue, self.id),
                     name=f"{self.id}-reaper",
                 ),
             ]

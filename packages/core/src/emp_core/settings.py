@@ -29,7 +29,13 @@ class QueueSettings(BaseSettings):
     retry_avoid_grace_seconds: float = Field(default=2.0, ge=0)
     retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     events_maxlen: int = Field(default=1000, gt=0)
+    # Every process runs the reaper about twice per interval; a lock key lets one sweep per
+    # interval. A dead worker's job is back in the queue within lease + interval (15 s).
     reap_interval_seconds: float = Field(default=5.0, gt=0)
+    # A lease that ran out costs no attempt; after this many the job fails, category ``lost``.
+    max_lost_leases: int = Field(default=10, ge=0, le=1000)
+    # Retry delays are spread by up to this fraction either way.
+    retry_jitter: float = Field(default=0.2, ge=0, le=1)
 
     @property
     def keys(self) -> Keys:

@@ -3,7 +3,9 @@ decisions about it (pending score, retry delay, terminal states)."""
 
 from __future__ import annotations
 
+import random
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -154,6 +156,9 @@ class Job(BaseModel):
     max_attempts: int
     timeout_s: float
     attempts: int = 0
+    # Leases that ran out (the worker died or hung): re-queued without spending an attempt, up
+    # to ``QueueSettings.max_lost_leases``; then the job fails with category ``lost``.
+    lost_leases: int = 0
     progress: float = 0
     message: str | None = None
     result: Any = None
@@ -200,6 +205,7 @@ class Job(BaseModel):
             max_attempts=int(fields["max_attempts"]),
             timeout_s=float(fields["timeout_s"]),
             attempts=int(fields.get("attempts") or 0),
+            lost_leases=int(fields.get("lost_leases") or 0),
             progress=float(fields.get("progress") or 0),
             message=opt("message"),
             result=None if result is None else orjson.loads(result),
@@ -231,8 +237,18 @@ def pending_score(priority: int, seq: int) -> int:
     return ((PRIORITY_MAX - priority) << _SEQ_BITS) + seq
 
 
-def retry_delay(attempt: int, *, base: float, cap: float) -> float:
-    """Seconds before attempt ``attempt + 1``: ``base`` doubled per failed attempt, capped."""
+def retry_delay(
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    jitter: float = 0.0,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds before attempt ``attempt + 1``: ``base`` doubled per failed attempt, capped, then
+    spread by up to ``jitter`` (a fraction) either way, so jobs that failed together (a service
+    outage) do not come back together. ``rand`` returns a float in [0, 1)."""
     if attempt < 1:
         raise InvalidInput(f"attempt must be at least 1, got {attempt}", field="attempt")
-    return float(min(cap, base * (2 ** (attempt - 1))))
+    delay = float(min(cap, base * (2 ** (attempt - 1))))
+    return max(0.0, delay * (1 + jitter * (2 * rand() - 1)))

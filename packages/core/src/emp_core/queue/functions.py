@@ -281,16 +281,24 @@ class Functions:
         previous = await self._call("emp_cancel", keys, job_id, reason, retention_s, events_maxlen)
         return previous.decode() if isinstance(previous, bytes) else str(previous)
 
-    async def reap(self, limit: int, retention_s: int, events_maxlen: int) -> tuple[int, int, int]:
+    async def reap(
+        self,
+        limit: int,
+        retention_s: int,
+        events_maxlen: int,
+        max_lost: int,
+        gate_ms: int = 0,
+        owner: str = "",
+    ) -> tuple[int, int, int, bool]:
+        """(requeued, failed, promoted, swept); ``swept`` is False when ``gate_ms`` > 0 and
+        another process swept within the last ``gate_ms``."""
         k = self.keys
-        requeued, failed, promoted = await self._call(
+        requeued, failed, promoted, swept = await self._call(
             "emp_reap",
-            [k.leases(), k.delayed(), k.dead(), k.finished()],
-            limit,
-            retention_s,
-            events_maxlen,
-        )
-        return int(requeued), int(failed), int(promoted)
+            [k.leases(), k.delayed(), k.dead(), k.finished(), k.reaper_lock()],
+            limit, retention_s, events_maxlen, max_lost, gate_ms, owner,
+        )  # fmt: skip
+        return int(requeued), int(failed), int(promoted), bool(swept)
 
 
 def _not_found(exc: ResponseError) -> bool:

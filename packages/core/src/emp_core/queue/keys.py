@@ -115,6 +115,11 @@ class Keys:
         the Lua terminal transitions add them, the archive projector removes them."""
         return f"{self.base}:finished"
 
+    def reaper_lock(self) -> str:
+        """String with TTL: held by the process that swept expired leases in this interval, so
+        N processes running the reaper cost one sweep per interval."""
+        return f"{self.base}:reaper"
+
     def archive_leader(self) -> str:
         """String with TTL: the id of the one process whose archive projector is running."""
         return f"{self.base}:archive_leader"

@@ -220,7 +220,10 @@ class Queue:
         s = self.settings
         if delay_s is None:
             delay_s = retry_delay(
-                claimed.attempt, base=s.retry_base_seconds, cap=s.retry_cap_seconds
+                claimed.attempt,
+                base=s.retry_base_seconds,
+                cap=s.retry_cap_seconds,
+                jitter=s.retry_jitter,
             )
         return await self.functions.fail(
             claimed.job.worker_id or "", claimed.id, claimed.token, error[:8000], retryable,
@@ -241,6 +244,11 @@ class Queue:
         return await self.functions.cancel(job_id, reason, s.retention_seconds, s.events_maxlen)
 
     async def reap(self, limit: int = 1000) -> tuple[int, int, int]:
-        """Requeue jobs whose lease expired, promote due retries: (requeued, failed, promoted)."""
+        """Requeue jobs whose lease expired, promote due retries: (requeued, failed, promoted).
+        Always sweeps; processes that reap on a timer use ``emp_core.queue.reaper.Reaper``,
+        which sweeps once per interval however many processes run it."""
         s = self.settings
-        return await self.functions.reap(limit, s.retention_seconds, s.events_maxlen)
+        requeued, failed, promoted, _ = await self.functions.reap(
+            limit, s.retention_seconds, s.events_maxlen, s.max_lost_leases
+        )
+        return requeued, failed, promoted
