@@ -237,6 +237,49 @@ async def test_upload_cut_off_mid_stream_leaves_nothing(
     assert await visible(api, alice) == before
 
 
+async def test_a_stalled_upload_is_abandoned(api: Api, accounts: dict[str, Account]) -> None:
+    """A client that stops sending half-way (connection open) gets 408 and leaves nothing."""
+    api.services.loras.settings = LoraSettings(upload_idle_seconds=0.3)
+    alice = accounts["alice"]
+    before = await visible(api, alice)
+    boundary = "st4ll"
+    data = lora_bytes()
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.safetensors"'
+        "\r\n\r\n"
+    ).encode() + data[: len(data) // 2]
+    host, port = api.host.split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        (
+            f"POST /api/loras HTTP/1.1\r\nHost: {api.host}\r\nAuthorization: Bearer {alice.token}"
+            f"\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+            f"Content-Length: {len(part) * 2}\r\n\r\n"
+        ).encode()
+        + part
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 30)
+    writer.close()
+    assert b" 408 " in status_line, status_line
+    assert blob_files(api) == []
+    assert await visible(api, alice) == before
+
+
+async def test_concurrent_uploads_of_the_same_bytes_keep_one(
+    api: Api, accounts: dict[str, Account]
+) -> None:
+    alice = accounts["alice"]
+    data = lora_bytes()
+    results = await asyncio.gather(*(upload(api, alice, data, name=f"copy {i}") for i in range(4)))
+    ids = {r.json()["id"] for r in results}
+    assert len(ids) == 1, [r.text for r in results]
+    assert sorted(r.status_code for r in results).count(201) == 1
+    mine = [x for x in await visible(api, alice) if x["id"] in ids]
+    assert len(mine) == 1
+    assert len([p for p in blob_files(api) if p.stat().st_size == len(data)]) == 1
+
+
 async def test_size_limit(api: Api, accounts: dict[str, Account]) -> None:
     api.services.loras.settings = LoraSettings(max_bytes=4096)
     big = lora_bytes(**{"lora_unet_x.lora_down.weight": ("F32", [64, 64])})

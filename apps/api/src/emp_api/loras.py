@@ -99,7 +99,9 @@ async def upload_lora(
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
         raise FileTooLarge(f"the file is over the limit of {limit:,} bytes", field="file")
-    upload = await StreamedUpload.open(request)
+    upload = await StreamedUpload.open(
+        request, idle_timeout_s=services.loras.settings.upload_idle_seconds
+    )
     chosen = name if name is not None else upload.fields.get("name") or upload.filename or ""
     result = await services.loras.upload(principal, chosen, upload.chunks())
     if result.duplicate:

@@ -66,7 +66,9 @@ async def upload_lora(request: Request, viewer: ViewerDep, services: ServicesDep
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
             raise FileTooLarge(f"the file is over the limit of {limit:,} bytes", field="file")
-        upload = await StreamedUpload.open(request)
+        upload = await StreamedUpload.open(
+            request, idle_timeout_s=services.loras.settings.upload_idle_seconds
+        )
         check_csrf(
             request.session, request.headers.get(CSRF_HEADER) or upload.fields.get(CSRF_FIELD)
         )

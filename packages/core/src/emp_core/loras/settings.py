@@ -19,3 +19,5 @@ class LoraSettings(BaseSettings):
     # is minted once, at submit, because workers hold no storage keys and no SQL to mint another.
     # It grants read of one file only, and deleting the LoRA deletes the blob, which ends it early.
     url_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    # An upload that sends nothing for this long is abandoned (408) and leaves nothing behind.
+    upload_idle_seconds: float = Field(default=60.0, gt=0)
