@@ -155,7 +155,7 @@ iptables -I FORWARD -o "$veth_host" -j ACCEPT
 iptables -I INPUT -i "$veth_host" -j DROP  # nothing on this machine answers the root
 
 # --- the run ---------------------------------------------------------------------------------------
-phase "$cmd as $user (CI=true, no stdin), timeout ${timeout_s}s"
+phase "${cmd%%$'\n'*} as $user (CI=true, no stdin), timeout ${timeout_s}s"
 run_start=$(date +%s)
 set +e
 # shellcheck disable=SC2016  # expanded by the inner shell
@@ -178,7 +178,7 @@ set -e
 run_s=$(( $(date +%s) - run_start ))
 
 summary="$(grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$log" | sed -E 's/^=+ (.*) =+$/\1/' || true)"
-phase "$cmd exited $rc after ${run_s}s; pytest runs:"
+phase "${cmd%%$'\n'*} exited $rc after ${run_s}s; pytest runs:"
 printf '%s\n' "${summary:-  (none)}" | sed 's/^/    /' | tee -a "$log" >&2
 phase "total $(( $(date +%s) - start ))s; log: $log"
 exit "$rc"
