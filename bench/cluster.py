@@ -1,0 +1,178 @@
+"""``make bench-cluster``: claim+complete throughput and claim latency with 1, 2 and 3 queues, on
+one Redis node and on a local three-primary Redis Cluster, in one run, with each node's Redis CPU.
+
+Each queue is drained by a process of its own (``--coroutines`` claim-then-complete loops, one
+job at a time each), so the client side scales with the queues too. On the cluster the queue
+names are chosen so that each queue's slot sits on a different primary: the figures show whether
+throughput grows as the queues spread over shards. On a 2-core machine the client processes and
+the Redis servers share the same two cores, so the growth is bounded by the machine, not by
+Redis; the per-node CPU columns show where the load went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis as sync_redis
+from rich.console import Console
+from rich.table import Table
+
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue import Queue
+from emp_core.redis import connect
+from emp_core.redis.cluster import is_cluster
+from emp_core.redis.server import LocalCluster, RedisServer
+from emp_core.settings import QueueSettings
+
+
+def _queue_names(url: str, count: int) -> list[str]:
+    """``count`` queue names whose slots sit on different primaries (any names on one node)."""
+
+    async def pick() -> list[str]:
+        client = connect(url)
+        try:
+            if not is_cluster(client):
+                return [f"bench{i}" for i in range(count)]
+            await client.initialize()
+            names: list[str] = []
+            owners: set[str] = set()
+            n = 0
+            while len(names) < count:
+                name = f"bench{n}"
+                n += 1
+                node = client.get_node_from_key(f"emp:{{{name}}}:seq")  # type: ignore[attr-defined]
+                if node.name not in owners:
+                    owners.add(node.name)
+                    names.append(name)
+            return names
+        finally:
+            await client.aclose()
+
+    return asyncio.run(pick())
+
+
+async def _drain(url: str, name: str, jobs: int, coroutines: int) -> dict[str, Any]:
+    redis = connect(url)
+    queue = Queue(redis, QueueSettings(redis_url=url, queue=name))
+    await queue.functions.load()
+    for start in range(0, jobs, 1000):
+        await queue.submit_many([{"service": "simulation"}] * min(1000, jobs - start))
+    latencies: list[float] = []
+    done = 0
+
+    async def loop(caps: WorkerCapabilities) -> None:
+        nonlocal done
+        while True:
+            began = time.perf_counter()
+            claimed = (await queue.claim(caps)).claimed
+            latencies.append(time.perf_counter() - began)
+            if claimed is None:
+                return
+            await queue.complete(claimed, None)
+            done += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(
+        *(loop(WorkerCapabilities(worker_id=f"b{uuid.uuid4().hex[:6]}", services=["simulation"]))
+          for _ in range(coroutines))
+    )  # fmt: skip
+    elapsed = time.perf_counter() - began
+    await redis.aclose()
+    return {"done": done, "seconds": elapsed, "latencies": latencies}
+
+
+def _worker(url: str, name: str, jobs: int, coroutines: int, out: Any) -> None:
+    out.put(asyncio.run(_drain(url, name, jobs, coroutines)))
+
+
+def _cpu(ports: list[int]) -> dict[int, float]:
+    out = {}
+    for port in ports:
+        client = sync_redis.Redis(port=port)
+        info = client.info("cpu")
+        out[port] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        client.close()
+    return out
+
+
+def run_shape(
+    url: str, ports: list[int], queues: int, jobs: int, coroutines: int
+) -> dict[str, Any]:
+    names = _queue_names(url, queues)
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    before = _cpu(ports)
+    began = time.perf_counter()
+    procs = [
+        ctx.Process(target=_worker, args=(url, name, jobs, coroutines, results)) for name in names
+    ]
+    for proc in procs:
+        proc.start()
+    outs = [results.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    wall = time.perf_counter() - began
+    after = _cpu(ports)
+    latencies = sorted(x for o in outs for x in o["latencies"])
+    busiest = max(o["seconds"] for o in outs)
+    return {
+        "jobs_per_s": sum(o["done"] for o in outs) / busiest,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "cpu": {port: after[port] - before[port] for port in ports},
+        "wall": wall,
+    }
+
+
+def _measure(tmp: Path, jobs: int, coroutines: int) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    with RedisServer(tmp / "node") as node, LocalCluster(tmp / "cluster") as cluster:
+        shapes = [
+            ("one node", node.url, [node.port]),
+            ("cluster, 3 primaries", cluster.url, [n.port for n in cluster.nodes]),
+        ]
+        for label, url, ports in shapes:
+            for queues in (1, 2, 3):
+                r = run_shape(url, ports, queues, jobs, coroutines)
+                cpu = " / ".join(f"{r['cpu'][p]:.2f}" for p in ports)
+                rows.append((label, str(queues), f"{r['jobs_per_s']:,.0f}",
+                             f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", cpu))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="bench.cluster", description=__doc__)
+    parser.add_argument("--jobs", type=int, default=4000, help="jobs per queue")
+    parser.add_argument("--coroutines", type=int, default=8, help="claim loops per queue")
+    args = parser.parse_args()
+    console = Console()
+    table = Table(title="claim+complete, one process per queue (no-op jobs)")
+    for column in (
+        "shape",
+        "queues",
+        "jobs/s",
+        "claim p50 ms",
+        "claim p99 ms",
+        "Redis CPU s per node",
+    ):
+        table.add_column(column, justify="right" if column != "shape" else "left")
+    with tempfile.TemporaryDirectory(prefix="emp-bench-cluster-") as tmp:
+        for row in _measure(Path(tmp), args.jobs, args.coroutines):
+            table.add_row(*row)
+    console.print(table)
+    console.print(
+        "[dim]Each queue lives in one slot; on the cluster the queues were placed on different "
+        "primaries. Client processes and Redis share this machine's cores.[/dim]"
+    )
+
+
+if __name__ == "__main__":
+    main()
