@@ -25,6 +25,8 @@ studio_DIR := apps/studio
 SRC_DIRS := $(foreach p,$(PACKAGES),$($(p)_DIR))
 
 VENV_STAMP := .venv/.synced
+# torch and the diffusers stack, installed beside the lock by scripts/gpu-stack.sh (see there why).
+GPU_STAMP := .venv/.gpu-stack
 
 .PHONY: help
 help: ## List the targets
@@ -35,8 +37,15 @@ $(VENV_STAMP): uv.lock pyproject.toml $(foreach d,$(SRC_DIRS),$(d)/pyproject.tom
 	$(UV) sync --all-packages --locked
 	@touch $@
 
-.PHONY: setup
+.PHONY: setup gpu-stack
 setup: $(VENV_STAMP) ## Install tools (uv, redis-server) when missing and sync the workspace
+
+# Again after every sync: `uv sync` removes what the lock does not hold.
+$(GPU_STAMP): $(VENV_STAMP) apps/worker/requirements-diffusers.txt scripts/gpu-stack.sh
+	UV=$(UV) scripts/gpu-stack.sh
+	@touch $@
+
+gpu-stack: $(GPU_STAMP) ## Install torch (CPU wheel here; TORCH_SPEC for CUDA) and the pinned diffusers stack
 
 # --- per package -----------------------------------------------------------------------------------
 # Each package has lint-, typecheck- and test- targets; a package's tests run after those of the
@@ -98,7 +107,7 @@ test-core: lint-core typecheck-core azurite ## Tests of packages/core (Lua libra
 test-cli: lint-cli typecheck-cli test-core ## Tests of apps/cli (the emp command, on SQLite)
 	$(PYTEST) $(cli_DIR)/tests
 
-test-worker: lint-worker typecheck-worker test-core ## Tests of apps/worker (after core's)
+test-worker: lint-worker typecheck-worker test-core $(GPU_STAMP) ## Tests of apps/worker (after core's; the diffusers connector's on the CPU)
 	$(PYTEST) $(worker_DIR)/tests
 
 test-machine: lint-machine typecheck-machine test-worker ## Tests of apps/machine (after the worker's: they run real workers)
@@ -115,11 +124,11 @@ chromium: $(VENV_STAMP) ## Install Chromium when missing (the E2E suite drives i
 
 # Its own pytest run: pytest-playwright empties its --output folder at start, so it is kept apart
 # from e2e/artifacts/ where the per-flow screenshots go.
-e2e: $(VENV_STAMP) chromium ## Browser tests against the real apps; screenshots in e2e/artifacts/
+e2e: $(VENV_STAMP) $(GPU_STAMP) chromium ## Browser tests against the real apps; screenshots in e2e/artifacts/
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-cluster bench-patterns bench-loras dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-cluster bench-patterns bench-loras bench-diffusers dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -133,13 +142,16 @@ bench: $(VENV_STAMP) ## Run the benchmarks; prints a table, writes bench/results
 bench-cluster: $(VENV_STAMP) ## Claim+complete with 1-3 queues on one node vs a local 3-primary Redis Cluster
 	$(UV) run --frozen python -m bench.cluster
 
+bench-diffusers: $(GPU_STAMP) ## Diffusers connector: s/step of the tiny pipeline, connector and worker overhead
+	$(UV) run --frozen python -m emp_worker.diffusion.bench
+
 bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-to-worker time
 	$(UV) run --frozen python -m bench.patterns
 
 bench-loras: $(VENV_STAMP) azurite ## LoRA upload throughput (MB/s) into the local store and Azurite
 	$(UV) run --frozen python -m bench.loras
 
-dev: $(VENV_STAMP) ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops it
+dev: $(VENV_STAMP) $(GPU_STAMP) ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops it
 	$(UV) run --frozen python scripts/dev.py
 
 # Before a release, not part of `make test`: the committed HEAD, cloned into a minimal Debian 12 root

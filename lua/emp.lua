@@ -23,7 +23,7 @@ local SEQ_SPAN = 2 ^ 42
 -- skips a long run of denied customers (see first_allowed_rank).
 local SCAN_LIMIT = 8
 local EVENT_FIELDS = {'type', 'status', 'at', 'attempt', 'worker_id', 'progress', 'message', 'error',
-  'reason'}
+  'reason', 'preview'}
 
 -- Caches local to this library load. Requirement classes are immutable (the id is a hash of the
 -- requirements), so a decoded class, and whether a given capability set matches it, never go stale.
@@ -993,7 +993,7 @@ local function emp_heartbeat(keys, args)
   return deadline
 end
 
--- KEYS: job, events. ARGV: base, job_id, token, progress (0-100), message, events_maxlen.
+-- KEYS: job, events. ARGV: base, job_id, token, progress (0-100), message, events_maxlen[, preview].
 local function emp_progress(keys, args)
   local base, job_id, token = job_args(keys, args, 2)
   need_key(keys[2], base .. ':events:' .. job_id, 'events')
@@ -1001,6 +1001,12 @@ local function emp_progress(keys, args)
   local message = args[5] or ''
   if #message > 8000 then bad('INVALID', 'message', 'is longer than 8000 characters') end
   local maxlen = int_arg(args[6], 'events_maxlen', 1)
+  -- An optional small preview image (a data: URL) rides in the event only, never in the job.
+  local preview = args[7]
+  if preview == '' then preview = nil end
+  if preview ~= nil and (#preview > 32768 or string.sub(preview, 1, 11) ~= 'data:image/') then
+    bad('INVALID', 'preview', 'must be a data:image/ URL of at most 32768 bytes')
+  end
   local job = holder(keys[1], job_id, token)
   local now = now_ms()
   local fields = {'progress', args[4], 'message', message}
@@ -1012,7 +1018,8 @@ local function emp_progress(keys, args)
   end
   redis.call('HSET', keys[1], unpack(fields))
   emit(base, job_id, keys[2], maxlen, job.service, {type = 'progress', status = 'running', at = now,
-    progress = progress, message = message, attempt = job.attempts, worker_id = job.worker_id})
+    progress = progress, message = message, attempt = job.attempts, worker_id = job.worker_id,
+    preview = preview})
   return 1
 end
 

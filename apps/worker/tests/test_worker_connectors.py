@@ -25,8 +25,14 @@ CONTRACT = {
 }
 
 
+# Connectors that need a model or a server run the same contract in their own files, against a
+# real tiny pipeline (test_diffusers_connector.py) and a ComfyUI test server
+# (test_comfyui_connector.py): progress that only grows to 100, JSON results, cancellation.
+COVERED_ELSEWHERE = {"diffusers", "comfyui"}
+
+
 def test_every_registered_connector_has_a_contract_case():
-    assert sorted(CONTRACT) == available_connectors()
+    assert sorted(set(CONTRACT) | COVERED_ELSEWHERE) == available_connectors()
 
 
 @pytest.mark.parametrize("name", sorted(CONTRACT))

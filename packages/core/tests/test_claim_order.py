@@ -55,11 +55,11 @@ async def test_order_holds_across_requirement_classes(queue: Queue) -> None:
 
 
 async def test_order_holds_across_services(queue: Queue) -> None:
-    a = await queue.submit(make_spec(service="comfyui", priority=50))
+    a = await queue.submit(make_spec(service="a1111", priority=50))
     b = await queue.submit(make_spec(service="simulation", priority=50))
     c = await queue.submit(make_spec(service="simulation", priority=60))
-    d = await queue.submit(make_spec(service="comfyui", priority=60))
-    assert await drain(queue, {"services": ["simulation", "comfyui"]}) == [c, d, a, b]
+    d = await queue.submit(make_spec(service="a1111", priority=60))
+    assert await drain(queue, {"services": ["simulation", "a1111"]}) == [c, d, a, b]
 
 
 async def test_an_older_workflows_next_step_is_not_overtaken(queue: Queue) -> None:
@@ -133,10 +133,10 @@ async def test_a_batch_mixing_customers_in_one_workflow_writes_nothing(
 
 async def test_depth_counts_pending_per_service(queue: Queue) -> None:
     await queue.submit_many([make_spec() for _ in range(3)])
-    await queue.submit(make_spec(service="comfyui"))
-    assert await queue.depth() == {"simulation": 3, "comfyui": 1}
+    await queue.submit(make_spec(service="a1111"))
+    assert await queue.depth() == {"simulation": 3, "a1111": 1}
     await claimed_id(queue, make_caps())
-    assert await queue.depth() == {"simulation": 2, "comfyui": 1}
+    assert await queue.depth() == {"simulation": 2, "a1111": 1}
 
 
 # --- drain order against the pure rules, over many customers, workflows and classes -----------

@@ -38,8 +38,8 @@ FEATURES = {"capabilities": {"features": ["upscale", "inpaint", "lora"]}}
 CASES = [
     # --- service ---
     case("service/same", True),
-    case("service/not-offered", False, service="comfyui"),
-    case("service/one-of-several", True, service="comfyui", caps={"services": ["simulation", "comfyui"]}),
+    case("service/not-offered", False, service="a1111"),
+    case("service/one-of-several", True, service="a1111", caps={"services": ["simulation", "a1111"]}),
     case("service/no-requirements-any-worker", True, caps={"hardware": {"gpu_memory_gb": 80}}),
     # --- hardware minimums (worker >= job) ---
     case("gpu/above", True, req={"gpu_memory_gb": 8}, caps={"hardware": {"gpu_memory_gb": 16}}),
@@ -69,11 +69,11 @@ CASES = [
     case("models/none-advertised", False, req={"models": ["sdxl"]}),
     case(
         "models/other-service-only", False, req={"models": ["sdxl"]},
-        caps={"services": ["simulation", "comfyui"], "models": {"comfyui": ["sdxl"]}},
+        caps={"services": ["simulation", "a1111"], "models": {"a1111": ["sdxl"]}},
     ),
     case(
-        "models/of-the-jobs-service", True, service="comfyui", req={"models": ["sdxl"]},
-        caps={"services": ["simulation", "comfyui"], "models": {"comfyui": ["sdxl"]}},
+        "models/of-the-jobs-service", True, service="a1111", req={"models": ["sdxl"]},
+        caps={"services": ["simulation", "a1111"], "models": {"a1111": ["sdxl"]}},
     ),
     # --- customer isolation ---
     case("strict/strict-worker", True, req={"customer_isolation": "strict"}, caps={"customer_isolation": "strict"}),
@@ -152,7 +152,7 @@ CASES = [
     case("exclude-models/absent", True, req={"exclude": {"models": ["sd15"]}}, caps={"models": {"simulation": ["sdxl"]}}),
     case(
         "exclude-models/other-service", True, req={"exclude": {"models": ["sd15"]}},
-        caps={"services": ["simulation", "comfyui"], "models": {"comfyui": ["sd15"]}},
+        caps={"services": ["simulation", "a1111"], "models": {"a1111": ["sd15"]}},
     ),
     case(
         "exclude-models/with-required", True, req={"models": ["sdxl"], "exclude": {"models": ["sd15"]}},

@@ -22,7 +22,7 @@ from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 
 BATCH = 1000
-OTHER_SERVICES = ["comfyui", "a1111", "upscale"]
+OTHER_SERVICES = ["txt2vid", "a1111", "upscale"]
 # Requirement classes of the worker's own service that it cannot run, one rule each.
 UNMATCHABLE: list[dict[str, Any]] = [
     {"gpu_memory_gb": 80},

@@ -139,6 +139,32 @@ class WorkerSettings(QueueSettings):
     simulation_steps: int = Field(default=10, ge=0, le=100_000)
     simulation_step_time: float = Field(default=0.1, ge=0, le=3600)
 
+    # --- the diffusers connector -----------------------------------------------------------------
+    # A local diffusers-format folder (model_index.json and its component folders); advertised as
+    # the model ``diffusers_model_name`` (default: the folder's name) of service ``diffusers``.
+    diffusers_model: Path | None = None
+    diffusers_model_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    diffusers_device: str = "auto"  # auto: cuda when torch sees a GPU, else cpu
+    diffusers_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    # The largest width or height a job may ask for (default: twice the model's native size).
+    diffusers_max_side: int | None = Field(default=None, ge=64, le=8192)
+    # Load the model when the worker starts rather than on its first job.
+    diffusers_warm: bool = True
+
+    # --- the comfyui connector -------------------------------------------------------------------
+    comfyui_url: str = "http://127.0.0.1:8188"
+    # ComfyUI's models/loras folder: a job's LoRAs are linked into its emp/ subfolder.
+    comfyui_loras_dir: Path | None = None
+    comfyui_idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    comfyui_history_wait_seconds: float = Field(default=30.0, ge=0)
+
+    @property
+    def diffusers_model_id(self) -> str | None:
+        """The name this worker's diffusers model is advertised under."""
+        if self.diffusers_model is None:
+            return None
+        return self.diffusers_model_name or self.diffusers_model.resolve().name
+
     @field_validator("services", "allowed_customers", "denied_customers", mode="before")
     @classmethod
     def _comma_lists(cls, value: Any) -> Any:
@@ -170,10 +196,20 @@ class WorkerSettings(QueueSettings):
             hardware=Hardware(
                 gpu_memory_gb=self.gpu_memory_gb, cpu_cores=self.cpu_cores, ram_gb=self.ram_gb
             ),
-            models=self.models,
+            models=self._advertised_models(),
             customer_isolation=self.customer_isolation,
             allowed_customers=self.allowed_customers,
             denied_customers=self.denied_customers,
             workflow_id=self.workflow_id,
             capabilities=self.capabilities,
         )
+
+    def _advertised_models(self) -> dict[str, list[str]]:
+        """The configured models, plus the diffusers model folder's name under ``diffusers``."""
+        models = {service: list(names) for service, names in self.models.items()}
+        name = self.diffusers_model_id
+        if name is not None and "diffusers" in self.services:
+            held = models.setdefault("diffusers", [])
+            if name not in held:
+                held.append(name)
+        return models

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     add("--workflow-id", help="Take only this workflow's jobs.")
     add("--steps", type=int, help="Simulation: steps per job.")
     add("--step-time", type=float, help="Simulation: seconds per step.")
+    add("--diffusers-model", type=Path, help="diffusers: the model folder (diffusers format).")
+    add("--diffusers-model-name", help="diffusers: the model name advertised (default: folder).")
+    add("--diffusers-device", help="diffusers: auto, cpu, cuda, cuda:1...")
     add("--idle-wait", type=float, help="Seconds an idle slot waits before claiming anyway.")
     add("--log-level", help="DEBUG, INFO, WARNING...")
     return p
@@ -108,6 +111,9 @@ def run(argv: list[str] | None = None) -> None:
         "simulation_step_time": args.step_time,
         "idle_wait_seconds": args.idle_wait,
         "log_level": args.log_level,
+        "diffusers_model": args.diffusers_model,
+        "diffusers_model_name": args.diffusers_model_name,
+        "diffusers_device": args.diffusers_device,
     }
     try:
         if service:

@@ -68,8 +68,10 @@ class QueueJobContext:
         self._claimed = claimed
         self.worker_id = worker_id
 
-    async def progress(self, pct: float, message: str = "") -> None:
-        await self._queue.progress(self._claimed, min(100.0, max(0.0, float(pct))), message)
+    async def progress(self, pct: float, message: str = "", *, preview: str | None = None) -> None:
+        await self._queue.progress(
+            self._claimed, min(100.0, max(0.0, float(pct))), message, preview=preview
+        )
 
 
 async def cancel_until_done(tasks: list[asyncio.Task[None]], *, within: float) -> None:

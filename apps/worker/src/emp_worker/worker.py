@@ -156,6 +156,10 @@ class Worker:
         try:
             await queue.functions.load()
             await patterns.start()
+            for connector in self.connectors.values():
+                start = getattr(connector, "start", None)
+                if start is not None:  # an optional hook: load a model before the first claim
+                    await start()
             await registry.register(self.caps, slots=s.slots)
             await waker.start()  # subscribed before the first claim: no wake-up is lost
             leases.start()

@@ -32,7 +32,24 @@ def _simulation(settings: WorkerSettings) -> Connector:
     )
 
 
-_FACTORIES: dict[str, ConnectorFactory] = {"simulation": _simulation}
+def _diffusers(settings: WorkerSettings) -> Connector:
+    # Imported here: torch and diffusers load only in a worker that serves diffusers.
+    from emp_worker.connectors.diffusers import connector_from_settings
+
+    return connector_from_settings(settings)
+
+
+def _comfyui(settings: WorkerSettings) -> Connector:
+    from emp_worker.connectors.comfyui import connector_from_settings
+
+    return connector_from_settings(settings)
+
+
+_FACTORIES: dict[str, ConnectorFactory] = {
+    "simulation": _simulation,
+    "diffusers": _diffusers,
+    "comfyui": _comfyui,
+}
 
 
 def register_connector(name: str, factory: ConnectorFactory) -> None:

@@ -25,8 +25,9 @@ class JobContext(Protocol):
     @property
     def worker_id(self) -> str: ...
 
-    async def progress(self, pct: float, message: str = "") -> None:
-        """Report progress, 0-100, with a short message for people."""
+    async def progress(self, pct: float, message: str = "", *, preview: str | None = None) -> None:
+        """Report progress, 0-100, with a short message for people and optionally a small
+        preview image (a ``data:image/`` URL of at most 32 KiB) for the progress event."""
 
 
 @runtime_checkable
@@ -63,6 +64,16 @@ class Abort(Exception):
         return f"Abort({self.message!r})"
 
 
+class InvalidParameter(ValueError):
+    """A job's parameter the worker cannot take (only it could know: its model's limits, a
+    workflow its ComfyUI refuses). The message, ``invalid parameter payload.FIELD: ...``, is
+    classified by the error patterns as not retryable."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"invalid parameter payload.{field}: {problem}")
+        self.field = field
+
+
 @dataclass
 class RecordingContext:
     """An in-memory ``JobContext`` that keeps every progress report: for tests, and for running a
@@ -70,6 +81,9 @@ class RecordingContext:
 
     worker_id: str = "local"
     reports: list[tuple[float, str]] = field(default_factory=list)
+    previews: list[str] = field(default_factory=list)
 
-    async def progress(self, pct: float, message: str = "") -> None:
+    async def progress(self, pct: float, message: str = "", *, preview: str | None = None) -> None:
         self.reports.append((pct, message))
+        if preview is not None:
+            self.previews.append(preview)

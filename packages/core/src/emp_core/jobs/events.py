@@ -56,6 +56,8 @@ class JobEvent(BaseModel):
     message: str | None = None
     error: str | None = None
     reason: str | None = None
+    # A progress event's small preview image (a data:image/ URL), when the connector sent one.
+    preview: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -86,6 +88,7 @@ class JobEvent(BaseModel):
             message=text("message"),
             error=text("error"),
             reason=text("reason"),
+            preview=text("preview"),
         )
 
     @classmethod

@@ -25,6 +25,7 @@ from emp_core.errors import InvalidInput, PayloadTooLarge, invalid_from_validati
 from emp_core.jobs import jsonvalue
 from emp_core.jobs.capabilities import Identifier, Service
 from emp_core.jobs.loras import LoraList, LoraRef, decode_loras, unique_loras
+from emp_core.jobs.payloads import validate_payload
 from emp_core.jobs.requirements import Requirements, class_id
 
 PRIORITY_MIN = 0
@@ -114,6 +115,7 @@ class JobSpec(BaseModel):
             except ValidationError as exc:
                 raise invalid_from_validation(exc) from None
         spec.encoded_payload(max_payload_bytes)
+        validate_payload(spec.service, spec.payload)
         return spec
 
     def encoded_payload(self, max_bytes: int) -> bytes:

@@ -40,7 +40,9 @@ class MatchKind(StrEnum):
 
 # The connectors a pattern may be scoped to: every service a worker has (or will soon have) a
 # connector for. A scope outside this set would never match, so it is refused at save.
-CONNECTORS = frozenset({"simulation", "comfyui", "a1111", "openai", "replicate", "ollama"})
+CONNECTORS = frozenset(
+    {"simulation", "diffusers", "comfyui", "a1111", "openai", "replicate", "ollama"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,12 +209,18 @@ class Functions:
         return int(reply)
 
     async def progress(
-        self, job_id: str, token: str, progress: float, message: str, events_maxlen: int
+        self,
+        job_id: str,
+        token: str,
+        progress: float,
+        message: str,
+        events_maxlen: int,
+        preview: str | None = None,
     ) -> None:
         k = self.keys
         await self._call(
             "emp_progress", [k.job(job_id), k.events(job_id)], job_id, token, progress, message,
-            events_maxlen,
+            events_maxlen, preview or "",
         )  # fmt: skip
 
     async def complete(

@@ -165,12 +165,21 @@ class Queue:
         """Renew the lease; returns the new deadline (ms). ``StaleToken`` once the job is gone."""
         return await self.functions.heartbeat(claimed.id, claimed.token, self._lease_ms)
 
-    async def progress(self, claimed: ClaimedJob, progress: float, message: str = "") -> None:
+    async def progress(
+        self, claimed: ClaimedJob, progress: float, message: str = "", *, preview: str | None = None
+    ) -> None:
+        """Report progress; ``preview`` is a small ``data:image/...`` URL (at most 32 KiB) that
+        the progress event carries (not the job): what a studio shows while the job runs."""
         if not math.isfinite(progress) or not 0 <= progress <= 100:
             raise InvalidInput(f"progress must be 0-100, got {progress}", field="progress")
+        if preview is not None and (len(preview) > 32768 or not preview.startswith("data:image/")):
+            raise InvalidInput(
+                "preview must be a data:image/ URL of at most 32768 bytes", field="preview"
+            )
         await self.functions.progress(
-            claimed.id, claimed.token, round(progress, 2), message, self.settings.events_maxlen
-        )
+            claimed.id, claimed.token, round(progress, 2), message, self.settings.events_maxlen,
+            preview,
+        )  # fmt: skip
 
     @overload
     async def complete(
