@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterable
+import tempfile
 from pathlib import Path
 
 import pytest
+
+from emp_core.blobs.local import LocalBlobStore
 
 ROOT = Path(__file__).resolve().parents[3]
 CACHE = Path(os.environ.get("EMP_TEST_MODELS", ROOT / ".data" / "models"))
@@ -52,19 +54,18 @@ def mismatched_lora(tmp: Path) -> Path:
     return out
 
 
-class MemoryBlobs:
-    """A blob store in a dict (the part of ``emp_core.blobs``' interface outputs use)."""
+class MemoryBlobs(LocalBlobStore):
+    """Core's local blob store in a temporary folder, with what the tests read back."""
 
-    def __init__(self) -> None:
-        self.blobs: dict[str, bytes] = {}
+    def __init__(self, root: Path | None = None) -> None:
+        root = root or Path(tempfile.mkdtemp(prefix="emp-blobs-"))
+        super().__init__(root, signing_key=b"k" * 32, public_url="http://127.0.0.1:9/blobs")
 
-    async def put(self, path: str, chunks: AsyncIterable[bytes], *, overwrite: bool = True) -> int:
-        data = b"".join([c async for c in chunks])
-        self.blobs[path] = data
-        return len(data)
-
-    async def delete(self, path: str) -> bool:
-        return self.blobs.pop(path, None) is not None
-
-    async def signed_url(self, path: str, *, ttl_s: int) -> str:
-        return f"memory://{path}?ttl={ttl_s}"
+    @property
+    def blobs(self) -> dict[str, bytes]:
+        """Every blob stored, by path."""
+        return {
+            str(p.relative_to(self.root)): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file() and not p.relative_to(self.root).parts[0].startswith(".")
+        }

@@ -14,9 +14,8 @@ from diffusers_helpers import MemoryBlobs
 from worker_helpers import make_job
 
 from emp_core.patterns.portable import starter_snapshot
-from emp_worker.connectors.base import InvalidParameter, RecordingContext
+from emp_worker.connectors.base import InvalidParameter, LocalLora, RecordingContext
 from emp_worker.connectors.comfyui import ComfyUIConnector, ComfyUIError
-from emp_worker.loras import LocalLora
 
 
 def graph(steps: int = 4, *, lora: str | None = None, extra: dict | None = None) -> dict:
@@ -84,7 +83,7 @@ async def test_the_jobs_loras_are_linked_into_comfyuis_folder_and_removed_after(
     lora_file.parent.mkdir()
     lora_file.write_bytes(b"lora bytes")
 
-    async def resolve(j):
+    async def resolve(j, ctx):
         return [LocalLora(lora_file, 0.8, "my-style.safetensors")]
 
     c = connector(comfy, MemoryBlobs(), loras=resolve)

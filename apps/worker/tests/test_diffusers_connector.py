@@ -18,14 +18,12 @@ from worker_helpers import make_job
 
 from emp_core.jobs.requirements import Requirements
 from emp_core.patterns.portable import starter_snapshot
-from emp_worker.connectors.base import RecordingContext
+from emp_worker.connectors.base import InvalidParameter, LocalLora, RecordingContext
 
 require_gpu_stack()
 
-from emp_worker.connectors.base import InvalidParameter  # noqa: E402
 from emp_worker.connectors.diffusers import DiffusersConnector  # noqa: E402
 from emp_worker.diffusion.pipeline import LoraError  # noqa: E402
-from emp_worker.loras import LocalLora  # noqa: E402
 
 BASE = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 3, "seed": 7,
         "guidance": 5.0, "preview_every": 1}  # fmt: skip
@@ -42,7 +40,7 @@ def blobs() -> MemoryBlobs:
 
 
 def make_connector(model, blobs, loras=None) -> DiffusersConnector:
-    async def resolve(job):
+    async def resolve(job, ctx):
         return list(loras or [])
 
     return DiffusersConnector.from_folder(model, model_name="tiny", outputs=blobs, loras=resolve)
@@ -80,7 +78,7 @@ async def test_a_job_reports_steps_and_previews_and_stores_its_image(connector_p
         data = blobs.blobs[entry["path"]]
         assert entry["size"] == len(data)
         assert data.startswith(b"\x89PNG")
-        assert entry["url"].startswith("memory://")
+        assert entry["url"].startswith("http://127.0.0.1:9/blobs/")
 
 
 async def test_same_seed_same_image_and_a_lora_changes_it_then_leaves_no_trace(
@@ -90,7 +88,7 @@ async def test_same_seed_same_image_and_a_lora_changes_it_then_leaves_no_trace(
     plain = make_connector(model, blobs)
     with_lora = DiffusersConnector(
         plain.pipeline, model_name="tiny", outputs=blobs,
-        loras=lambda job: _const([LocalLora(lora, 1.0, "tiny-lora")]),
+        loras=lambda job, ctx: _const([LocalLora(lora, 1.0, "tiny-lora")]),
     )  # fmt: skip
     ctx = RecordingContext()
 
@@ -124,7 +122,7 @@ async def test_a_lora_that_does_not_fit_fails_not_retryable_and_the_next_job_is_
     plain = make_connector(model, blobs)
     bad = DiffusersConnector(
         plain.pipeline, model_name="tiny", outputs=blobs,
-        loras=lambda job: _const([LocalLora(mismatched_lora(tmp_path), 0.8, "sdxl-style")]),
+        loras=lambda job, ctx: _const([LocalLora(mismatched_lora(tmp_path), 0.8, "sdxl-style")]),
     )  # fmt: skip
     ctx = RecordingContext()
     reference = pixels(blobs, await plain.run(make_job(service="diffusers", payload=BASE), ctx))
@@ -196,7 +194,7 @@ async def test_cancelling_stops_the_pipeline_at_the_next_step_and_keeps_nothing(
     model, lora = connector_parts
     connector = DiffusersConnector.from_folder(
         model, model_name="tiny", outputs=blobs,
-        loras=lambda job: _const([LocalLora(lora, 1.0, "tiny-lora")]),
+        loras=lambda job, ctx: _const([LocalLora(lora, 1.0, "tiny-lora")]),
     )  # fmt: skip
     second_step = asyncio.Event()
 

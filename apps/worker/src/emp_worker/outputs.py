@@ -9,13 +9,13 @@ job that fails after writing some outputs leaves none.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import JsonValue
 
+from emp_core.blobs import open_store
 from emp_core.jobs.job import Job
 
 # Signed URLs in a fresh result live this long; readers get new ones from the API.
@@ -86,9 +86,7 @@ class BlobStoreOnDemand:
 
     async def _open(self) -> BlobWriter:
         if self._store is None:
-            # emp_core.blobs arrives with the LoRA work (ADR-010), landing beside this.
-            blobs: Any = importlib.import_module("emp_core.blobs")
-            self._store = await blobs.open_store()
+            self._store = await open_store()
         return self._store
 
     async def put(self, path: str, chunks: AsyncIterable[bytes], *, overwrite: bool = True) -> Any:

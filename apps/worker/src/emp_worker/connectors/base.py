@@ -10,7 +10,9 @@ classified by the worker (``emp_worker.failures.classify``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from pydantic import JsonValue
@@ -62,6 +64,32 @@ class Abort(Exception):
 
     def __repr__(self) -> str:
         return f"Abort({self.message!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalLora:
+    """One LoRA of a job as a connector applies it: a file on local disk (from the worker's LoRA
+    cache) and the job's weight for it."""
+
+    path: Path
+    weight: float = 1.0
+    name: str = ""  # for messages and link names: the LoRA's name
+
+
+LoraResolver = Callable[[Job, "JobContext"], Awaitable[list[LocalLora]]]
+
+
+async def cached_loras(job: Job, ctx: JobContext) -> list[LocalLora]:
+    """The job's LoRAs from the files the worker's LoRA cache fetched before the connector ran
+    (``ctx.lora_paths``, by sha256), with the job's names and weights, in the job's order."""
+    paths: Mapping[str, Path] = getattr(ctx, "lora_paths", None) or {}
+    out = []
+    for ref in job.loras:
+        path = paths.get(ref.sha256)
+        if path is None:
+            raise FileNotFoundError(f"LoRA {ref.name} not found in this worker's LoRA cache")
+        out.append(LocalLora(path, ref.weight, ref.name))
+    return out
 
 
 class InvalidParameter(ValueError):

@@ -41,8 +41,13 @@ from emp_core.jobs.payloads import parse_comfyui
 from emp_worker.comfy.protocol import Message, Preview, Tracker, parse_binary, parse_text
 from emp_worker.comfy.protocol import validation_problem as _validation_problem
 from emp_worker.config import WorkerSettings
-from emp_worker.connectors.base import InvalidParameter, JobContext
-from emp_worker.loras import LocalLora, LoraResolver, no_loras
+from emp_worker.connectors.base import (
+    InvalidParameter,
+    JobContext,
+    LocalLora,
+    LoraResolver,
+    cached_loras,
+)
 from emp_worker.outputs import BlobStoreOnDemand, BlobWriter, Outputs
 
 logger = logging.getLogger(__name__)
@@ -64,7 +69,7 @@ class ComfyUIConnector:
         url: str = "http://127.0.0.1:8188",
         *,
         outputs: BlobWriter,
-        loras: LoraResolver = no_loras,
+        loras: LoraResolver = cached_loras,
         loras_dir: Path | None = None,
         idle_timeout_s: float = 300.0,
         history_wait_s: float = 30.0,
@@ -90,7 +95,7 @@ class ComfyUIConnector:
         except InvalidInput as exc:
             field = (exc.field or "payload").removeprefix("payload.")
             raise InvalidParameter(field, exc.message.split(": ", 1)[-1]) from None
-        loras = await self.resolve_loras(job)
+        loras = await self.resolve_loras(job, ctx)
         links = self._link_loras(loras)
         outputs = Outputs(self.store, job)
         try:

@@ -31,9 +31,14 @@ from emp_core.errors import InvalidInput
 from emp_core.jobs.job import Job
 from emp_core.jobs.payloads import DiffusersPayload, parse_diffusers
 from emp_worker.config import WorkerSettings
-from emp_worker.connectors.base import InvalidParameter, JobContext
+from emp_worker.connectors.base import (
+    InvalidParameter,
+    JobContext,
+    LocalLora,
+    LoraResolver,
+    cached_loras,
+)
 from emp_worker.diffusion.pipeline import Generated, Pipeline, Step, Stopped
-from emp_worker.loras import LocalLora, LoraResolver, no_loras
 from emp_worker.outputs import BlobStoreOnDemand, BlobWriter, Outputs
 
 logger = logging.getLogger(__name__)
@@ -57,7 +62,7 @@ class DiffusersConnector:
         *,
         model_name: str,
         outputs: BlobWriter,
-        loras: LoraResolver = no_loras,
+        loras: LoraResolver = cached_loras,
         warm: bool = True,
     ) -> None:
         self.pipeline = pipeline
@@ -73,7 +78,7 @@ class DiffusersConnector:
     def from_folder(
         cls, folder: Path, *, model_name: str | None = None, outputs: BlobWriter,
         device: str = "auto", dtype: str = "auto", max_side: int | None = None,
-        loras: LoraResolver = no_loras, warm: bool = True,
+        loras: LoraResolver = cached_loras, warm: bool = True,
     ) -> DiffusersConnector:  # fmt: skip
         pipeline = Pipeline(folder, device=device, dtype=dtype, max_side=max_side)
         return cls(
@@ -106,7 +111,7 @@ class DiffusersConnector:
                 "model", f"this worker holds {self.model_name!r}, not {', '.join(wanted)}"
             )
         seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
-        loras = await self.resolve_loras(job)
+        loras = await self.resolve_loras(job, ctx)
         async with self._lock:
             await self.warm()
             generated = await self._generate(p, seed, loras, ctx)
@@ -228,7 +233,7 @@ def _png(image: Any) -> bytes:
     return buf.getvalue()
 
 
-__all__ = ["DiffusersConnector", "LoraResolver", "Stopped", "connector_from_settings", "no_loras"]
+__all__ = ["DiffusersConnector", "Stopped", "connector_from_settings"]
 
 
 def connector_from_settings(settings: WorkerSettings) -> DiffusersConnector:

@@ -33,10 +33,9 @@ from emp_core.redis.client import connect
 from emp_core.redis.server import RedisServer
 from emp_core.settings import QueueSettings
 from emp_worker.config import WorkerSettings
-from emp_worker.connectors.base import RecordingContext
+from emp_worker.connectors.base import LocalLora, RecordingContext
 from emp_worker.connectors.diffusers import DiffusersConnector
 from emp_worker.diffusion.tiny import build_tiny_lora, build_tiny_pipeline
-from emp_worker.loras import LocalLora
 from emp_worker.worker import Worker
 
 ROOT = Path.cwd()  # make runs it from the repository root
@@ -133,7 +132,7 @@ async def main_async(args: argparse.Namespace) -> None:
     work = min(await _worker(connector, payload, args.runs))
 
     # LoRA: load/unload from the connector's timings when the job carries the tiny LoRA.
-    async def one_lora(job: Any) -> list[LocalLora]:
+    async def one_lora(job: Any, ctx: Any) -> list[LocalLora]:
         return [LocalLora(lora, 1.0, "tiny")]
 
     with_lora = DiffusersConnector(

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from emp_core.jobs.payloads import DiffusersPayload
-from emp_worker.connectors.base import InvalidParameter
-from emp_worker.loras import LocalLora
+from emp_worker.connectors.base import InvalidParameter, LocalLora
 
 logger = logging.getLogger(__name__)
 
