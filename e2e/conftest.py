@@ -47,6 +47,9 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).parent / "artifacts"
 QUEUE = "e2e"
 WORKERS = 2
+# Beside the simulation workers, one diffusers worker on the tiny random-weight pipeline (CPU).
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ROOT / ".data" / "models" / "tiny-sd15"
 START_TIMEOUT = 45.0
 
 
@@ -160,7 +163,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EMP_BLOB_SIGNING_KEY": secrets.token_hex(32),
             "EMP_BLOB_PUBLIC_URL": f"http://127.0.0.1:{api_port}/blobs",
             "PYTHONUNBUFFERED": "1",
+            # Outputs (images) in a folder of the session, shared by the worker and the studio.
+            "EMP_BLOB_URL": f"file:{folder / 'blobs'}",
         }
+        # Built once and kept under .data/ (as make dev and the worker tests do).
+        subprocess.run(
+            [sys.executable, "-m", "emp_worker.diffusion.tiny", str(TINY_MODEL)],
+            check=True, capture_output=True,
+        )  # fmt: skip
         processes.append(
             _start("studio", ["emp_studio.main", "--port", str(studio_port)], env, folder)
         )
@@ -168,12 +178,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for index in range(WORKERS):
             args = ["emp_worker.main", "--worker-id", f"e2e-sim-{index}", "--grace", "1"]
             processes.append(_start(f"worker-{index}", args, env, folder))
+        diffusers = ["emp_worker.main", "--worker-id", "e2e-diffusers", "--grace", "1",
+                     "--service", "diffusers", "--diffusers-model", str(TINY_MODEL),
+                     "--diffusers-model-name", "tiny"]  # fmt: skip
+        processes.append(_start("worker-diffusers", diffusers, env, folder))
         deadline = time.monotonic() + START_TIMEOUT
         studio = f"http://127.0.0.1:{studio_port}"
         api = f"http://127.0.0.1:{api_port}"
         _wait_healthy(processes[0], f"{studio}/health", deadline)
         _wait_healthy(processes[1], f"{api}/health", deadline)
-        _wait_workers(server.url, WORKERS, processes[2:], deadline)
+        _wait_workers(server.url, WORKERS + 1, processes[2:], deadline)
         yield Stack(studio, api, server.url, people)
     finally:
         _stop(processes)

@@ -28,7 +28,7 @@ def test_sign_in_and_out(page: Page, stack: Stack, artifacts: Path) -> None:
     expect(page).to_have_url(re.compile(r"/signin\?next=/jobs$"))
     sign_in(page, alice)
     page.goto("/")
-    expect(page.get_by_test_id("worker")).to_have_count(2)
+    expect(page.get_by_test_id("worker")).to_have_count(3)  # two simulation, one diffusers
     expect(page.get_by_test_id("live-status")).to_have_attribute("data-state", "live")
     shot(page, artifacts, "01-dashboard")
     page.get_by_test_id("sign-out").click()

@@ -201,7 +201,7 @@ async def test_cancelling_stops_the_pipeline_at_the_next_step_and_keeps_nothing(
     class Ctx(RecordingContext):
         async def progress(self, pct, message="", *, preview=None):
             await super().progress(pct, message, preview=preview)
-            if message == "step 2 of 150":
+            if message.startswith("step "):
                 second_step.set()
 
     ctx = Ctx()

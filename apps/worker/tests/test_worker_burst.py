@@ -171,5 +171,5 @@ async def test_result_that_is_not_json_fails_the_job(redis, queue: Queue, settin
 
 
 def test_worker_refuses_a_service_without_connector(settings):
-    with pytest.raises(InvalidInput, match="no connector serves 'comfyui'"):
-        Worker(make_worker_settings(settings, services=["simulation", "comfyui"]))
+    with pytest.raises(InvalidInput, match="no connector serves 'txt2vid'"):
+        Worker(make_worker_settings(settings, services=["simulation", "txt2vid"]))

@@ -18,7 +18,19 @@ from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
 from emp_sql.settings import DatabaseSettings
 from emp_studio import __version__, errors
-from emp_studio.pages import auth, dashboard, health, job, jobs, loras, patterns, users, webhooks
+from emp_studio.pages import (
+    auth,
+    dashboard,
+    generate,
+    health,
+    job,
+    jobs,
+    loras,
+    outputs,
+    patterns,
+    users,
+    webhooks,
+)
 from emp_studio.settings import StudioSettings
 from emp_studio.state import Services
 from emp_web.body import BodyGuard
@@ -120,7 +132,9 @@ def create_app(
         https_only=settings.cookie_secure,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for module in (health, auth, dashboard, jobs, job, users, patterns, webhooks, loras):
+    for module in (
+        health, auth, dashboard, generate, jobs, job, outputs, users, patterns, webhooks, loras,
+    ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(loras.uploads)
     app.include_router(dashboard.sockets)

@@ -14,6 +14,8 @@ from typing import Any
 # Only raster formats and SVG that browsers render inside <img>, where an SVG's scripts never run.
 _DATA_IMAGE = re.compile(r"^data:image/(png|jpeg|gif|webp|avif|svg\+xml);base64,[A-Za-z0-9+/=]+$")
 _URL_IMAGE = re.compile(r"^https?://[^\s\"'<>]+\.(png|jpe?g|gif|webp|avif)(\?[^\s\"'<>]*)?$", re.I)
+# A job's output as the studio serves it (pages/outputs.py): same origin, owner checked.
+_OUTPUT_IMAGE = re.compile(r"^/jobs/[A-Za-z0-9_-]+/outputs/[0-9]+\.(png|jpe?g|gif|webp|avif)$")
 MAX_TEXT = 2000
 MAX_DEPTH = 6
 
@@ -50,7 +52,7 @@ class Presented:
 
 
 def is_image(value: str) -> bool:
-    return bool(_DATA_IMAGE.match(value) or _URL_IMAGE.match(value))
+    return bool(_DATA_IMAGE.match(value) or _URL_IMAGE.match(value) or _OUTPUT_IMAGE.match(value))
 
 
 def present(value: Any) -> Presented:

@@ -9,6 +9,7 @@ job that fails after writing some outputs leaves none.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -16,7 +17,10 @@ from typing import Any, Protocol
 from pydantic import JsonValue
 
 from emp_core.blobs import open_store
+from emp_core.errors import EmpError
 from emp_core.jobs.job import Job
+
+logger = logging.getLogger(__name__)
 
 # Signed URLs in a fresh result live this long; readers get new ones from the API.
 URL_TTL_S = 3600
@@ -64,8 +68,11 @@ class Outputs:
             "path": path,
             "content_type": content_type,
             "size": len(data),
-            "url": await self.store.signed_url(path, ttl_s=self.url_ttl_s),
         }
+        try:
+            entry["url"] = await self.store.signed_url(path, ttl_s=self.url_ttl_s)
+        except EmpError as exc:  # a local store without a signing key: readers sign their own
+            logger.debug("no signed URL for %s: %s", path, exc)
         if width is not None and height is not None:
             entry["width"], entry["height"] = width, height
         return entry

@@ -27,6 +27,7 @@ from emp_sql.users import UserRepository
 from emp_studio import timeline
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
 from emp_studio.live import admit
+from emp_studio.pages.outputs import studio_result
 from emp_studio.render import fragment, is_htmx, page, redirect
 from emp_studio.results import present
 from emp_studio.state import Services
@@ -52,9 +53,13 @@ def job_context(job: Job, events: list[JobEvent]) -> dict[str, Any]:
         "job": job,
         "timeline": timeline.entries(events) or timeline.from_record(job),
         "failures": timeline.failed_attempts(events),
-        "result": present(job.result),
+        "result": present(studio_result(job)),
         "live": not job.is_terminal,
         "now": datetime.now(UTC),
+        # The newest preview image a running job sent (diffusers, comfyui): shown until it ends.
+        "preview": None
+        if job.is_terminal
+        else next((e.preview for e in reversed(events) if e.preview), None),
     }
 
 
@@ -127,6 +132,10 @@ class _Feed:
             update={"status": event.status, "progress": event.progress, "message": event.message}
         )
         await self.websocket.send_text(fragment("_job_progress.html", {"job": self.job}))
+        if event.preview:
+            await self.websocket.send_text(
+                fragment("_job_preview.html", {"preview": event.preview})
+            )
 
     async def run(self) -> None:
         if await self._send_all():
