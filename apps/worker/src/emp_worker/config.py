@@ -150,6 +150,8 @@ class WorkerSettings(QueueSettings):
     diffusers_max_side: int | None = Field(default=None, ge=64, le=8192)
     # Load the model when the worker starts rather than on its first job.
     diffusers_warm: bool = True
+    # torch threads on the CPU (0: torch's default, one per core); no effect on a GPU.
+    diffusers_cpu_threads: int = Field(default=1, ge=0, le=256)
 
     # --- the comfyui connector -------------------------------------------------------------------
     comfyui_url: str = "http://127.0.0.1:8188"

@@ -78,9 +78,11 @@ class DiffusersConnector:
     def from_folder(
         cls, folder: Path, *, model_name: str | None = None, outputs: BlobWriter,
         device: str = "auto", dtype: str = "auto", max_side: int | None = None,
-        loras: LoraResolver = cached_loras, warm: bool = True,
+        loras: LoraResolver = cached_loras, warm: bool = True, cpu_threads: int = 1,
     ) -> DiffusersConnector:  # fmt: skip
-        pipeline = Pipeline(folder, device=device, dtype=dtype, max_side=max_side)
+        pipeline = Pipeline(
+            folder, device=device, dtype=dtype, max_side=max_side, cpu_threads=cpu_threads
+        )
         return cls(
             pipeline, model_name=model_name or folder.name, outputs=outputs, loras=loras, warm=warm
         )
@@ -253,4 +255,5 @@ def connector_from_settings(settings: WorkerSettings) -> DiffusersConnector:
         dtype=settings.diffusers_dtype,
         max_side=settings.diffusers_max_side,
         warm=settings.diffusers_warm,
+        cpu_threads=settings.diffusers_cpu_threads,
     )

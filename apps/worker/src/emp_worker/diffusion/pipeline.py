@@ -85,8 +85,9 @@ class Pipeline:
     """The warm pipeline of one model folder. Not thread-safe: one generation at a time."""
 
     def __init__(self, folder: Path, *, device: str = "auto", dtype: str = "auto",
-                 max_side: int | None = None) -> None:  # fmt: skip
+                 max_side: int | None = None, cpu_threads: int = 1) -> None:  # fmt: skip
         self.folder = folder
+        self.cpu_threads = cpu_threads
         self.device = device
         self.dtype_name = dtype
         self._max_side = max_side
@@ -113,6 +114,11 @@ class Pipeline:
                 f"diffusers model folder {self.folder} not found (no model_index.json)"
             )
         self.device = pick_device(self.device)
+        if self.device == "cpu" and self.cpu_threads:
+            # On a shared CPU (CI, a laptop running the whole stack) torch's OpenMP team of one
+            # thread per core spins against the other processes: 10x-50x slower steps were seen
+            # on 2 cores. One thread per worker is steadier; a GPU worker is unaffected.
+            torch.set_num_threads(self.cpu_threads)
         dtype = self.dtype_name
         if dtype == "auto":
             dtype = "float16" if self.device.startswith("cuda") else "float32"
