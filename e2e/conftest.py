@@ -158,13 +158,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EMP_REAP_INTERVAL_SECONDS": "0.5",
             # Error-pattern match counts reach SQL (and the admin pages) within a second.
             "EMP_API_PATTERN_FOLD_SECONDS": "0.5",
-            # LoRAs in a local folder; the API serves their signed URLs.
+            # LoRAs and outputs in a local folder; the API serves their signed URLs.
             "EMP_BLOB_URL": f"file://{folder / 'blobs'}",
             "EMP_BLOB_SIGNING_KEY": secrets.token_hex(32),
             "EMP_BLOB_PUBLIC_URL": f"http://127.0.0.1:{api_port}/blobs",
             "PYTHONUNBUFFERED": "1",
-            # Outputs (images) in a folder of the session, shared by the worker and the studio.
-            "EMP_BLOB_URL": f"file:{folder / 'blobs'}",
         }
         # Built once and kept under .data/ (as make dev and the worker tests do).
         subprocess.run(

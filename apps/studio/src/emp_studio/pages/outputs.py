@@ -15,26 +15,11 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from emp_core.blobs import BlobStore, open_store
 from emp_core.errors import NotFound
 from emp_core.jobs.job import Job
 from emp_studio.deps import ServicesDep, ViewerDep
-from emp_studio.state import Services
 
 router = APIRouter()
-
-_opened: BlobStore | None = None
-
-
-async def blob_store(services: Services) -> BlobStore:
-    """The process's blob store (``EMP_BLOB_*``), opened once."""
-    store = getattr(services.backends, "blobs", None)
-    if isinstance(store, BlobStore):
-        return store
-    global _opened
-    if _opened is None:
-        _opened = await open_store()
-    return _opened
 
 
 def output_entries(job: Job) -> list[dict[str, Any]]:
@@ -69,7 +54,7 @@ async def output_file(
     path = entry.get("path")
     if not isinstance(path, str) or not path.startswith("outputs/"):
         raise NotFound(f"job {job_id} has no output {name}", field="name")
-    store = await blob_store(services)
+    store = services.backends.blobs
     stat = await store.stat(path)
     if stat is None:
         raise NotFound(f"output {name} of job {job_id} is gone (past its retention)", field="name")
