@@ -3,9 +3,11 @@
 Starts a private redis-server with its data under .data/redis, loads the Function library,
 migrates the SQLite database .data/emp.db to head, creates a dev admin on the first run, keeps
 blobs (LoRAs) in .data/blobs (their signed URLs served by the API), starts the API
-(127.0.0.1:8000), the studio (127.0.0.1:8001) and two simulation workers, submits a few
-demo jobs and shows their progress. Ctrl-C stops everything: workers first (they hand back running
-jobs), then the web apps, Redis last.
+(127.0.0.1:8000), the studio (127.0.0.1:8001), two simulation workers and one diffusers worker
+on the CPU (a tiny random-weight pipeline built once into .data/models; its images are
+noise; EMP_DEV_DIFFUSERS_MODEL names a real diffusers folder instead), submits a few demo jobs
+(one of them an image) and shows their progress. Ctrl-C stops everything: workers first (they
+hand back running jobs), then the web apps, Redis last.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 from rich.console import Console
@@ -40,12 +43,14 @@ STUDIO_PORT = int(os.environ.get("EMP_DEV_STUDIO_PORT", "8001"))
 DB_URL = f"sqlite+aiosqlite:///{DATA / 'emp.db'}"
 DEV_ADMIN = "admin@example.com"
 WORKERS = 2
-DEMO_JOBS = [
+DEMO_JOBS: list[dict[str, Any]] = [
     {"service": "simulation", "priority": 80, "payload": {"steps": 10, "step_time": 0.3}},
     {"service": "simulation", "payload": {"steps": 20, "step_time": 0.2}},
     {"service": "simulation", "payload": {"steps": 8, "step_time": 0.25, "fail_with":
         "CUDA out of memory (demo)", "fail_times": 1}},
     {"service": "simulation", "priority": 10, "payload": {"steps": 5, "step_time": 0.4}},
+    {"service": "diffusers", "payload": {"prompt": "a lighthouse at dusk", "width": 64,
+        "height": 64, "steps": 20, "seed": 1}},
 ]  # fmt: skip
 
 console = Console()
@@ -94,11 +99,28 @@ def start_web(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[b
     raise RuntimeError(f"{module} did not answer on port {port}")
 
 
+def diffusers_model() -> Path:
+    """The model of the dev diffusers worker: EMP_DEV_DIFFUSERS_MODEL, or the tiny pipeline
+    (built on the first run, about 15 s, kept in .data/models)."""
+    if named := os.environ.get("EMP_DEV_DIFFUSERS_MODEL"):
+        return Path(named)
+    folder = DATA / "models" / "tiny-sd15"
+    if not (folder / "model_index.json").exists():
+        console.print(f"building the tiny random-weight diffusers pipeline in {folder} (once)")
+        args = [sys.executable, "-m", "emp_worker.diffusion.tiny", str(folder)]
+        subprocess.run(args, check=True, cwd=ROOT, capture_output=True)  # noqa: S603
+    return folder
+
+
 def start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     procs = []
     for index in range(WORKERS):
         args = [sys.executable, "-m", "emp_worker.main", "--worker-id", f"dev-sim-{index}"]
         procs.append(subprocess.Popen(args, env=env, cwd=ROOT))  # noqa: S603 - our own module
+    model = diffusers_model()
+    args = [sys.executable, "-m", "emp_worker.main", "--worker-id", "dev-diffusers",
+            "--service", "diffusers", "--diffusers-model", str(model)]  # fmt: skip
+    procs.append(subprocess.Popen(args, env=env, cwd=ROOT))  # noqa: S603 - our own module
     return procs
 
 
@@ -158,7 +180,7 @@ def main() -> int:
         web.append(start_web("emp_api.main", API_PORT, env))
         web.append(start_web("emp_studio.main", STUDIO_PORT, env))
         workers = start_workers(env)
-        console.print(f"started {len(workers)} simulation workers")
+        console.print(f"started {WORKERS} simulation workers and a diffusers worker")
         asyncio.run(show_demo(settings))
         token_line = (
             f"API token of the dev admin (shown once): [bold]{token}[/]"
@@ -170,6 +192,7 @@ def main() -> int:
             "\n[bold green]The stack is running.[/]\n"
             f"  studio: http://127.0.0.1:{STUDIO_PORT}  sign in as {DEV_ADMIN} / {password}\n"
             f"  LoRAs:  http://127.0.0.1:{STUDIO_PORT}/loras (files under {DATA / 'blobs'})\n"
+            f"  images: http://127.0.0.1:{STUDIO_PORT}/generate (diffusers on the CPU)\n"
             f"  API:    http://127.0.0.1:{API_PORT}/docs\n  {token_line}\n"
             f"  Redis:  {redis.url}\n"
             f"Try: EMP_REDIS_URL={redis.url} uv run emp submit --service simulation "

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from opentelemetry.trace import SpanKind
 
 from emp_api.deps import PrincipalDep, ServicesDep
+from emp_api.outputs import with_fresh_urls
 from emp_api.schemas import ERRORS, JobPage
 from emp_core.jobs.capabilities import Service
 from emp_core.jobs.job import Job, JobStatus
@@ -71,12 +72,16 @@ async def list_jobs(
         principal, customer_id=customer_id, status=status, service=service, limit=limit,
         cursor=cursor,
     )  # fmt: skip
-    return JobPage(jobs=page.jobs, next_cursor=page.next_cursor)
+    store = services.backends.blobs
+    jobs = [await with_fresh_urls(job, store) for job in page.jobs]
+    return JobPage(jobs=jobs, next_cursor=page.next_cursor)
 
 
 @router.get("/{job_id}", summary="Read a job")
 async def get_job(job_id: JobId, principal: PrincipalDep, services: ServicesDep) -> Job:
-    return await services.catalog.get(job_id, principal)
+    """The job; the download URLs of its outputs are signed afresh on every read."""
+    job = await services.catalog.get(job_id, principal)
+    return await with_fresh_urls(job, services.backends.blobs)
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a job that has not finished")
