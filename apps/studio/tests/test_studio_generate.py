@@ -66,12 +66,10 @@ async def test_bad_fields_come_back_next_to_their_input(
     assert await queue.depth() == {}
 
 
-async def _finished_image_job(alice: Visitor, queue: Queue, blobs_root) -> str:
+async def _finished_image_job(alice: Visitor, queue: Queue, store) -> str:
     """An image job submitted through the page and completed as a diffusers worker would:
     a PNG in the blob store, listed in the result."""
     from studio_helpers import claim
-
-    from emp_core.blobs.local import LocalBlobStore
 
     await alice.get("/generate")
     response = await alice.post("/generate", generate_form(model=""))
@@ -79,7 +77,6 @@ async def _finished_image_job(alice: Visitor, queue: Queue, blobs_root) -> str:
     claimed = await claim(queue, service="diffusers")
     assert claimed.id == job_id
     path = f"outputs/{claimed.job.customer_id}/{job_id}/0.png"
-    store = LocalBlobStore(blobs_root)
 
     async def one():
         yield b"\x89PNG\r\n\x1a\n fake image"
@@ -92,10 +89,9 @@ async def _finished_image_job(alice: Visitor, queue: Queue, blobs_root) -> str:
 
 
 async def test_finished_images_are_served_by_the_studio_to_their_owner_only(
-    alice: Visitor, bob: Visitor, queue: Queue, tmp_path, monkeypatch
+    alice: Visitor, bob: Visitor, queue: Queue, studio
 ) -> None:
-    monkeypatch.setenv("EMP_BLOB_URL", f"file:{tmp_path}")
-    job_id = await _finished_image_job(alice, queue, tmp_path)
+    job_id = await _finished_image_job(alice, queue, studio.app.state.services.backends.blobs)
 
     page = await alice.get(f"/jobs/{job_id}")
     assert f'src="/jobs/{job_id}/outputs/0.png"' in page.text
