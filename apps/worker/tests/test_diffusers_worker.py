@@ -9,6 +9,7 @@ import pytest
 from diffusers_helpers import MemoryBlobs, require_gpu_stack, tiny_model
 from worker_helpers import eventually, job_events, make_worker_settings
 
+from emp_core.blobs.retention import sweep
 from emp_core.jobs.job import JobStatus
 from emp_core.queue.queue import Queue
 from emp_worker.worker import Worker
@@ -53,6 +54,18 @@ async def test_a_job_runs_with_progress_events_and_previews(
     assert 1 <= len(previews) <= 2
     assert all(p.startswith("data:image/jpeg;base64,") for p in previews)
     assert "preview" not in await redis.hgetall(queue.keys.job(job_id))  # events only
+
+    # The output leaves the blob store with the job, after its retention.
+    path = job.result["images"][0]["path"]
+    assert path in connector.store.blobs
+    due = await redis.zscore(queue.keys.outputs(), path)
+    finished_ms = job.finished_at.timestamp() * 1000
+    assert abs(due - (finished_ms + settings.retention_seconds * 1000)) < 60_000
+    assert await sweep(redis, queue.keys, connector.store, now_ms=int(due) - 1) == 0
+    assert path in connector.store.blobs
+    assert await sweep(redis, queue.keys, connector.store, now_ms=int(due)) == 1
+    assert path not in connector.store.blobs
+    assert await redis.zscore(queue.keys.outputs(), path) is None
 
 
 async def test_a_bad_parameter_fails_for_good_naming_the_field(

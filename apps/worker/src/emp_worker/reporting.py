@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from pydantic import JsonValue
 
+from emp_core.blobs.retention import keep_until, output_paths
 from emp_core.errors import StaleToken
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.patterns import PatternCache
@@ -104,6 +106,12 @@ class Reporter:
         one round trip per job instead of two."""
         claimed = running.claimed
         following: ClaimResult | None = None
+        # Output files leave the blob store with the job: recorded before the result is stored
+        # (a crash in between leaks nothing), and due at once if the result is not kept.
+        outputs = output_paths(result)
+        if outputs:
+            due = int(time.time() * 1000) + self.queue.settings.retention_seconds * 1000
+            await keep_until(self.queue.redis, self.queue.keys, outputs, due)
         try:
             if self.stopping():
                 await self.queue.complete(claimed, result)
@@ -115,8 +123,10 @@ class Reporter:
                 "job %s finished on worker %s but is no longer its claim (%s); result dropped",
                 claimed.id, self.worker_id, exc.message,
             )  # fmt: skip
+            await keep_until(self.queue.redis, self.queue.keys, outputs, 0)
             return None
         except orjson.JSONEncodeError as exc:
+            await keep_until(self.queue.redis, self.queue.keys, outputs, 0)
             await self.fail(claimed, TypeError(f"the connector's result is not JSON: {exc}"))
             return None
         self.stats.completed += 1

@@ -35,7 +35,11 @@ from emp_core.queue.wake import Waker, WakeSignal
 from emp_core.redis.client import connect
 from emp_core.registry.workers import WorkerRegistry
 from emp_core.telemetry import Telemetry, job_span, setup_telemetry
-from emp_worker.background import reap_periodically, refresh_registration
+from emp_worker.background import (
+    reap_periodically,
+    refresh_registration,
+    sweep_outputs_periodically,
+)
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors import Connector, build_connectors
 from emp_worker.failures import Classifier, classify
@@ -178,6 +182,13 @@ class Worker:
                     reap_periodically(queue, self.id),
                     name=f"{self.id}-reaper",
                 ),
+            ]
+            stores = {id(c.store): c.store for c in self.connectors.values() if hasattr(c, "store")}
+            background += [
+                asyncio.create_task(
+                    sweep_outputs_periodically(queue, store, self.id), name=f"{self.id}-outputs"
+                )
+                for store in stores.values()
             ]
             slots = [
                 asyncio.create_task(self._slot(i), name=f"{self.id}-slot{i}")

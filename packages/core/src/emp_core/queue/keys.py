@@ -110,6 +110,11 @@ class Keys:
         """String with TTL: an ``Idempotency-Key`` of one user -> the job it created (24 h)."""
         return f"{self.base}:idem:{owner_id}:{key_digest}"
 
+    def outputs(self) -> str:
+        """Sorted set: job output blob paths by when they are deleted (ms): their job's
+        retention after it finished (``emp_core.blobs.retention``)."""
+        return f"{self.base}:outputs"
+
     def finished(self) -> str:
         """Sorted set: finished jobs not yet copied into the SQL archive, by finish time (ms);
         the Lua terminal transitions add them, the archive projector removes them."""
