@@ -5,8 +5,10 @@ into Azure Blob Storage (Azurite), with the safetensors check and sha256 on the 
 
 Starts the real API (``emp_api.main``, one uvicorn process) on a private redis-server and a
 SQLite file; uploads a generated LoRA of ``--mb`` MB streamed by httpx in 1 MiB pieces,
-``--repeat`` times (each a different file), and prints MB/s per store. Azurite runs from
-``.tools/azurite`` (``scripts/ensure-azurite.sh``); without it that row is skipped.
+``--repeat`` times (each a different file), and prints MB/s per store and the API process's peak
+resident memory before and after (a streamed upload must not grow it by the file's size).
+Azurite runs from ``.tools/azurite`` (``scripts/ensure-azurite.sh``); without it that row is
+skipped.
 """
 
 from __future__ import annotations
@@ -62,7 +64,17 @@ async def body(data: bytes) -> AsyncIterator[bytes]:
     yield f"\r\n--{BOUNDARY}--\r\n".encode()
 
 
-async def measure(env: dict[str, str], db_url: str, mb: int, repeat: int) -> list[float]:
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def measure(
+    env: dict[str, str], db_url: str, mb: int, repeat: int
+) -> tuple[list[float], float, float]:
     """Start ``emp-api`` (uvicorn, one process) with ``env``; upload ``repeat`` files."""
     token = (await create_account(db_url, name="bench")).token
     port = free_port()
@@ -71,13 +83,16 @@ async def measure(env: dict[str, str], db_url: str, mb: int, repeat: int) -> lis
     rates = []
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
-            for _ in range(600):
+            for _ in range(1200):  # up to two minutes on a loaded machine
                 try:
                     if (await http.get("/health")).status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
                 await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("emp-api did not answer /health")
+            idle_rss = peak_rss_mb(process.pid)
             for _ in range(repeat):
                 data = lora(mb)
                 started = time.perf_counter()
@@ -92,10 +107,11 @@ async def measure(env: dict[str, str], db_url: str, mb: int, repeat: int) -> lis
                 elapsed = time.perf_counter() - started
                 assert response.status_code == 201, response.text
                 rates.append(len(data) / 1e6 / elapsed)
+            busy_rss = peak_rss_mb(process.pid)
     finally:
         process.terminate()
         process.wait(30)
-    return rates
+    return rates, idle_rss, busy_rss
 
 
 async def run(mb: int, repeat: int) -> None:
@@ -104,7 +120,7 @@ async def run(mb: int, repeat: int) -> None:
         redis = RedisServer(root / "redis").start()
         db_url = f"sqlite+aiosqlite:///{root / 'emp.db'}"
         await migrate.upgrade(DatabaseSettings(database_url=db_url))
-        rows: list[tuple[str, list[float] | None]] = []
+        rows: list[tuple[str, tuple[list[float], float, float] | None]] = []
         base = {
             "EMP_REDIS_URL": redis.url, "EMP_DATABASE_URL": db_url,
             "EMP_QUEUE": f"b{uuid.uuid4().hex[:8]}", "EMP_API_RUN_PROJECTOR": "false",
@@ -133,14 +149,15 @@ async def run(mb: int, repeat: int) -> None:
     print(
         f"\nLoRA upload through POST /api/loras: {repeat} × {size:.1f} MB, streamed in 1 MiB pieces"
     )
-    print(f"{'store':<26}{'median MB/s':>12}{'min':>8}{'max':>8}")
-    for name, rates in rows:
-        if rates is None:
+    print(f"{'store':<26}{'median MB/s':>12}{'min':>8}{'max':>8}{'API peak RSS MB':>22}")
+    for name, result in rows:
+        if result is None:
             print(f"{name:<26}{'—':>12}")
-        else:
-            print(
-                f"{name:<26}{statistics.median(rates):>12.1f}{min(rates):>8.1f}{max(rates):>8.1f}"
-            )
+            continue
+        rates, idle, busy = result
+        rss = f"{idle:.0f} idle → {busy:.0f}"
+        median = statistics.median(rates)
+        print(f"{name:<26}{median:>12.1f}{min(rates):>8.1f}{max(rates):>8.1f}{rss:>22}")
 
 
 def main() -> None:
