@@ -105,3 +105,26 @@ async def test_finished_images_are_served_by_the_studio_to_their_owner_only(
     gallery = await alice.get("/generate")
     assert 'data-testid="gallery-item"' in gallery.text
     assert f'src="/jobs/{job_id}/outputs/0.png"' in gallery.text
+
+
+async def test_generate_picks_loras_with_weights(
+    alice: Visitor, bob: Visitor, studio, queue: Queue
+) -> None:
+    from test_studio_loras import lora_bytes, upload
+
+    await alice.get("/loras")
+    lora = (await upload(alice, lora_bytes(), "generate picker")).json()
+    page = await alice.get("/generate")
+    assert 'data-testid="lora-picker"' in page.text
+    assert "generate picker" in page.text
+    weight = {f"lora_weight_{lora['id']}": "0.6"}
+    response = await alice.post("/generate", generate_form(lora=lora["id"], **weight))
+    assert response.status_code == 303, response.text
+    job = await queue.get(response.headers["location"].removeprefix("/jobs/"))
+    (ref,) = job.loras
+    assert (ref.id, ref.weight, ref.sha256) == (lora["id"], 0.6, lora["sha256"])
+
+    await bob.get("/generate")
+    theirs = await bob.post("/generate", generate_form(lora=lora["id"]))
+    assert theirs.status_code == 422
+    assert 'data-testid="error-loras"' in theirs.text

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from starlette.datastructures import FormData
 
-from emp_core.errors import InvalidInput
-from emp_core.jobs.job import JobSpec, JobStatus
+from emp_core.errors import EmpError, InvalidInput, NotFound
+from emp_core.jobs.job import JobStatus
 from emp_core.jobs.payloads import MAX_SEED, SCHEDULERS
 from emp_sql.auth import Principal
+from emp_sql.loras import JobRequest
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
 from emp_studio.pages.outputs import studio_result
 from emp_studio.render import page, redirect
@@ -47,6 +48,7 @@ class GenerateForm:
     scheduler: str = "euler"
     model: str = ""
     num_images: str = "1"
+    loras: dict[str, str] = field(default_factory=dict)  # picked LoRA id -> weight as typed
 
     @classmethod
     def from_form(cls, form: FormData) -> GenerateForm:
@@ -54,6 +56,11 @@ class GenerateForm:
         for f in fields(cls):
             if f.name == "random_seed":
                 values[f.name] = form.get("random_seed") is not None
+            elif f.name == "loras":
+                values[f.name] = {
+                    str(i): str(form.get(f"lora_weight_{i}") or "1").strip()
+                    for i in form.getlist("lora")
+                }
             else:
                 values[f.name] = str(form.get(f.name) or "").strip()
         return cls(**values)
@@ -77,6 +84,11 @@ class GenerateForm:
         if self.negative_prompt:
             payload["negative_prompt"] = self.negative_prompt
         spec: dict[str, Any] = {"service": "diffusers", "payload": payload}
+        if self.loras:
+            spec["loras"] = [
+                {"id": lora_id, "weight": _number(weight, f"loras.{i}.weight", real=True)}
+                for i, (lora_id, weight) in enumerate(self.loras.items())
+            ]
         if self.model:
             spec["requirements"] = {"models": [self.model]}
         return spec
@@ -86,15 +98,18 @@ def _number(text: str, name: str, *, real: bool = False) -> Any:
     try:
         return float(text) if real else int(text)
     except ValueError:
-        raise InvalidInput(f"must be a number, got {text!r}", field=f"payload.{name}") from None
+        field = name if name.startswith("loras.") else f"payload.{name}"
+        raise InvalidInput(f"must be a number, got {text!r}", field=field) from None
 
 
-def _errors(exc: InvalidInput) -> dict[str, str]:
+def _errors(exc: EmpError) -> dict[str, str]:
     field = (exc.field or "").removeprefix("payload.").removeprefix("requirements.")
     message = exc.message
     if exc.field and message.startswith(f"{exc.field}: "):
         message = message[len(exc.field) + 2 :]
     name = field.split(".")[0] if field else "_form"
+    if name == "loras":
+        message = f"{field}: {message}" if field != "loras" else message
     if name == "models":
         name = "model"
     return {name: message[:1].upper() + message[1:]}
@@ -137,6 +152,11 @@ async def _context(services: Services, viewer: Principal, form: GenerateForm,
         "schedulers": SCHEDULERS,
         "sizes": SIZES,
         "gallery": await gallery(services, viewer),
+        "loras": [
+            r
+            for r in await services.loras.list_visible(viewer)
+            if r.shared or r.owner_id == viewer.user_id
+        ],
     }
 
 
@@ -154,9 +174,10 @@ async def generate(request: Request, viewer: ViewerDep, services: ServicesDep) -
     form = GenerateForm.from_form(await request.form())
     try:
         limit = services.queue.settings.max_payload_bytes
-        spec = JobSpec.parse(form.to_spec(), max_payload_bytes=limit)
-        submitted = await services.catalog.submit(spec, viewer)
-    except InvalidInput as exc:
+        job_request = JobRequest.parse_request(form.to_spec(), max_payload_bytes=limit)
+        loras = await services.loras.resolve(viewer, job_request.loras)
+        submitted = await services.catalog.submit(job_request.to_spec(loras), viewer)
+    except (InvalidInput, NotFound) as exc:
         context = await _context(services, viewer, form, _errors(exc))
         return page(request, "generate.html", context, status_code=422)
     job = submitted.job
