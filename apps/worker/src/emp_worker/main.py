@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--diffusers-model", type=Path, help="diffusers: the model folder (diffusers format).")
     add("--diffusers-model-name", help="diffusers: the model name advertised (default: folder).")
     add("--diffusers-device", help="diffusers: auto, cpu, cuda, cuda:1...")
+    add("--comfyui-url", help="comfyui: the ComfyUI server (default http://127.0.0.1:8188).")
+    add("--comfyui-loras-dir", type=Path, help="comfyui: ComfyUI's models/loras folder.")
     add("--idle-wait", type=float, help="Seconds an idle slot waits before claiming anyway.")
     add("--log-level", help="DEBUG, INFO, WARNING...")
     return p
@@ -114,6 +116,8 @@ def run(argv: list[str] | None = None) -> None:
         "diffusers_model": args.diffusers_model,
         "diffusers_model_name": args.diffusers_model_name,
         "diffusers_device": args.diffusers_device,
+        "comfyui_url": args.comfyui_url,
+        "comfyui_loras_dir": args.comfyui_loras_dir,
     }
     try:
         if service:
