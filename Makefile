@@ -128,7 +128,7 @@ e2e: $(VENV_STAMP) $(GPU_STAMP) chromium ## Browser tests against the real apps;
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-cluster bench-patterns bench-loras bench-diffusers dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-cluster bench-grpc bench-patterns bench-loras bench-diffusers dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -144,6 +144,9 @@ bench-cluster: $(VENV_STAMP) ## Claim+complete with 1-3 queues on one node vs a 
 
 bench-diffusers: $(GPU_STAMP) ## Diffusers connector: s/step of the tiny pipeline, connector and worker overhead
 	$(UV) run --frozen python -m emp_worker.diffusion.bench
+
+bench-grpc: $(VENV_STAMP) ## gRPC vs REST/WebSocket: payload sizes, submit and progress-delivery p50/p99
+	$(UV) run --frozen python -m bench.rpc
 
 bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-to-worker time
 	$(UV) run --frozen python -m bench.patterns
