@@ -17,14 +17,14 @@ class Assignment(_message.Message):
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    token: int
+    token: str
     service: str
     payload_json: str
     attempt: int
     timeout_s: float
     workflow_id: str
     traceparent: str
-    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[int] = ..., service: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., timeout_s: _Optional[float] = ..., workflow_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., service: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., timeout_s: _Optional[float] = ..., workflow_id: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("worker_id", "services", "capabilities_json")
@@ -45,8 +45,8 @@ class Heartbeat(_message.Message):
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    token: int
-    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[int] = ...) -> None: ...
+    token: str
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("job_id", "token", "progress", "message")
@@ -55,10 +55,10 @@ class Progress(_message.Message):
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    token: int
+    token: str
     progress: float
     message: str
-    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[int] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Complete(_message.Message):
     __slots__ = ("job_id", "token", "result_json")
@@ -66,9 +66,9 @@ class Complete(_message.Message):
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    token: int
+    token: str
     result_json: str
-    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[int] = ..., result_json: _Optional[str] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class Fail(_message.Message):
     __slots__ = ("job_id", "token", "error", "retryable")
@@ -77,10 +77,10 @@ class Fail(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    token: int
+    token: str
     error: str
     retryable: bool
-    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[int] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ...) -> None: ...
 
 class ConnectRequest(_message.Message):
     __slots__ = ("hello", "ready", "heartbeat", "progress", "complete", "fail")

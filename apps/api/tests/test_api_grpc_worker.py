@@ -1,0 +1,123 @@
+"""WorkerService.Connect against a real server: a worker with no Redis claims, reports progress
+and completes through the stream; a stale report is refused; a stream that drops loses its lease
+like a dead worker, and the job then runs elsewhere; only admins may connect."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import orjson
+import pytest
+from api_helpers import Account, Api, claim, running_api
+
+from emp.v1 import worker_pb2, worker_pb2_grpc
+from emp_core.jobs.job import JobStatus
+from emp_core.settings import QueueSettings
+from emp_rpc.metadata import bearer
+
+
+@pytest.fixture
+async def api(settings: QueueSettings, database_url: str) -> AsyncIterator[Api]:
+    short = settings.model_copy(update={"lease_seconds": 1.0})
+    async with running_api(short, database_url, grpc_port=0, run_reaper=False) as running:
+        yield running
+
+
+@pytest.fixture
+async def stub(api: Api) -> AsyncIterator[Any]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{api.app.state.grpc_port}") as channel:
+        yield worker_pb2_grpc.WorkerServiceStub(channel)
+
+
+class Stream:
+    """One worker's stream: send messages, read answers."""
+
+    def __init__(self, stub: Any, token: str) -> None:
+        self.outbox: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
+        self.call = stub.Connect(self._requests(), metadata=bearer(token))
+
+    async def _requests(self) -> AsyncIterator[worker_pb2.ConnectRequest]:
+        while (message := await self.outbox.get()) is not None:
+            yield message
+
+    def send(self, **kind: Any) -> None:
+        self.outbox.put_nowait(worker_pb2.ConnectRequest(**kind))
+
+    async def read(self) -> worker_pb2.ConnectResponse:
+        answer = await asyncio.wait_for(self.call.read(), 10)
+        assert answer is not grpc.aio.EOF
+        return answer
+
+
+def hello(worker_id: str = "grpc-w1") -> worker_pb2.Hello:
+    return worker_pb2.Hello(worker_id=worker_id, services=["simulation"])
+
+
+async def test_claim_progress_complete(api: Api, stub: Any, accounts: dict[str, Account]) -> None:
+    queue = api.services.queue
+    job_id = await queue.submit({"service": "simulation", "payload": {"steps": 2}})
+    worker = Stream(stub, accounts["admin"].token)
+    worker.send(hello=hello())
+    assert (await worker.read()).welcome.lease_seconds == 1.0
+    worker.send(ready=worker_pb2.Ready())
+    got = (await worker.read()).assignment
+    assert (got.job_id, orjson.loads(got.payload_json)) == (job_id, {"steps": 2})
+    worker.send(heartbeat=worker_pb2.Heartbeat(job_id=job_id, token=got.token))
+    worker.send(progress=worker_pb2.Progress(job_id=job_id, token=got.token, progress=50))
+    worker.send(
+        complete=worker_pb2.Complete(job_id=job_id, token=got.token, result_json='{"n": 1}')
+    )
+    # A report under a wrong token is refused, not applied.
+    worker.send(progress=worker_pb2.Progress(job_id=job_id, token="999", progress=60))
+    refused = (await worker.read()).refused
+    assert refused.job_id == job_id
+    job = await queue.get(job_id)
+    assert (job.status, job.result) == (JobStatus.COMPLETED, {"n": 1})
+    worker.outbox.put_nowait(None)
+
+
+async def test_a_dropped_stream_loses_its_lease(
+    api: Api, stub: Any, accounts: dict[str, Account]
+) -> None:
+    queue = api.services.queue
+    job_id = await queue.submit({"service": "simulation", "payload": {}})
+    worker = Stream(stub, accounts["admin"].token)
+    worker.send(hello=hello("grpc-dies"))
+    await worker.read()
+    worker.send(ready=worker_pb2.Ready())
+    assert (await worker.read()).assignment.job_id == job_id
+    worker.call.cancel()  # the worker's host vanished mid-job
+
+    async def requeued() -> bool:
+        await queue.reap()
+        return (await queue.get(job_id)).status is JobStatus.PENDING
+
+    for _ in range(200):
+        if await requeued():
+            break
+        await asyncio.sleep(0.05)
+    again = await claim(queue)  # a Redis worker takes it
+    assert (again.id, again.attempt) == (job_id, 2)
+    await queue.complete(again, None)
+
+
+async def test_only_admins_and_hello_first(stub: Any, accounts: dict[str, Account]) -> None:
+    user = Stream(stub, accounts["alice"].token)
+    user.send(hello=hello())
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await user.read()
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    rude = Stream(stub, accounts["admin"].token)
+    rude.send(ready=worker_pb2.Ready())
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await rude.read()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = Stream(stub, accounts["admin"].token)
+    bad.send(hello=worker_pb2.Hello(worker_id="w", services=[]))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await bad.read()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "services" in info.value.details()
