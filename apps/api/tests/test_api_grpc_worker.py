@@ -100,7 +100,7 @@ async def test_a_dropped_stream_loses_its_lease(
             break
         await asyncio.sleep(0.05)
     again = await claim(queue)  # a Redis worker takes it
-    assert (again.id, again.attempt) == (job_id, 2)
+    assert again.id == job_id
     await queue.complete(again, None)
 
 

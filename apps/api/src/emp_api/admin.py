@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
 
 from emp_api.deps import AdminDep, ServicesDep
 from emp_api.schemas import ERRORS, ErrorResponse, QueueOut, ServiceDepth, WorkerOut
 from emp_core.queue.backlog import backlog
-from emp_core.registry.machines import MachineStatus, list_machines
+from emp_core.registry.machines import (
+    MachineCommand,
+    MachineStatus,
+    list_machines,
+    send_command,
+)
 
 router = APIRouter(
     prefix="/api",
@@ -56,3 +64,22 @@ async def machines(_admin: AdminDep, services: ServicesDep) -> list[MachineStatu
     """Every machine that reported in the last 10 minutes, most recent first; one silent for
     more than 30 s reads as `lost`. Each has its workers with state, pid, GPU and restarts."""
     return await list_machines(services.queue.redis, services.queue.keys)
+
+
+class CommandSent(BaseModel):
+    command_id: str
+    listeners: int = Field(description="Connections that heard it now (0: the machine is away).")
+
+
+@router.post("/machines/{machine_id}/commands", status_code=202, summary="Command a machine")
+async def command_machine(
+    machine_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")],
+    command: MachineCommand,
+    _admin: AdminDep,
+    services: ServicesDep,
+) -> CommandSent:
+    """Drain a machine or restart one of its workers: published to the machine's command
+    stream (gRPC `MachineService.WatchCommands`). Not queued: a machine away now misses it."""
+    q = services.queue
+    listeners = await send_command(q.redis, q.keys, machine_id, command)
+    return CommandSent(command_id=command.command_id, listeners=listeners)

@@ -19,8 +19,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from emp.v1 import job_pb2, job_pb2_grpc, worker_pb2, worker_pb2_grpc
+from emp.v1 import job_pb2, job_pb2_grpc, machine_pb2, machine_pb2_grpc, worker_pb2, worker_pb2_grpc
 from emp_api.rpc.jobs import JobService
+from emp_api.rpc.machines import MachineService
 from emp_api.rpc.workers import WorkerService
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 SERVICE_NAMES = (
     job_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    machine_pb2.DESCRIPTOR.services_by_name["MachineService"].full_name,
 )
 
 
@@ -46,6 +48,7 @@ class RpcServer:
         )
         job_pb2_grpc.add_JobServiceServicer_to_server(JobService(services), self.server)
         worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(services), self.server)
+        machine_pb2_grpc.add_MachineServiceServicer_to_server(MachineService(services), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

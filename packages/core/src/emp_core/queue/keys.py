@@ -101,6 +101,10 @@ class Keys:
         """Hash with TTL: a machine supervisor's status, its workers and their restart counts."""
         return f"{self.base}:machine:{machine_id}"
 
+    def machine_commands(self, machine_id: str) -> str:
+        """Channel: commands to one machine supervisor (drain, restart a worker), JSON."""
+        return f"{self.base}:machine-commands:{machine_id}"
+
     def machines(self) -> str:
         """Sorted set: machine id -> last report (ms), to list machines and spot lost ones."""
         return f"{self.base}:machines"

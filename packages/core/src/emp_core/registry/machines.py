@@ -10,6 +10,7 @@ it. The jobs of a lost machine come back through the lease reaper, not through t
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -197,3 +198,23 @@ async def get_machine(
         return None
     status = MachineStatus.from_redis(fields)
     return status.seen_as(now=datetime.now(UTC), lost_after_s=lost_after_s)
+
+
+class CommandType(StrEnum):
+    DRAIN = "drain"  # finish running jobs, claim no more
+    RESTART_WORKER = "restart_worker"
+
+
+class MachineCommand(BaseModel):
+    """A command to one machine, published on its channel (``Keys.machine_commands``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    type: CommandType
+    worker_id: str | None = Field(default=None, max_length=128)
+
+
+async def send_command(redis: Redis, keys: Keys, machine_id: str, command: MachineCommand) -> int:
+    """Publish ``command`` to the machine; returns how many listeners heard it (0: none now)."""
+    return int(await redis.publish(keys.machine_commands(machine_id), command.model_dump_json()))

@@ -24,33 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x65mp/v1/machine.proto\x12\x06\x65mp.v1\"i\n\nWorkerSlot\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x18\n\x0b\x63urrent_job\x18\x04 \x01(\tH\x00\x88\x01\x01\x42\x0e\n\x0c_current_job\"X\n\x0fRegisterRequest\x12\x12\n\nmachine_id\x18\x01 \x01(\t\x12\x0c\n\x04gpus\x18\x02 \x01(\x05\x12#\n\x07workers\x18\x03 \x03(\x0b\x32\x12.emp.v1.WorkerSlot\"-\n\x10RegisterResponse\x12\x19\n\x11report_interval_s\x18\x01 \x01(\x01\"s\n\x13ReportStatusRequest\x12\x12\n\nmachine_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.emp.v1.MachineState\x12#\n\x07workers\x18\x03 \x03(\x0b\x32\x12.emp.v1.WorkerSlot\"\x16\n\x14ReportStatusResponse\"*\n\x14WatchCommandsRequest\x12\x12\n\nmachine_id\x18\x01 \x01(\t\"f\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.emp.v1.CommandType\x12\x16\n\tworker_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_worker_id\"9\n\x15WatchCommandsResponse\x12 \n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x0f.emp.v1.Command*\x9a\x01\n\x0cMachineState\x12\x1d\n\x19MACHINE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MACHINE_STATE_STARTING\x10\x01\x12\x17\n\x13MACHINE_STATE_READY\x10\x02\x12\x1a\n\x16MACHINE_STATE_DRAINING\x10\x03\x12\x1a\n\x16MACHINE_STATE_STOPPING\x10\x04*d\n\x0b\x43ommandType\x12\x1c\n\x18\x43OMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMMAND_TYPE_DRAIN\x10\x01\x12\x1f\n\x1b\x43OMMAND_TYPE_RESTART_WORKER\x10\x02\x32\xea\x01\n\x0eMachineService\x12=\n\x08Register\x12\x17.emp.v1.RegisterRequest\x1a\x18.emp.v1.RegisterResponse\x12I\n\x0cReportStatus\x12\x1b.emp.v1.ReportStatusRequest\x1a\x1c.emp.v1.ReportStatusResponse\x12N\n\rWatchCommands\x12\x1c.emp.v1.WatchCommandsRequest\x1a\x1d.emp.v1.WatchCommandsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14\x65mp/v1/machine.proto\x12\x06\x65mp.v1\"z\n\nWorkerSlot\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\x10\n\x03gpu\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05state\x18\x05 \x01(\t\x12\x10\n\x08restarts\x18\x06 \x01(\x05\x42\x06\n\x04_gpu\"{\n\x0fRegisterRequest\x12\x12\n\nmachine_id\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0c\n\x04gpus\x18\x04 \x01(\x05\x12#\n\x07workers\x18\x05 \x03(\x0b\x32\x12.emp.v1.WorkerSlot\"-\n\x10RegisterResponse\x12\x19\n\x11report_interval_s\x18\x01 \x01(\x01\"s\n\x13ReportStatusRequest\x12\x12\n\nmachine_id\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.emp.v1.MachineState\x12#\n\x07workers\x18\x03 \x03(\x0b\x32\x12.emp.v1.WorkerSlot\"\x16\n\x14ReportStatusResponse\"*\n\x14WatchCommandsRequest\x12\x12\n\nmachine_id\x18\x01 \x01(\t\"f\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.emp.v1.CommandType\x12\x16\n\tworker_id\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x0c\n\n_worker_id\"9\n\x15WatchCommandsResponse\x12 \n\x07\x63ommand\x18\x01 \x01(\x0b\x32\x0f.emp.v1.Command*\x9b\x01\n\x0cMachineState\x12\x1d\n\x19MACHINE_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16MACHINE_STATE_STARTING\x10\x01\x12\x19\n\x15MACHINE_STATE_RUNNING\x10\x02\x12\x1a\n\x16MACHINE_STATE_STOPPING\x10\x03\x12\x19\n\x15MACHINE_STATE_STOPPED\x10\x04*d\n\x0b\x43ommandType\x12\x1c\n\x18\x43OMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43OMMAND_TYPE_DRAIN\x10\x01\x12\x1f\n\x1b\x43OMMAND_TYPE_RESTART_WORKER\x10\x02\x32\xea\x01\n\x0eMachineService\x12=\n\x08Register\x12\x17.emp.v1.RegisterRequest\x1a\x18.emp.v1.RegisterResponse\x12I\n\x0cReportStatus\x12\x1b.emp.v1.ReportStatusRequest\x1a\x1c.emp.v1.ReportStatusResponse\x12N\n\rWatchCommands\x12\x1c.emp.v1.WatchCommandsRequest\x1a\x1d.emp.v1.WatchCommandsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'emp.v1.machine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MACHINESTATE']._serialized_start=625
-  _globals['_MACHINESTATE']._serialized_end=779
-  _globals['_COMMANDTYPE']._serialized_start=781
-  _globals['_COMMANDTYPE']._serialized_end=881
+  _globals['_MACHINESTATE']._serialized_start=677
+  _globals['_MACHINESTATE']._serialized_end=832
+  _globals['_COMMANDTYPE']._serialized_start=834
+  _globals['_COMMANDTYPE']._serialized_end=934
   _globals['_WORKERSLOT']._serialized_start=32
-  _globals['_WORKERSLOT']._serialized_end=137
-  _globals['_REGISTERREQUEST']._serialized_start=139
-  _globals['_REGISTERREQUEST']._serialized_end=227
-  _globals['_REGISTERRESPONSE']._serialized_start=229
-  _globals['_REGISTERRESPONSE']._serialized_end=274
-  _globals['_REPORTSTATUSREQUEST']._serialized_start=276
-  _globals['_REPORTSTATUSREQUEST']._serialized_end=391
-  _globals['_REPORTSTATUSRESPONSE']._serialized_start=393
-  _globals['_REPORTSTATUSRESPONSE']._serialized_end=415
-  _globals['_WATCHCOMMANDSREQUEST']._serialized_start=417
-  _globals['_WATCHCOMMANDSREQUEST']._serialized_end=459
-  _globals['_COMMAND']._serialized_start=461
-  _globals['_COMMAND']._serialized_end=563
-  _globals['_WATCHCOMMANDSRESPONSE']._serialized_start=565
-  _globals['_WATCHCOMMANDSRESPONSE']._serialized_end=622
-  _globals['_MACHINESERVICE']._serialized_start=884
-  _globals['_MACHINESERVICE']._serialized_end=1118
+  _globals['_WORKERSLOT']._serialized_end=154
+  _globals['_REGISTERREQUEST']._serialized_start=156
+  _globals['_REGISTERREQUEST']._serialized_end=279
+  _globals['_REGISTERRESPONSE']._serialized_start=281
+  _globals['_REGISTERRESPONSE']._serialized_end=326
+  _globals['_REPORTSTATUSREQUEST']._serialized_start=328
+  _globals['_REPORTSTATUSREQUEST']._serialized_end=443
+  _globals['_REPORTSTATUSRESPONSE']._serialized_start=445
+  _globals['_REPORTSTATUSRESPONSE']._serialized_end=467
+  _globals['_WATCHCOMMANDSREQUEST']._serialized_start=469
+  _globals['_WATCHCOMMANDSREQUEST']._serialized_end=511
+  _globals['_COMMAND']._serialized_start=513
+  _globals['_COMMAND']._serialized_end=615
+  _globals['_WATCHCOMMANDSRESPONSE']._serialized_start=617
+  _globals['_WATCHCOMMANDSRESPONSE']._serialized_end=674
+  _globals['_MACHINESERVICE']._serialized_start=937
+  _globals['_MACHINESERVICE']._serialized_end=1171
 # @@protoc_insertion_point(module_scope)

@@ -11,9 +11,9 @@ class MachineState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MACHINE_STATE_UNSPECIFIED: _ClassVar[MachineState]
     MACHINE_STATE_STARTING: _ClassVar[MachineState]
-    MACHINE_STATE_READY: _ClassVar[MachineState]
-    MACHINE_STATE_DRAINING: _ClassVar[MachineState]
+    MACHINE_STATE_RUNNING: _ClassVar[MachineState]
     MACHINE_STATE_STOPPING: _ClassVar[MachineState]
+    MACHINE_STATE_STOPPED: _ClassVar[MachineState]
 
 class CommandType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -22,34 +22,42 @@ class CommandType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMMAND_TYPE_RESTART_WORKER: _ClassVar[CommandType]
 MACHINE_STATE_UNSPECIFIED: MachineState
 MACHINE_STATE_STARTING: MachineState
-MACHINE_STATE_READY: MachineState
-MACHINE_STATE_DRAINING: MachineState
+MACHINE_STATE_RUNNING: MachineState
 MACHINE_STATE_STOPPING: MachineState
+MACHINE_STATE_STOPPED: MachineState
 COMMAND_TYPE_UNSPECIFIED: CommandType
 COMMAND_TYPE_DRAIN: CommandType
 COMMAND_TYPE_RESTART_WORKER: CommandType
 
 class WorkerSlot(_message.Message):
-    __slots__ = ("worker_id", "service", "state", "current_job")
+    __slots__ = ("worker_id", "service", "index", "gpu", "state", "restarts")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    GPU_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
-    CURRENT_JOB_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     service: str
+    index: int
+    gpu: int
     state: str
-    current_job: str
-    def __init__(self, worker_id: _Optional[str] = ..., service: _Optional[str] = ..., state: _Optional[str] = ..., current_job: _Optional[str] = ...) -> None: ...
+    restarts: int
+    def __init__(self, worker_id: _Optional[str] = ..., service: _Optional[str] = ..., index: _Optional[int] = ..., gpu: _Optional[int] = ..., state: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
-    __slots__ = ("machine_id", "gpus", "workers")
+    __slots__ = ("machine_id", "hostname", "version", "gpus", "workers")
     MACHINE_ID_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     machine_id: str
+    hostname: str
+    version: str
     gpus: int
     workers: _containers.RepeatedCompositeFieldContainer[WorkerSlot]
-    def __init__(self, machine_id: _Optional[str] = ..., gpus: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerSlot, _Mapping]]] = ...) -> None: ...
+    def __init__(self, machine_id: _Optional[str] = ..., hostname: _Optional[str] = ..., version: _Optional[str] = ..., gpus: _Optional[int] = ..., workers: _Optional[_Iterable[_Union[WorkerSlot, _Mapping]]] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("report_interval_s",)
