@@ -9,7 +9,7 @@ import sys
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.functions import LIBRARY_VERSION
-from emp_core.queue.queue import Queue
+from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.settings import QueueSettings
 
 
@@ -19,6 +19,16 @@ def _emp(settings: QueueSettings, *args: str) -> subprocess.CompletedProcess[str
         [sys.executable, "-m", "emp_cli.main", *args],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+async def _claim_once_submitted(queue: Queue) -> ClaimedJob:
+    """Claim as a worker would, once the CLI (a slow-starting subprocess) has submitted."""
+    caps = WorkerCapabilities(worker_id="w-cli", services=["simulation"])
+    for _ in range(1200):
+        if claimed := (await queue.claim(caps)).claimed:
+            return claimed
+        await asyncio.sleep(0.05)
+    raise AssertionError("the CLI submitted nothing")
 
 
 async def test_bad_input_exits_2_naming_the_field(queue: Queue, settings: QueueSettings) -> None:
@@ -60,14 +70,7 @@ async def test_submit_wait_follows_to_completion(queue: Queue, settings: QueueSe
         env={**os.environ, "EMP_REDIS_URL": settings.redis_url, "EMP_QUEUE": settings.queue},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    caps = WorkerCapabilities(worker_id="w-cli", services=["simulation"])
-    claimed = None
-    for _ in range(200):  # the CLI submits once it has started; claim as a worker would
-        claimed = (await queue.claim(caps)).claimed
-        if claimed:
-            break
-        await asyncio.sleep(0.05)
-    assert claimed is not None
+    claimed = await _claim_once_submitted(queue)
     await queue.progress(claimed, 50, "halfway")
     await queue.complete(claimed, {"image": "done"})
     stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
@@ -80,3 +83,36 @@ async def test_functions_load_reports_version(settings: QueueSettings) -> None:
     result = await asyncio.to_thread(_emp, settings, "functions", "load")
     assert result.returncode == 0, result.stderr
     assert f"emp library v{LIBRARY_VERSION} loaded" in result.stdout
+
+
+async def test_messages_are_never_read_as_markup(queue: Queue, settings: QueueSettings) -> None:
+    missing = await asyncio.to_thread(_emp, settings, "get", "[/x]")
+    assert missing.returncode == 2, missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert "[/x]" in missing.stderr
+
+    bad = await asyncio.to_thread(_emp, settings, "submit", "--service", "Not A Service!")
+    assert bad.returncode == 2, bad.stderr
+    assert "Traceback" not in bad.stderr
+    # The pattern the service must match prints whole, brackets included.
+    assert "[a-z0-9]" in bad.stderr
+
+
+async def test_wait_summarises_images_in_the_result(queue: Queue, settings: QueueSettings) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "emp_cli.main", "submit", "--service", "simulation", "--wait",
+        env={**os.environ, "EMP_REDIS_URL": settings.redis_url, "EMP_QUEUE": settings.queue},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    claimed = await _claim_once_submitted(queue)
+    image = "data:image/png;base64," + "iVBORw0KGgo" * 3000
+    await queue.complete(claimed, {"images": [image], "raw": "QUJD" * 500, "seed": 7})
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr
+    line = stdout.decode().splitlines()[-1]
+    assert "iVBORw0KGgo" not in line
+    assert "QUJD" not in line
+    assert "<image/png, 24.8 kB as base64>" in line
+    assert "<base64, 1.5 kB>" in line
+    assert '"seed":7' in line
+    assert len(line) < 300

@@ -12,11 +12,11 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from emp_cli.output import err, error, out
 from emp_core.errors import EmpError, NotFound
 from emp_sql import migrate
 from emp_sql.models import Role, User
@@ -29,8 +29,6 @@ users_app = typer.Typer(help="Users of the API.", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens (shown once, stored hashed).", no_args_is_help=True)
 db_app = typer.Typer(help="The SQL database and its migrations.", no_args_is_help=True)
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 DatabaseUrl = Annotated[
@@ -52,11 +50,11 @@ def _run(coro: Awaitable[T], settings: DatabaseSettings) -> T:
     try:
         return asyncio.run(main())
     except EmpError as exc:
-        err.print(f"[red]error:[/] {exc.message}")
+        error(exc.message)
         raise typer.Exit(2) from None
     except OperationalError as exc:
         first = str(exc.orig or exc).splitlines()[0]
-        err.print(f"[red]error:[/] cannot use the database {settings.database_url}: {first}")
+        error(f"cannot use the database {settings.database_url}: {first}")
         raise typer.Exit(3) from None
 
 
@@ -172,7 +170,7 @@ def tokens_revoke(
             return await TokenRepository(session).revoke(token_id)
 
     if not _with_db(_settings(database_url), body):
-        err.print(f"[red]error:[/] no live token has the id {token_id}")
+        error(f"no live token has the id {token_id}")
         raise typer.Exit(2)
     err.print(f"token {token_id} revoked")
 

@@ -14,12 +14,14 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from emp_cli.admin import db_app, tokens_app, users_app
 from emp_cli.env import env_app
+from emp_cli.output import err, error, summarise
+from emp_cli.output import out as console
 from emp_cli.patterns import patterns_app
 from emp_core.errors import EmpError
 from emp_core.jobs.events import follow
@@ -36,8 +38,6 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(env_app, name="env")
 app.add_typer(patterns_app, name="patterns")
-console = Console()
-err = Console(stderr=True)
 
 T = TypeVar("T")
 
@@ -67,10 +67,10 @@ def _run(settings: QueueSettings, body: Callable[[Queue], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())
     except EmpError as exc:
-        err.print(f"[red]error:[/] {exc.message}")
+        error(exc.message)
         raise typer.Exit(2) from None
     except RedisConnectionError as exc:
-        err.print(f"[red]error:[/] cannot reach Redis at {settings.redis_url}: {exc}")
+        error(f"cannot reach Redis at {settings.redis_url}: {exc}")
         raise typer.Exit(3) from None
 
 
@@ -78,7 +78,7 @@ def _json_arg(text: str, name: str) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        err.print(f"[red]error:[/] --{name} is not valid JSON: {exc}")
+        error(f"--{name} is not valid JSON: {exc}")
         raise typer.Exit(2) from None
 
 
@@ -86,8 +86,8 @@ def _job_table(job: Job) -> Table:
     table = Table(show_header=False, box=None)
     for name, value in job.model_dump(exclude={"payload", "requirements"}).items():
         if value not in (None, ""):
-            table.add_row(f"[bold]{name}", str(value))
-    table.add_row("[bold]requirements", job.requirements.canonical_json())
+            table.add_row(Text(name, style="bold"), Text(str(value)))
+    table.add_row(Text("requirements", style="bold"), Text(job.requirements.canonical_json()))
     return table
 
 
@@ -133,8 +133,8 @@ def submit(
 
 async def _watch(q: Queue, job_id: str) -> JobStatus:
     """Show one job's progress until it ends; returns its final status."""
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[note]}"), TimeElapsedColumn())  # fmt: skip
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[note]}", markup=False), TimeElapsedColumn())  # fmt: skip
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task(f"job {job_id[:8]}", total=100, note="pending")
         async for event in follow(q.redis, q.keys, job_id):
@@ -146,7 +146,8 @@ async def _watch(q: Queue, job_id: str) -> JobStatus:
                 bar.update(task, completed=100)
     job = await q.get(job_id)
     if job.status == JobStatus.COMPLETED:
-        console.print(f"job {job_id} completed: {orjson.dumps(job.result).decode()[:500]}")
+        shown = orjson.dumps(summarise(job.result)).decode()
+        console.print(f"job {job_id} completed: {shown}")
     else:
         err.print(f"job {job_id} {job.status} after {job.attempts} attempt(s): {job.error}")
     return job.status

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from emp_cli.admin import DatabaseUrl, _run, _settings, err, out
+from emp_cli.admin import DatabaseUrl, _run, _settings
+from emp_cli.output import err, error, out
 from emp_core.patterns.portable import dump_yaml, parse_yaml, starter_specs
 from emp_core.patterns.rules import PatternSpec
 from emp_core.redis import connect
@@ -61,7 +62,7 @@ def import_patterns(
 ) -> None:
     """Create or update patterns from FILE.yaml, then publish them to the workers."""
     if (file is None) == (not starter):
-        err.print("[red]error:[/] give a FILE or --starter, not both")
+        error("give a FILE or --starter, not both")
         raise typer.Exit(2)
     specs = starter_specs() if starter else _run_parse(file)
     created, updated = _run(_import(database_url, specs, by), _settings(database_url))
@@ -73,10 +74,10 @@ def _run_parse(file: Path | None) -> list[PatternSpec]:
     try:
         return parse_yaml(file.read_text("utf-8"))
     except OSError as exc:
-        err.print(f"[red]error:[/] cannot read {file}: {exc}")
+        error(f"cannot read {file}: {exc}")
         raise typer.Exit(2) from None
     except Exception as exc:
-        err.print(f"[red]error:[/] {getattr(exc, 'message', exc)}")
+        error(str(getattr(exc, "message", exc)))
         raise typer.Exit(2) from None
 
 
@@ -89,7 +90,7 @@ def export_patterns(
     specs = _run(_export(database_url), _settings(database_url))
     text = dump_yaml(specs)
     if output is None:
-        out.print(text, end="", markup=False)
+        out.print(text, end="")
     else:
         output.write_text(text, "utf-8")
         err.print(f"{len(specs)} pattern(s) written to {output}")
