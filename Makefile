@@ -154,8 +154,14 @@ bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-t
 bench-loras: $(VENV_STAMP) azurite ## LoRA upload throughput (MB/s) into the local store and Azurite
 	$(UV) run --frozen python -m bench.loras
 
-dev: $(VENV_STAMP) $(GPU_STAMP) ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops it
-	$(UV) run --frozen python scripts/dev.py
+# The install's output goes to .data/setup.log and is shown only when it fails: the first thing
+# a newcomer reads is the stack's own output.
+dev: ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops it
+	@mkdir -p .data
+	@echo "checking tools and the environment (log: .data/setup.log)"
+	@$(MAKE) --no-print-directory $(VENV_STAMP) $(GPU_STAMP) >.data/setup.log 2>&1 || \
+		{ cat .data/setup.log; echo "set-up failed; its log is .data/setup.log" >&2; exit 1; }
+	@$(UV) run --frozen --quiet python scripts/dev.py
 
 # Before a release, not part of `make test`: the committed HEAD, cloned into a minimal Debian 12 root
 # with a network namespace of its own, as a newcomer's machine. Needs root (or sudo); about 6 min.

@@ -6,8 +6,12 @@ blobs (LoRAs) in .data/blobs (their signed URLs served by the API), starts the A
 (127.0.0.1:8000), the studio (127.0.0.1:8001), two simulation workers and one diffusers worker
 on the CPU (a tiny random-weight pipeline built once into .data/models; its images are
 noise; EMP_DEV_DIFFUSERS_MODEL names a real diffusers folder instead), submits a few demo jobs
-(one of them an image) and shows their progress. Ctrl-C stops everything: workers first (they
-hand back running jobs), then the web apps, Redis last.
+(one of them an image), prints the ready banner at once (it waits for no job) and then one line
+per demo job state change. Ctrl-C stops everything: workers first (they hand back running jobs),
+then the web apps, Redis last.
+
+Output is never wrapped (``soft_wrap``): the password, the token and the "Try:" command stay on
+one line each when the output goes to a file or a pipe, so they can be pasted back.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -26,7 +31,6 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from emp_core.jobs.events import follow
 from emp_core.queue.queue import Queue
@@ -36,7 +40,8 @@ from emp_core.settings import QueueSettings
 from emp_sql import Database, DatabaseSettings, Role, TokenRepository, UserRepository, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".data"
+# EMP_DEV_DATA and the EMP_DEV_*_PORT variables let a test run a second stack beside yours.
+DATA = Path(os.environ.get("EMP_DEV_DATA", ROOT / ".data"))
 REDIS_PORT = int(os.environ.get("EMP_DEV_REDIS_PORT", "6390"))
 API_PORT = int(os.environ.get("EMP_DEV_API_PORT", "8000"))
 STUDIO_PORT = int(os.environ.get("EMP_DEV_STUDIO_PORT", "8001"))
@@ -53,7 +58,7 @@ DEMO_JOBS: list[dict[str, Any]] = [
         "height": 64, "steps": 20, "seed": 1}},
 ]  # fmt: skip
 
-console = Console()
+console = Console(soft_wrap=True, highlight=False)
 
 
 def dev_secret(name: str) -> str:
@@ -86,17 +91,21 @@ async def prepare_database(password: str) -> str | None:
 
 
 def start_web(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """Start ``python -m module`` on 127.0.0.1:port and wait until its /health answers."""
+    """Start ``python -m module`` on 127.0.0.1:port (``wait_healthy`` waits for it)."""
     args = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(args, env=env, cwd=ROOT)  # noqa: S603 - our own module
-    for _ in range(600):  # up to a minute: a loaded 2-core machine starts an app slowly
+    return subprocess.Popen(args, env=env, cwd=ROOT)  # noqa: S603 - our own module
+
+
+def wait_healthy(name: str, proc: subprocess.Popen[bytes], port: int, *, tries: int = 600) -> None:
+    """Wait until the process on ``port`` answers /health (a minute, on a loaded machine)."""
+    for _ in range(tries):
         if proc.poll() is not None:
-            raise RuntimeError(f"{module} exited with {proc.returncode}; is port {port} free?")
+            raise RuntimeError(f"{name} exited with {proc.returncode}; is port {port} free?")
         with contextlib.suppress(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
+            return
         time.sleep(0.1)
-    raise RuntimeError(f"{module} did not answer on port {port}")
+    raise RuntimeError(f"{name} did not answer on port {port}")
 
 
 def diffusers_model() -> Path:
@@ -124,27 +133,41 @@ def start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
     return procs
 
 
-async def show_demo(settings: QueueSettings) -> None:
+async def submit_demo(settings: QueueSettings) -> list[str]:
     client = connect(settings.redis_url)
-    queue = Queue(client, settings)
-    ids = await queue.submit_many(DEMO_JOBS)
-    console.print(f"submitted {len(ids)} demo jobs")
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[note]}"), console=console,
-    ) as bar:  # fmt: skip
+    try:
+        return await Queue(client, settings).submit_many(DEMO_JOBS)
+    finally:
+        await client.aclose()
 
-        async def watch(job_id: str) -> None:
-            task = bar.add_task(f"job {job_id[:8]}", total=100, note="pending")
-            async for event in follow(client, settings.keys, job_id):
-                note = event.type.value + (f" on {event.worker_id}" if event.worker_id else "")
-                if event.error:
-                    note += f": {event.error}"
-                done = 100 if event.type == "completed" else event.progress or 0
-                bar.update(task, completed=done, note=note)
 
+async def show_demo(settings: QueueSettings, ids: list[str]) -> None:
+    """One line per state change of each demo job (progress events are left out)."""
+    client = connect(settings.redis_url)
+
+    async def watch(job_id: str) -> None:
+        async for event in follow(client, settings.keys, job_id):
+            if event.type == "progress":
+                continue
+            note = f" on {event.worker_id}" if event.worker_id else ""
+            if event.error:
+                note += f": {event.error}"
+            console.print(f"demo job {job_id[:8]}: {event.type.value}{note}", markup=False)
+
+    try:
         await asyncio.gather(*(watch(i) for i in ids))
-    await client.aclose()
+    finally:
+        await client.aclose()
+
+
+def watch_demo_in_background(settings: QueueSettings, ids: list[str]) -> None:
+    """Follow the demo jobs beside the main loop; a job that fails never holds anything up."""
+
+    def run() -> None:
+        with contextlib.suppress(RedisError, OSError, RuntimeError):
+            asyncio.run(show_demo(settings, ids))
+
+    threading.Thread(target=run, name="demo-jobs", daemon=True).start()
 
 
 def main() -> int:
@@ -177,11 +200,17 @@ def main() -> int:
         asyncio.run(load())
         token = asyncio.run(prepare_database(password))
         console.print(f"SQLite migrated to head ({DATA / 'emp.db'})")
-        web.append(start_web("emp_api.main", API_PORT, env))
-        web.append(start_web("emp_studio.main", STUDIO_PORT, env))
-        workers = start_workers(env)
-        console.print(f"started {WORKERS} simulation workers and a diffusers worker")
-        asyncio.run(show_demo(settings))
+        # Everything starts at once (each process spends seconds importing); then wait for the
+        # web apps to answer. Workers need no wait: jobs submitted before they start just queue.
+        web.append(api := start_web("emp_api.main", API_PORT, env))
+        web.append(studio := start_web("emp_studio.main", STUDIO_PORT, env))
+        workers.extend(start_workers(env))
+        console.print(
+            f"starting the API, the studio, {WORKERS} simulation workers and a diffusers worker"
+        )
+        wait_healthy("the API", api, API_PORT)
+        wait_healthy("the studio", studio, STUDIO_PORT)
+        ids = asyncio.run(submit_demo(settings))
         token_line = (
             f"API token of the dev admin (shown once): [bold]{token}[/]"
             if token
@@ -195,9 +224,14 @@ def main() -> int:
             f"  images: http://127.0.0.1:{STUDIO_PORT}/generate (diffusers on the CPU)\n"
             f"  API:    http://127.0.0.1:{API_PORT}/docs\n  {token_line}\n"
             f"  Redis:  {redis.url}\n"
-            f"Try: EMP_REDIS_URL={redis.url} uv run emp submit --service simulation "
-            "--payload '{\"steps\": 5}' --wait\nCtrl-C stops everything."
+            f"  demo:   {len(ids)} jobs submitted (one fails once on purpose and is retried); "
+            "their state changes follow below\n"
+            "Try, in another terminal:\n"
+            f"  EMP_REDIS_URL={redis.url} uv run emp submit --service simulation "
+            "--payload '{\"steps\": 5}' --wait\n"
+            "Ctrl-C stops everything.\n"
         )
+        watch_demo_in_background(settings, ids)
         while all(proc.poll() is None for proc in [*workers, *web]):
             time.sleep(1)
         console.print("[red]a process of the stack exited[/]; stopping the stack")
