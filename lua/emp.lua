@@ -22,8 +22,8 @@ local SEQ_SPAN = 2 ^ 42
 -- How many heads of one pending set a claim inspects before it switches to the binary search that
 -- skips a long run of denied customers (see first_allowed_rank).
 local SCAN_LIMIT = 8
-local EVENT_FIELDS = {'type', 'status', 'at', 'attempt', 'worker_id', 'progress', 'message', 'error',
-  'reason', 'preview'}
+local EVENT_FIELDS = {'type', 'status', 'at', 'service', 'attempt', 'worker_id', 'progress', 'message',
+  'error', 'reason', 'preview'}
 
 -- Caches local to this library load. Requirement classes are immutable (the id is a hash of the
 -- requirements), so a decoded class, and whether a given capability set matches it, never go stale.
@@ -92,6 +92,9 @@ end
 
 -- Append an event to the job's capped stream and publish it on the queue's events channel.
 local function emit(base, job_id, events_key, maxlen, service, event)
+  -- The service goes into the stream too: a replayed event (a socket that connects after the
+  -- job was submitted and claimed) says what it is for, as a published one does.
+  event.service = service
   local args = {'XADD', events_key, 'MAXLEN', '~', maxlen, '*'}
   for _, name in ipairs(EVENT_FIELDS) do
     local value = event[name]
@@ -103,7 +106,6 @@ local function emit(base, job_id, events_key, maxlen, service, event)
   local event_id = redis.call(unpack(args))
   event.job_id = job_id
   event.event_id = event_id
-  event.service = service
   redis.call('PUBLISH', base .. ':events', cjson.encode(event))
   return event_id
 end

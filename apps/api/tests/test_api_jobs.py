@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from api_helpers import Account, Api, claim, job_body
 
+from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
+from emp_core.registry.workers import WorkerRegistry
 
 
 async def test_submit_get_and_cancel(api: Api, accounts: dict[str, Account], queue: Queue) -> None:
@@ -129,3 +131,18 @@ async def test_admin_may_submit_for_a_customer(api: Api, accounts: dict[str, Acc
     job = (await api.http.post("/api/jobs", json=body, headers=admin.headers)).json()
     listed = (await api.http.get("/api/jobs", headers=alice.headers)).json()
     assert [j["id"] for j in listed["jobs"]] == [job["id"]]
+
+
+async def test_a_job_no_live_worker_serves_is_accepted_with_a_warning(
+    api: Api, accounts: dict[str, Account], queue: Queue
+) -> None:
+    alice = accounts["alice"]
+    unserved = await api.http.post("/api/jobs", json=job_body(), headers=alice.headers)
+    assert unserved.status_code == 201, unserved.text
+    (warning,) = unserved.json()["warnings"]
+    assert "no worker has ever served 'simulation'" in warning
+
+    registry = WorkerRegistry(queue.redis, queue.keys)
+    await registry.register(WorkerCapabilities(worker_id="w-live", services=["simulation"]))
+    served = await api.http.post("/api/jobs", json=job_body(), headers=alice.headers)
+    assert served.json()["warnings"] == []

@@ -69,6 +69,9 @@ async def test_every_transition_is_streamed_and_published(
         assert [e["type"] for e in streamed] == types, job_id
         assert [e["type"] for e in published[job_id]] == types, job_id
         assert [e["event_id"] for e in published[job_id]] == [e["id"] for e in streamed]
+        # Replayed events say what they are for, as published ones do (submitted and claimed
+        # included: a socket that connects late sees those from the stream).
+        assert {e["service"] for e in streamed} == {"simulation"}, job_id
         for event in published[job_id]:
             assert event["service"] == "simulation"
             assert int(event["at"]) > 0

@@ -9,7 +9,7 @@ from opentelemetry.trace import SpanKind
 
 from emp_api.deps import PrincipalDep, ServicesDep
 from emp_api.outputs import with_fresh_urls
-from emp_api.schemas import ERRORS, JobPage
+from emp_api.schemas import ERRORS, JobPage, SubmittedJob
 from emp_core.jobs.capabilities import Service
 from emp_core.jobs.job import Job, JobStatus
 from emp_core.telemetry import current_traceparent
@@ -35,12 +35,13 @@ async def submit_job(
             description="Retrying with the same key within 24 h returns the same job.",
         ),
     ] = None,
-) -> Job:
+) -> SubmittedJob:
     """Enqueue a job for the caller (its `customer_id` is the caller's user id). With an
     `Idempotency-Key`, a repeated request returns the first request's job and sets
     `Idempotent-Replayed: true`. LoRAs are named by id (`loras: [{"id": …, "weight": 0.8}]`):
     each must be the caller's own or shared (otherwise 404), and the job stores its hash, size,
-    scope and a signed download URL."""
+    scope and a signed download URL. `warnings` says, for example, that no live worker serves
+    the job's service (the job is accepted and waits)."""
     spec = request.to_spec(await services.loras.resolve(principal, request.loras))
     telemetry = services.telemetry
     with telemetry.tracer().start_as_current_span(
@@ -53,7 +54,7 @@ async def submit_job(
         response.headers["Idempotent-Replayed"] = "true"
     else:
         telemetry.jobs.submitted(spec.service)
-    return outcome.job
+    return SubmittedJob(**dict(outcome.job), warnings=list(outcome.warnings))
 
 
 @router.get("", summary="List the caller's jobs, newest first")

@@ -23,6 +23,15 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+class SubmittedJob(Job):
+    """The job as stored, and what the caller should know about it."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="E.g. that no live worker serves the job's service: it waits until one does.",
+    )
+
+
 class JobPage(BaseModel):
     jobs: list[Job]
     next_cursor: str | None = Field(

@@ -28,6 +28,7 @@ from emp_core.jobs.events import follow
 from emp_core.jobs.job import DEFAULT_PRIORITY, Job, JobStatus
 from emp_core.queue.queue import Queue
 from emp_core.redis.client import connect
+from emp_core.registry.workers import unserved_warning
 from emp_core.settings import QueueSettings
 
 app = typer.Typer(help="EMP job queue command line.", no_args_is_help=True, add_completion=False)
@@ -122,6 +123,8 @@ def submit(
         ids = await q.submit_many([spec] * count)
         for job_id in ids:
             console.print(job_id, highlight=False)
+        if warning := await unserved_warning(q.redis, q.keys, service):
+            err.print(Text.assemble(("warning:", "yellow"), " ", warning))
         if not wait:
             return 0
         results = await asyncio.gather(*(_watch(q, job_id) for job_id in ids))

@@ -7,6 +7,7 @@ Fragments (for WebSockets and htmx partials) render the same templates with no r
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,16 @@ def sentence(text: str | None) -> str:
     return text if text[-1] in ".!?)" else f"{text}."
 
 
+_RETRY_PROMISE = re.compile(r"[^.;!?]*\b(we will|we'll) try again\b[^.!?]*[.!?]?\s*", re.I)
+
+
+def final(message: str | None) -> str:
+    """A failure's user message for a job that failed for good: a sentence promising another
+    attempt (an admin's pattern may still say "We will try again") is left out."""
+    text = _RETRY_PROMISE.sub("", message or "").strip(" ;,")
+    return sentence(text) if text else ""
+
+
 def cancellable(status: str) -> bool:
     return status in {s.value for s in CANCELLABLE}
 
@@ -102,6 +113,7 @@ def _templates() -> Jinja2Templates:
         percent=percent,
         sentence=sentence,
         filesize=filesize,
+        final=final,
     )
     env.tests.update(
         image_ref=lambda v: isinstance(v, ImageRef), clipped=lambda v: isinstance(v, Clipped)

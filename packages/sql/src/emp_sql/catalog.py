@@ -18,6 +18,7 @@ from emp_core.errors import Conflict, InvalidInput, NotFound
 from emp_core.jobs.job import Job, JobSpec, JobStatus
 from emp_core.queue.idempotency import IdempotencyKeys, fingerprint
 from emp_core.queue.queue import Queue
+from emp_core.registry.workers import unserved_warning
 from emp_sql.auth import Forbidden, Principal
 from emp_sql.job_archive import JobArchiveRepository
 from emp_sql.session import Database
@@ -34,6 +35,7 @@ _REPLAY_WAIT = 2.0
 class Submitted:
     job: Job
     replayed: bool = False
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +103,14 @@ class JobCatalog:
             )
             if earlier is not None:
                 return Submitted(await self._await_job(earlier), replayed=True)
-        s = self.queue.settings
         try:
-            await self.queue.functions.submit([args], s.events_maxlen, s.retention_seconds)
+            job = await self.queue.submit_prepared(args)
         except BaseException:
             if idempotency_key is not None:
                 await self.idempotency.release(owner.user_id, idempotency_key, args.id, digest)
             raise
-        raw = await self.redis.hgetall(self.keys.job(args.id))
-        return Submitted(Job.from_redis(_decode(raw)))
+        warning = await unserved_warning(self.redis, self.keys, job.service)
+        return Submitted(job, warnings=(warning,) if warning else ())
 
     async def _await_job(self, job_id: str) -> Job:
         """The job of an earlier request with the same key; it may still be on its way in."""

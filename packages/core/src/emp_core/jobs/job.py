@@ -105,8 +105,10 @@ class JobSpec(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, data: Any, *, max_payload_bytes: int) -> JobSpec:
-        """Validate untrusted input; raise ``InvalidInput`` naming the first bad field."""
+    def parse(cls, data: Any, *, max_payload_bytes: int | None = None) -> JobSpec:
+        """Validate untrusted input; raise ``InvalidInput`` naming the first bad field. With
+        ``max_payload_bytes``, the payload's JSON size is checked too (``Queue.prepare`` leaves
+        it out and checks while encoding the payload, so that it is encoded once)."""
         if isinstance(data, JobSpec):
             spec = data
         else:
@@ -114,7 +116,8 @@ class JobSpec(BaseModel):
                 spec = cls.model_validate(data)
             except ValidationError as exc:
                 raise invalid_from_validation(exc) from None
-        spec.encoded_payload(max_payload_bytes)
+        if max_payload_bytes is not None:
+            spec.encoded_payload(max_payload_bytes)
         validate_payload(spec.service, spec.payload)
         return spec
 

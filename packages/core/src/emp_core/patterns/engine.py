@@ -28,8 +28,8 @@ DEFAULT_USER_MESSAGE = "The job failed. We are looking into it; you may try agai
 _BY_STATUS: dict[int, tuple[Category, bool, str]] = {
     401: (Category.AUTH, False, "The service refused our credentials; an operator must fix it."),
     403: (Category.AUTH, False, "The service refused our credentials; an operator must fix it."),
-    408: (Category.TIMEOUT, True, "The service took too long to answer; we will try again."),
-    429: (Category.RATE_LIMIT, True, "The service is busy; we will try again shortly."),
+    408: (Category.TIMEOUT, True, "The service took too long to answer."),
+    429: (Category.RATE_LIMIT, True, "The service is busy."),
 }
 
 # Large enough for 1,000 rules in one set; RE2 falls back to a slower engine past it, never fails.
@@ -48,9 +48,7 @@ def default_classification(http_status: int | None = None) -> Classification:
             category, retryable, text = _BY_STATUS[http_status]
             return Classification(category, retryable, text)
         if 500 <= http_status < 600:
-            return Classification(
-                Category.SERVICE_UNAVAILABLE, True, "The service had a problem; we will try again."
-            )
+            return Classification(Category.SERVICE_UNAVAILABLE, True, "The service had a problem.")
     return Classification(Category.UNKNOWN, True, DEFAULT_USER_MESSAGE)
 
 

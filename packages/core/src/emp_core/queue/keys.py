@@ -96,6 +96,12 @@ class Keys:
         """Sorted set: worker id -> last seen (ms), to list workers without SCAN."""
         return f"{self.base}:workers"
 
+    def services_served(self) -> str:
+        """Hash: service -> until when (ms) a live worker serves it, written at each registry
+        refresh and never deleted: a submit for a service with no entry, or an entry in the
+        past, is accepted with a warning."""
+        return f"{self.base}:services"
+
     # --- machines -------------------------------------------------------------------------------
     def machine(self, machine_id: str) -> str:
         """Hash with TTL: a machine supervisor's status, its workers and their restart counts."""

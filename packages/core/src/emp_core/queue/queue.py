@@ -92,13 +92,14 @@ class Queue:
     # --- submitting ------------------------------------------------------------------------------
     def prepare(self, data: JobSpec | Mapping[str, Any], *, traceparent: str = "") -> SubmitArgs:
         """Validate one job and turn it into the submit function's arguments."""
-        spec = JobSpec.parse(data, max_payload_bytes=self.settings.max_payload_bytes)
+        spec = JobSpec.parse(data)
+        payload = spec.encoded_payload(self.settings.max_payload_bytes)  # the one encoding
         cid, canonical = spec.requirement_class
         return SubmitArgs(
             id=new_job_id(),
             service=spec.service,
             priority=spec.priority,
-            payload=spec.encoded_payload(self.settings.max_payload_bytes),
+            payload=payload,
             requirements=canonical,
             class_id=cid,
             customer_id=spec.customer_id or "",
@@ -110,6 +111,12 @@ class Queue:
             traceparent=traceparent,
             loras=encode_loras(spec.loras),
         )
+
+    async def submit_prepared(self, args: SubmitArgs) -> Job:
+        """Enqueue one job made by ``prepare`` and return it as stored (the API answers with it)."""
+        s = self.settings
+        await self.functions.submit([args], s.events_maxlen, s.retention_seconds)
+        return await self.get(args.id)
 
     async def submit(self, data: JobSpec | Mapping[str, Any], *, traceparent: str = "") -> str:
         """Validate and enqueue one job; returns its id. Invalid input raises ``InvalidInput``

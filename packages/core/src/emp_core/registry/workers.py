@@ -109,7 +109,12 @@ class WorkerRegistry:
             pipe.hset(key, mapping=fields)
             pipe.pexpire(key, self.ttl_ms)
             pipe.zadd(self.keys.workers(), {caps.worker_id: now})
+            self._served(pipe, caps, now)
             await pipe.execute()
+
+    def _served(self, pipe: Any, caps: WorkerCapabilities, now: int) -> None:
+        until = now + self.ttl_ms
+        pipe.hset(self.keys.services_served(), mapping={s: until for s in caps.services})
 
     async def refresh(
         self, caps: WorkerCapabilities, *, slots: int = 1, state: str | None = None
@@ -127,6 +132,7 @@ class WorkerRegistry:
             pipe.hset(key, mapping=fields)
             pipe.pexpire(key, self.ttl_ms)
             pipe.zadd(self.keys.workers(), {caps.worker_id: now})
+            self._served(pipe, caps, now)
             existed, *_ = await pipe.execute()
         if not existed:
             await self.register(caps, slots=slots, state=state or "idle")
@@ -166,3 +172,17 @@ class WorkerRegistry:
         if gone:
             await self.redis.zrem(self.keys.workers(), *gone)
         return out
+
+
+async def unserved_warning(redis: Redis, keys: Keys, service: str) -> str | None:
+    """Why a job for ``service`` may wait indefinitely, or None when a live worker serves it:
+    one HGET, cheap enough for every submit."""
+    until = await redis.hget(keys.services_served(), service)
+    if until is None:
+        return (
+            f"no worker has ever served {service!r} on this queue: the job waits until one "
+            "registers (check the service name)"
+        )
+    if int(until) < _now_ms():
+        return f"no live worker serves {service!r} now: the job waits until one registers"
+    return None
