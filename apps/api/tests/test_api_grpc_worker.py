@@ -121,3 +121,26 @@ async def test_only_admins_and_hello_first(stub: Any, accounts: dict[str, Accoun
         await bad.read()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "services" in info.value.details()
+
+
+async def test_a_cancel_reaches_the_worker(
+    api: Api, stub: Any, accounts: dict[str, Account]
+) -> None:
+    queue = api.services.queue
+    job_id = await queue.submit({"service": "simulation", "payload": {}})
+    worker = Stream(stub, accounts["admin"].token)
+    worker.send(hello=hello("grpc-cancelled"))
+    await worker.read()
+    worker.send(ready=worker_pb2.Ready())
+    got = (await worker.read()).assignment
+    worker.send(progress=worker_pb2.Progress(job_id=job_id, token=got.token, progress=10))
+    for _ in range(200):  # until the progress has made it running
+        if (await queue.get(job_id)).status is JobStatus.RUNNING:
+            break
+        await asyncio.sleep(0.025)
+    await queue.cancel(job_id)
+    assert (await worker.read()).cancel.job_id == job_id
+    worker.send(complete=worker_pb2.Complete(job_id=job_id, token=got.token))
+    assert (await worker.read()).refused.job_id == job_id  # no longer this stream's job
+    assert (await queue.get(job_id)).status is JobStatus.CANCELLED
+    worker.outbox.put_nowait(None)

@@ -1,11 +1,12 @@
 """``emp.v1.WorkerService.Connect``: a worker that cannot reach Redis works through one stream.
 
 The server runs the same Lua claims, leases and fencing on the worker's behalf (``Queue``): a
-``Ready`` claims with the worker's capabilities (waiting, while nothing is there, until something
-is or the stream ends), each report carries the job's fencing token, and a stale one is answered
-with ``Refused``. Leases are renewed only by the worker's ``Heartbeat`` messages, so a stream that
-drops (or a worker that stops sending) loses its lease exactly like a dead Redis worker: the
-reaper returns the job to pending and it runs elsewhere.
+``Ready`` claims with the worker's capabilities (waiting, while nothing is there, until
+something is or the stream ends), each report carries the job's fencing token, and a stale one
+is answered with ``Refused``, and a cancelled job's worker is told with ``CancelAssignment``.
+Leases are renewed only by the worker's ``Heartbeat`` messages, so a stream that drops (or a
+worker that stops sending) loses its lease exactly like a dead Redis worker: the reaper returns
+the job to pending and it runs elsewhere.
 
 Workers are operators' processes: the stream needs an admin token.
 """
@@ -75,6 +76,28 @@ class _Session:
         self.held: dict[str, ClaimedJob] = {}
         self.out: asyncio.Queue[worker_pb2.ConnectResponse | None] = asyncio.Queue()
         self._claiming: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
+
+    async def listen(self) -> None:
+        """Forward cancels of this worker's jobs (the Lua publishes them on its control channel)
+        as ``CancelAssignment``; subscribed before the first claim, so none is missed."""
+        pubsub = self.services.redis.pubsub()
+        await pubsub.subscribe(self.services.queue.keys.control_channel(self.caps.worker_id))
+
+        async def forward() -> None:
+            try:
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    body = orjson.loads(message["data"])
+                    job_id = str(body.get("job_id", ""))
+                    if body.get("type") == "cancel" and self.held.pop(job_id, None) is not None:
+                        cancel = worker_pb2.CancelAssignment(job_id=job_id)
+                        self.out.put_nowait(worker_pb2.ConnectResponse(cancel=cancel))
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+        self._control = asyncio.create_task(forward())
 
     def _refused(self, job_id: str, reason: str) -> None:
         self.held.pop(job_id, None)
@@ -131,10 +154,11 @@ class _Session:
             raise InvalidInput(f"result_json is not JSON: {exc}", field="result_json") from None
 
     async def close(self) -> None:
-        if self._claiming is not None:
-            self._claiming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._claiming
+        for task in (self._claiming, self._control):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.held:
             logger.info(
                 "worker %s's stream ended holding %s: their leases will run out and the reaper "
@@ -161,6 +185,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc
         except EmpError as exc:
             await abort(context, exc)
         session = _Session(self.services, caps)
+        await session.listen()
         lease_s = self.services.queue.settings.lease_seconds
         yield worker_pb2.ConnectResponse(welcome=worker_pb2.Welcome(lease_seconds=lease_s))
 
