@@ -51,6 +51,7 @@ WORKERS = 2
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ROOT / ".data" / "models" / "tiny-sd15"
 START_TIMEOUT = 45.0
+MODEL_TIMEOUT = 240.0
 
 
 @dataclass
@@ -185,7 +186,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         api = f"http://127.0.0.1:{api_port}"
         _wait_healthy(processes[0], f"{studio}/health", deadline)
         _wait_healthy(processes[1], f"{api}/health", deadline)
-        _wait_workers(server.url, WORKERS + 1, processes[2:], deadline)
+        # The diffusers worker registers once torch and its model are loaded: tens of seconds
+        # on a busy 2-core machine.
+        _wait_workers(server.url, WORKERS + 1, processes[2:], time.monotonic() + MODEL_TIMEOUT)
         yield Stack(studio, api, server.url, people)
     finally:
         _stop(processes)

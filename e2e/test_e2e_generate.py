@@ -8,13 +8,13 @@ from pathlib import Path
 from e2e_helpers import JOB_URL, Stack, shot, sign_in
 from playwright.sync_api import Page, expect
 
-# Notes from inside the page whether a live preview image was ever shown while the job ran.
-_WATCH_PREVIEW = """() => {
+# Notes from inside each page, from its first moment, whether a live preview image was shown.
+_WATCH_PREVIEW = """(() => {
   window.__sawPreview = false;
   setInterval(() => {
     if (document.querySelector('[data-testid=job-preview]')) window.__sawPreview = true;
   }, 20);
-}"""
+})();"""
 
 
 def test_generate_an_image_and_see_it(page: Page, stack: Stack, artifacts: Path) -> None:
@@ -25,13 +25,13 @@ def test_generate_an_image_and_see_it(page: Page, stack: Stack, artifacts: Path)
     page.get_by_test_id("field-model").fill("tiny")
     page.get_by_test_id("field-width").fill("64")
     page.get_by_test_id("field-height").fill("64")
-    page.get_by_test_id("field-steps").fill("40")
+    page.get_by_test_id("field-steps").fill("80")
     shot(page, artifacts, "20-generate-form")
+    page.add_init_script(_WATCH_PREVIEW)  # installed before the job page loads
     page.get_by_test_id("submit-generate").click()
     page.wait_for_url(JOB_URL)
-    page.evaluate(_WATCH_PREVIEW)
 
-    expect(page.get_by_test_id("job-status")).to_have_text("completed", timeout=120_000)
+    expect(page.get_by_test_id("job-status")).to_have_text("completed", timeout=240_000)
     image = page.get_by_test_id("result-image")
     expect(image).to_be_visible()
     # The image really loaded (from the blob store, through the studio), at its size.
