@@ -153,6 +153,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EMP_DATABASE_URL": database_url,
             "EMP_QUEUE": QUEUE,
             "EMP_STUDIO_SECRET_KEY": secrets.token_hex(32),
+            "EMP_STUDIO_DEV": "true",  # plain HTTP: the session cookie may not be Secure
             # Quick retries and reaping, so a failing job runs out of attempts in a second.
             "EMP_RETRY_BASE_SECONDS": "0.2",
             "EMP_RETRY_AVOID_GRACE_SECONDS": "0.2",

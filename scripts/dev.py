@@ -184,6 +184,7 @@ def main() -> int:
         "EMP_BLOB_URL": f"file://{DATA / 'blobs'}",
         "EMP_BLOB_SIGNING_KEY": dev_secret("blob-signing-key"),
         "EMP_BLOB_PUBLIC_URL": f"http://127.0.0.1:{API_PORT}/blobs",
+        "EMP_STUDIO_DEV": "true",  # plain HTTP on 127.0.0.1: the session cookie is not Secure
         "PYTHONUNBUFFERED": "1",
     }
     settings = QueueSettings(redis_url=redis.url)

@@ -93,6 +93,7 @@ async def running_studio(
 ) -> AsyncIterator[Studio]:
     studio_settings = StudioSettings(
         secret_key=SecretStr(SECRET),
+        dev=True,
         dashboard_min_interval_seconds=0.05,
         dashboard_idle_seconds=0.5,
         **options,

@@ -29,7 +29,9 @@ from emp_core.jobs import jsonvalue
 from emp_core.settings import QueueSettings
 from emp_core.telemetry import setup_telemetry
 from emp_sql.settings import DatabaseSettings
+from emp_web import logs
 from emp_web.body import BodyGuard
+from emp_web.headers import SecurityHeaders
 from emp_web.services import lifespan
 from emp_web.webhooks.settings import WebhookSettings
 
@@ -40,6 +42,13 @@ Jobs over REST and WebSocket. Every route except `/health` and `/version` needs
 `Authorization: Bearer <token>` (create one with `emp tokens create --email …`).
 Errors are `{"error": {"code", "message", "field"}}`.
 """
+
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def create_app(
@@ -109,6 +118,12 @@ def create_app(
             excluded_urls="health,version",
         )
     errors.install(app)
+    logs.install("uvicorn.access", "uvicorn.error")
+    # /docs is Swagger UI's page (scripts from its CDN); everything else is JSON, which needs
+    # nothing a policy could allow.
+    app.add_middleware(
+        SecurityHeaders, headers=_HEADERS, skip=lambda path: path in ("/docs", "/redoc")
+    )
     # Our own limit, not FastAPI's ``max_body_size``: that one answers a declared oversized body
     # with plain text, and every error here is JSON. A body is the job spec, one level above its
     # payload, hence the depth of one more than the payload's limit.

@@ -19,6 +19,7 @@ from starlette.types import Scope
 
 from emp_core.errors import EmpError
 from emp_web.errors import ErrorHandlers
+from emp_web.ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,10 @@ def refusal(_scope: Scope, status: int, code: str, message: str, field: str | No
 class _JsonErrors(ErrorHandlers):
     async def emp_error(self, _request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, EmpError)
-        return error_response(exc.status_code, exc.code, exc.message, exc.field)
+        response = error_response(exc.status_code, exc.code, exc.message, exc.field)
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     async def http_error(self, _request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)

@@ -42,6 +42,9 @@ async def submit_job(
     each must be the caller's own or shared (otherwise 404), and the job stores its hash, size,
     scope and a signed download URL. `warnings` says, for example, that no live worker serves
     the job's service (the job is accepted and waits)."""
+    await services.limiter.take(
+        services.rules.submit, principal.user_id, message="you are submitting jobs too fast"
+    )
     spec = request.to_spec(await services.loras.resolve(principal, request.loras))
     telemetry = services.telemetry
     with telemetry.tracer().start_as_current_span(

@@ -80,5 +80,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         404: "No such job, or not yours",
         413: "Body over the size limit",
         422: "Invalid input; `field` names it",
+        429: "Too many requests; `Retry-After` says when to try again",
     }.items()
 }

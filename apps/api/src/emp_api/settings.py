@@ -26,6 +26,11 @@ class ApiSettings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     auth_cache_seconds: float = Field(default=5.0, ge=0)
+    # Rate limits, as the ``limits`` library writes them ("30/minute;300/hour"; "" is off),
+    # counted in Redis across every API process: requests with a bad token per client address,
+    # and job submits per user (generous: it is there to stop a runaway client).
+    token_failure_limits: str = "30/minute;300/hour"  # noqa: S105 - rates, not a secret
+    submit_limits: str = "200/second"
     # Events a WebSocket may have waiting; past it, the oldest progress events are dropped.
     ws_backlog: int = Field(default=256, ge=8)
     # Serve /docs and /openapi.json (without a token: documentation, not data).

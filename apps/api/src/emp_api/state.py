@@ -11,14 +11,31 @@ from emp_core.telemetry import Telemetry
 from emp_sql.auth import Authenticator
 from emp_sql.settings import DatabaseSettings
 from emp_web.backends import Backends
+from emp_web.ratelimit import Rule
 from emp_web.services import WebServices
 from emp_web.webhooks.settings import WebhookSettings
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The API's rate limits (``emp_web.ratelimit``), read from its settings."""
+
+    token_failures: Rule
+    submit: Rule
+
+    @classmethod
+    def of(cls, settings: ApiSettings) -> Rules:
+        return cls(
+            Rule.parse("token-failures", settings.token_failure_limits),
+            Rule.parse("submit", settings.submit_limits),
+        )
 
 
 @dataclass(slots=True)
 class Services(WebServices):
     api: ApiSettings = field(kw_only=True)
     auth: Authenticator = field(kw_only=True)
+    rules: Rules = field(kw_only=True)
 
     @classmethod
     async def start(
@@ -35,12 +52,16 @@ class Services(WebServices):
         b = await Backends.open(
             queue_settings, db_settings, ws_backlog=api.ws_backlog, blob_settings=blob_settings
         )
+        auth = Authenticator(b.database, cache_seconds=api.auth_cache_seconds)
+        # A published revocation drops the revoked tokens from this process's cache at once.
+        b.hub.on_revocation(lambda revoked: auth.drop(None if revoked is None else revoked.ends))
         return cls(
             **WebServices.parts(b),
             telemetry=telemetry,
             webhooks=webhooks or WebhookSettings(),
             api=api,
-            auth=Authenticator(b.database, cache_seconds=api.auth_cache_seconds),
+            auth=auth,
+            rules=Rules.of(api),
         )
 
     async def stop(self) -> None:

@@ -1,6 +1,7 @@
 """WebSocket routes: one job's events, and every event for admins.
 
-The token is checked before the socket is accepted (``Authorization: Bearer`` or ``?token=``); a
+The token is checked before the socket is accepted (``Authorization: Bearer``, a single-use
+``?ticket=`` from ``POST /api/ws-tickets``, or the deprecated ``?token=``); a
 refused socket gets an HTTP error response with the usual JSON body where the server supports
 it (uvicorn does), a close with 1008 otherwise.
 
@@ -12,13 +13,14 @@ After the terminal event it closes with 1000.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 import orjson
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Request, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from emp_api.deps import socket_token
+from emp_api.deps import PrincipalDep, ServicesDep, bearer, socket_principal
 from emp_api.errors import error_response
 from emp_api.state import Services
 from emp_core.errors import EmpError, InvalidInput, invalid_from_validation
@@ -26,15 +28,19 @@ from emp_core.jobs.capabilities import Service
 from emp_core.jobs.events import EventType, JobEvent, replay
 from emp_core.jobs.job import Job, JobStatus
 from emp_sql.auth import Forbidden, Principal
+from emp_sql.tokens import hash_token
+from emp_web import tickets
 from emp_web.hub import GAP, Subscription, control
 from emp_web.sockets import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
-    CLOSE_TRY_AGAIN,
+    guarded,
     serve,
     serve_job_socket,
     stream_id,
 )
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter()
 
@@ -49,7 +55,25 @@ class SubscribeMessage(BaseModel):
     statuses: list[JobStatus] | None = None
 
 
+class TicketOut(BaseModel):
+    ticket: str
+    expires_in: int = Field(description="Seconds the ticket stays good for (one socket).")
+
+
+@router.post("/api/ws-tickets", tags=["jobs"], summary="A single-use ticket for one WebSocket")
+async def ws_ticket(request: Request, _principal: PrincipalDep, services: ServicesDep) -> TicketOut:
+    """For browsers, which cannot send headers with a WebSocket: open
+    `/ws/jobs/{id}?ticket=…` (or `/ws/events?ticket=…`) within `expires_in` seconds; the ticket
+    opens one socket, as the token that asked for it, and nothing after that."""
+    token = bearer(request) or ""
+    ttl = tickets.TICKET_SECONDS
+    ticket = await tickets.issue(services.redis, services.queue.keys, hash_token(token), ttl=ttl)
+    return TicketOut(ticket=ticket, expires_in=ttl)
+
+
 async def _refuse(websocket: WebSocket, exc: EmpError) -> None:
+    # INFO, not ERROR: anyone can knock, and the error log is for the server's own faults.
+    logger.info("refused a socket on %s: %s", websocket.url.path, exc.message)
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(
             error_response(exc.status_code, exc.code, exc.message, exc.field)
@@ -61,7 +85,7 @@ async def _refuse(websocket: WebSocket, exc: EmpError) -> None:
 async def _admit(websocket: WebSocket, services: Services) -> Principal | None:
     """The caller, or None after refusing the socket (before accepting it)."""
     try:
-        return await services.auth.authenticate(socket_token(websocket))
+        return await socket_principal(websocket)
     except EmpError as exc:
         await _refuse(websocket, exc)
         return None
@@ -118,8 +142,8 @@ class _JobFeed:
             return
         while True:
             item = await sub.get()
-            if item is None:
-                await self.websocket.close(CLOSE_TRY_AGAIN, "too slow: events were left behind")
+            if item is None:  # too slow, or the token was revoked
+                await self.websocket.close(*sub.farewell)
                 return
             if item is GAP:  # the feed reconnected: fill the gap from the stream
                 if await self._replay():
@@ -143,6 +167,7 @@ class _JobFeed:
 
 
 @router.websocket("/ws/jobs/{job_id}")
+@guarded
 async def job_events(websocket: WebSocket, job_id: str) -> None:
     """Replay the job's events, follow them live, close with 1000 after the terminal one."""
     services: Services = websocket.app.state.services
@@ -159,7 +184,7 @@ async def job_events(websocket: WebSocket, job_id: str) -> None:
 async def _send_all(websocket: WebSocket, sub: Subscription) -> None:
     while (item := await sub.get()) is not None:
         await websocket.send_text(item.text)
-    await websocket.close(CLOSE_TRY_AGAIN, "too slow: events were left behind")
+    await websocket.close(*sub.farewell)
 
 
 async def _subscriptions(websocket: WebSocket, sub: Subscription) -> None:
@@ -187,6 +212,7 @@ async def _subscriptions(websocket: WebSocket, sub: Subscription) -> None:
 
 
 @router.websocket("/ws/events")
+@guarded
 async def all_events(websocket: WebSocket) -> None:
     """Admins: every event of the queue. Send `{"type": "subscribe", "services": [...],
     "statuses": [...]}` to narrow it; the server answers `{"type": "subscribed", ...}`."""
@@ -197,7 +223,7 @@ async def all_events(websocket: WebSocket) -> None:
     if not principal.is_admin:
         await _refuse(websocket, Forbidden("/ws/events needs an admin token"))
         return
-    sub = services.hub.follow_all()
+    sub = services.hub.follow_all(principal)
     try:
         await websocket.accept()
         await serve(_send_all(websocket, sub), _subscriptions(websocket, sub))

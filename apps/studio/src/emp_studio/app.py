@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -33,7 +32,9 @@ from emp_studio.pages import (
 )
 from emp_studio.settings import StudioSettings
 from emp_studio.state import Services
+from emp_web import logs
 from emp_web.body import BodyGuard
+from emp_web.headers import SecurityHeaders
 from emp_web.services import lifespan
 from emp_web.webhooks.settings import WebhookSettings
 
@@ -53,8 +54,6 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _secret(settings: StudioSettings) -> str:
@@ -99,13 +98,12 @@ def create_app(
         openapi_url=None,
     )
     errors.install(app)
+    logs.install("uvicorn.access", "uvicorn.error")
 
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Handler) -> Response:
-        response = await call_next(request)
-        for name, value in _HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    # Pages may hold what only the signed-in viewer should see: never kept by a cache.
+    app.add_middleware(
+        SecurityHeaders, headers=_HEADERS, private=lambda path: not path.startswith("/static/")
+    )
 
     def refuse(scope: Scope, status: int, _code: str, message: str, _field: str | None) -> Response:
         if status == 413:
@@ -129,7 +127,7 @@ def create_app(
         session_cookie=SESSION_COOKIE,
         max_age=settings.session_max_age_seconds,
         same_site="lax",
-        https_only=settings.cookie_secure,
+        https_only=settings.secure_cookie,
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (

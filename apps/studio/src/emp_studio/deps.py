@@ -25,7 +25,7 @@ async def get_services(request: Request) -> Services:
 
 async def current_viewer(request: Request) -> Principal:
     services: Services = request.app.state.services
-    viewer = await signed_in(request.session, services.database)
+    viewer = await signed_in(request.session, services)
     if viewer is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(target)

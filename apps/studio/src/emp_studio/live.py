@@ -9,6 +9,7 @@ reading a signed-in user's live pages (cross-site WebSocket hijacking).
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 from fastapi import WebSocket
@@ -17,6 +18,8 @@ from emp_sql.auth import Principal
 from emp_studio.session import signed_in
 from emp_studio.state import Services
 from emp_web.sockets import CLOSE_POLICY
+
+logger = logging.getLogger(__name__)
 
 
 def same_origin(websocket: WebSocket) -> bool:
@@ -31,9 +34,16 @@ def same_origin(websocket: WebSocket) -> bool:
 async def admit(websocket: WebSocket, services: Services) -> Principal | None:
     """The signed-in viewer, or None after refusing the socket."""
     if not same_origin(websocket):
-        await websocket.close(CLOSE_POLICY, "cross-origin socket refused")
+        await refuse(websocket, "cross-origin socket refused")
         return None
-    viewer = await signed_in(websocket.session, services.database)
+    viewer = await signed_in(websocket.session, services)
     if viewer is None:
-        await websocket.close(CLOSE_POLICY, "sign in first")
+        await refuse(websocket, "sign in first")
     return viewer
+
+
+async def refuse(websocket: WebSocket, reason: str) -> None:
+    """Refuse a socket before accepting it (the browser sees a failed handshake). Logged at INFO:
+    anyone can knock, and the error log is for the server's own faults."""
+    logger.info("refused a socket on %s: %s", websocket.url.path, reason)
+    await websocket.close(CLOSE_POLICY, reason[:120])

@@ -1,9 +1,11 @@
 """The browser session: who is signed in, and the token that proves a form came from our page.
 
-The session lives in a cookie that Starlette's ``SessionMiddleware`` signs with itsdangerous
-(HttpOnly, SameSite=Lax): it holds the user id, a stamp of the password hash and a CSRF token.
-The stamp signs a user out everywhere when their password changes; the user is read from SQL on
-every request, so a deleted user or a changed role takes effect at once.
+The session itself lives in Redis (``emp_web.sessions``); the cookie, which Starlette's
+``SessionMiddleware`` signs with itsdangerous (HttpOnly, SameSite=Lax, Secure outside
+development), holds only the session's secret and a CSRF token. Signing out ends the Redis record,
+so a copy of the cookie taken before is worth nothing after. The record keeps a stamp of the
+password hash, and the user is read from SQL on every request, so a password changed elsewhere,
+a disabled or deleted user, or a changed role takes effect at once.
 
 CSRF: every state-changing request must carry the session's token, as the form field
 ``csrf_token`` or (htmx) the ``X-CSRF-Token`` header. SameSite=Lax already keeps the cookie off
@@ -20,12 +22,13 @@ from typing import Any
 from emp_core.errors import EmpError
 from emp_sql.auth import Principal
 from emp_sql.models import Role, User
-from emp_sql.session import Database
 from emp_sql.users import UserRepository
+from emp_studio.state import Services
+from emp_web.sessions import SessionStore
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
-_USER, _STAMP, _CSRF = "uid", "stamp", "csrf"
+_SECRET, _CSRF = "sid", "csrf"
 
 Session = MutableMapping[str, Any]
 
@@ -70,29 +73,45 @@ def check_csrf(session: Session, submitted: str | None) -> None:
         raise CsrfRefused("this form has expired: reload the page and try again")
 
 
-def sign_in(session: Session, user: User) -> None:
+async def sign_in(
+    session: Session, user: User, store: SessionStore, *, address: str, agent: str
+) -> None:
     """Start a fresh session for ``user``: everything from before is dropped, the CSRF token
     included, so a token planted before sign-in is worth nothing after it."""
     session.clear()
-    session[_USER] = user.id
-    session[_STAMP] = password_stamp(user)
+    session[_SECRET] = await store.start(
+        user.id, password_stamp(user), address=address, agent=agent
+    )
     session[_CSRF] = secrets.token_urlsafe(32)
 
 
-def sign_out(session: Session) -> None:
+def session_secret(session: Session) -> str | None:
+    secret = session.get(_SECRET)
+    return secret if isinstance(secret, str) and secret else None
+
+
+async def sign_out(session: Session, store: SessionStore) -> None:
+    """End this session in Redis (its sockets close too) and forget the cookie's content."""
+    secret = session_secret(session)
     session.clear()
+    if secret is not None and (record := await store.find(secret)) is not None:
+        await store.end(record.user_id, [record.id], "signed out")
 
 
-async def signed_in(session: Session, database: Database) -> Principal | None:
-    """The signed-in user, or None (no session, a deleted user, a changed password)."""
-    user_id = session.get(_USER)
-    if not isinstance(user_id, str):
+async def signed_in(session: Session, services: Services) -> Principal | None:
+    """The signed-in user, or None: no session, one that ended (signed out, idle, past its
+    lifetime), a deleted or disabled user, a password changed since it started."""
+    secret = session_secret(session)
+    if secret is None:
         return None
-    async with database.session() as db:
-        user = await UserRepository(db).by_id(user_id)
-    if user is None or session.get(_STAMP) != password_stamp(user):
-        session.pop(_USER, None)
-        session.pop(_STAMP, None)
+    record = await services.sessions.find(secret)
+    if record is None:
+        session.pop(_SECRET, None)
         return None
-    # Principal is the API's notion of a caller; a browser session has no API token behind it.
-    return Principal(user.id, user.email, Role(user.role), token_id="")
+    async with services.database.session() as db:
+        user = await UserRepository(db).by_id(record.user_id)
+    if user is None or user.is_disabled or record.stamp != password_stamp(user):
+        await services.sessions.end(record.user_id, [record.id], "the account changed")
+        session.pop(_SECRET, None)
+        return None
+    return Principal(user.id, user.email, Role(user.role), token_id="", session_id=record.id)

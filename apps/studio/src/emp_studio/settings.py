@@ -23,9 +23,15 @@ class StudioSettings(BaseSettings):
     # Signs the session cookie. Unset: a random key per process, so sessions end when the process
     # restarts and several processes would not accept each other's cookies; set it in production.
     secret_key: SecretStr | None = None
-    session_max_age_seconds: int = Field(default=14 * 24 * 3600, gt=0)
-    # Send the session cookie over HTTPS only; on wherever the studio is served over TLS.
-    cookie_secure: bool = False
+    # A session ends after this long whatever happens (absolute lifetime), and earlier when it
+    # has not been used for session_idle_seconds.
+    session_max_age_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    session_idle_seconds: int = Field(default=12 * 3600, gt=0)
+    # Development mode (``make dev``, the tests): the session cookie may travel over plain HTTP.
+    dev: bool = False
+    # The session cookie's Secure flag: unset means on unless in development mode (and always on
+    # for a request that came over HTTPS).
+    cookie_secure: bool | None = None
     page_size: int = Field(default=25, ge=1, le=200)
     # The dashboard re-renders at most this often however many events arrive (s), and at least
     # every ``dashboard_idle_seconds`` so that workers going quiet show without an event.
@@ -36,10 +42,20 @@ class StudioSettings(BaseSettings):
     # Largest form body accepted (bytes): above the 1 MB payload limit, so that an oversized
     # payload is refused next to its field and only anything bigger with 413.
     max_body_bytes: int = Field(default=2_000_000, gt=0)
+    # Rate limits, as the ``limits`` library writes them ("5/minute;10/10 minutes"; "" is off),
+    # counted in Redis across every studio process. Failed sign-ins per account and per address
+    # (windows of growing length: a growing delay), and job submits per user.
+    signin_account_limits: str = "5/minute;10/10 minutes;20/hour"
+    signin_address_limits: str = "20/minute;100/hour"
+    submit_limits: str = "20/second;1000/minute"
     # A request's head must arrive within header_timeout_seconds, its body within
     # body_timeout_seconds: slow clients cannot hold requests open.
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     body_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def secure_cookie(self) -> bool:
+        return (not self.dev) if self.cookie_secure is None else self.cookie_secure
 
     @field_validator("secret_key")
     @classmethod

@@ -1,14 +1,16 @@
 """Who is calling: a bearer token resolved to a principal, with a short in-process cache.
 
 Every API request carries a token; looking each one up in SQL would put a database round trip on
-the hot path of submit. A resolved token is cached for ``cache_seconds`` (5 s by default), so a
-revoked token stops working within that time in every process (at once in the process that
-revoked it), and ``last_used_at`` is written at most once per ``touch_seconds`` per token.
+the hot path of submit. A resolved token is cached for ``cache_seconds`` (5 s by default). A
+revoked token is dropped from every process's cache at once by the published revocation
+(``emp_sql.revocations``), and within ``cache_seconds`` should that message be lost.
+``last_used_at`` is written at most once per ``touch_seconds`` per token.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -42,6 +44,8 @@ class Principal:
     email: str
     role: Role
     token_id: str
+    # The browser session behind a studio request ("" for an API token).
+    session_id: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -78,7 +82,10 @@ class Authenticator:
         """The principal of ``token``; ``Unauthorized`` when it is missing, unknown or revoked."""
         if not token:
             raise Unauthorized("this needs a token: send `Authorization: Bearer <token>`")
-        digest = hash_token(token)
+        return await self.authenticate_digest(hash_token(token))
+
+    async def authenticate_digest(self, digest: str) -> Principal:
+        """The principal of the token whose sha256 is ``digest`` (a redeemed socket ticket)."""
         now = time.monotonic()
         entry = self._cache.get(digest)
         if entry is not None and entry.expires > now:
@@ -92,9 +99,26 @@ class Authenticator:
             await self._touch(principal.token_id, now)
         return principal
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token resolved recently, without asking SQL; None otherwise."""
+        entry = self._cache.get(hash_token(token))
+        if entry is not None and entry.expires > time.monotonic():
+            return entry.principal
+        return None
+
     def forget(self, token_hash: str) -> None:
         """Drop a cached token at once (after revoking it in this process)."""
         self._cache.pop(token_hash, None)
+
+    def drop(self, ends: Callable[[Principal], bool] | None = None) -> None:
+        """Drop every cached token whose principal ``ends`` says has lost its access (a
+        published revocation); all of them when ``ends`` is None (revocations may have been
+        missed while the subscription was down)."""
+        if ends is None:
+            self._cache.clear()
+            return
+        for digest in [d for d, e in self._cache.items() if ends(e.principal)]:
+            del self._cache[digest]
 
     async def _resolve(self, digest: str) -> Principal:
         async with self.database.session() as session:

@@ -68,6 +68,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16), default=Role.USER.value)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=sql.now())
+    # Set by an admin: the user can neither sign in nor use a token until re-enabled.
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     tokens: Mapped[list[ApiToken]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -76,6 +78,10 @@ class User(Base):
     @property
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
+
+    @property
+    def is_disabled(self) -> bool:
+        return self.disabled_at is not None
 
 
 class ApiToken(Base):

@@ -55,7 +55,11 @@ class TokenRepository:
         result = await self.session.execute(
             select(ApiToken, User)
             .join(User, User.id == ApiToken.user_id)
-            .where(ApiToken.token_hash == token_hash, ApiToken.revoked_at.is_(None))
+            .where(
+                ApiToken.token_hash == token_hash,
+                ApiToken.revoked_at.is_(None),
+                User.disabled_at.is_(None),
+            )
         )
         row = result.one_or_none()
         return None if row is None else (row[0], row[1])
@@ -70,6 +74,19 @@ class TokenRepository:
         result = await self.session.execute(
             update(ApiToken)
             .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+        )
+        return bool(getattr(result, "rowcount", 0))
+
+    async def revoke_for_user(self, token_id: str, user_id: str) -> bool:
+        """Revoke one of ``user_id``'s tokens; False when it is not theirs or not live."""
+        result = await self.session.execute(
+            update(ApiToken)
+            .where(
+                ApiToken.id == token_id,
+                ApiToken.user_id == user_id,
+                ApiToken.revoked_at.is_(None),
+            )
             .values(revoked_at=datetime.now(UTC))
         )
         return bool(getattr(result, "rowcount", 0))

@@ -39,14 +39,23 @@ class Backends:
         """Refuse a database not at head, install the library (never downgrading a newer one)
         and subscribe the hub to the events channel; on failure close what was opened."""
         await check_schema(db_settings)
-        redis = connect(queue_settings.redis_url, socket_connect_timeout=2.0)
+        redis = connect(
+            queue_settings.redis_url,
+            max_connections=queue_settings.redis_max_connections,
+            pool_timeout=queue_settings.redis_pool_timeout_seconds,
+            socket_connect_timeout=2.0,
+        )
         queue = Queue(redis, queue_settings)
         database = Database(db_settings)
         blobs: BlobStore | None = None
         try:
             await queue.functions.load()
             blobs = await open_store(blob_settings)
-            hub = EventHub(redis, queue.keys.events_channel(), backlog=ws_backlog)
+            keys = queue.keys
+            hub = EventHub(
+                redis, keys.events_channel(), backlog=ws_backlog,
+                revocations=keys.revocations_channel(),
+            )  # fmt: skip
             await hub.start()
         except BaseException:
             if blobs is not None:

@@ -14,6 +14,11 @@ its backlog holds four times its limit in undroppable events is closed instead (
 If the subscription's connection drops, Redis forgets what it published meanwhile; on reconnecting
 the hub puts a ``gap`` marker in every backlog, so job sockets re-read their job's stream from the
 last event they sent (nothing lost) and admin sockets are told events may be missing.
+
+The same connection listens to the revocations channel (``emp_sql.revocations``): a socket whose
+principal a revocation ends is closed with 1008 at once, and the process's listeners (the API's
+token cache) drop what they hold. After a reconnect the listeners are told to drop everything,
+since a revocation may have been missed.
 """
 
 from __future__ import annotations
@@ -32,10 +37,17 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from emp_core.jobs.events import EventType, JobEvent
+from emp_sql.auth import Principal
+from emp_sql.revocations import Revocation
 
 logger = logging.getLogger(__name__)
 
 Listener = Callable[[JobEvent], None]
+# Called with each revocation heard, or None when some may have been missed (a reconnect).
+RevocationListener = Callable[[Revocation | None], None]
+
+CLOSE_POLICY = 1008  # the socket's principal lost its access
+CLOSE_TRY_AGAIN = 1013  # the socket could not keep up and events were left behind
 
 _PROGRESS, _OTHER, _TERMINAL, _CONTROL = "progress", "other", "terminal", "control"
 _EVICTABLE = (_PROGRESS, _OTHER)
@@ -76,9 +88,12 @@ class Subscription:
         job_id: str | None = None,
         services: Iterable[str] | None = None,
         statuses: Iterable[str] | None = None,
+        principal: Principal | None = None,
     ) -> None:
         self.limit = limit
         self.job_id = job_id
+        self.principal = principal
+        self.ended: tuple[int, str] | None = None
         self.services: frozenset[str] | None = None
         self.statuses: frozenset[str] | None = None
         self.set_filter(services, statuses)
@@ -99,9 +114,21 @@ class Subscription:
             return False
         return self.statuses is None or item.status in self.statuses
 
+    def end(self, code: int, reason: str) -> None:
+        """Stop this socket's feed: ``get`` returns None from now on, and ``farewell`` says why."""
+        if self.ended is None:
+            self.ended = (code, reason[:120])
+            self._backlog.clear()
+            self._ready.set()
+
+    @property
+    def farewell(self) -> tuple[int, str]:
+        """The close code and reason for a socket whose ``get`` returned None."""
+        return self.ended or (CLOSE_TRY_AGAIN, "too slow: events were left behind")
+
     def push(self, item: Outgoing) -> None:
         """Queue ``item`` without waiting, dropping older droppable events past the limit."""
-        if self.overflowed:
+        if self.overflowed or self.ended is not None:
             return
         full = len(self._backlog) >= self.limit and not self._evict()
         if full and len(self._backlog) >= self.limit * _OVERFLOW_FACTOR:
@@ -121,11 +148,12 @@ class Subscription:
         return False
 
     async def get(self) -> Outgoing | None:
-        """The next message, waiting for one; None once the socket fell too far behind."""
-        while not self._backlog and not self.overflowed:
+        """The next message, waiting for one; None once the socket fell too far behind or its
+        principal lost its access (``farewell`` says which)."""
+        while not self._backlog and not self.overflowed and self.ended is None:
             self._ready.clear()
             await self._ready.wait()
-        if self.overflowed:
+        if self.overflowed or self.ended is not None:
             return None
         return self._backlog.popleft()
 
@@ -142,10 +170,14 @@ def _kind(event: JobEvent) -> str:
 class EventHub:
     """Holds the process's subscription to the events channel and its sockets' subscriptions."""
 
-    def __init__(self, redis: Redis, channel: str, *, backlog: int = 256) -> None:
+    def __init__(
+        self, redis: Redis, channel: str, *, backlog: int = 256, revocations: str | None = None
+    ) -> None:
         self.redis = redis
         self.channel = channel
+        self.revocations = revocations
         self.backlog = backlog
+        self._revocation_listeners: list[RevocationListener] = []
         self._by_job: dict[str, set[Subscription]] = {}
         self._firehose: set[Subscription] = set()
         self._listeners: list[Listener] = []
@@ -155,13 +187,13 @@ class EventHub:
         self.delivered = 0
 
     # --- sockets ---------------------------------------------------------------------------------
-    def follow_job(self, job_id: str) -> Subscription:
-        sub = Subscription(limit=self.backlog, job_id=job_id)
+    def follow_job(self, job_id: str, principal: Principal | None = None) -> Subscription:
+        sub = Subscription(limit=self.backlog, job_id=job_id, principal=principal)
         self._by_job.setdefault(job_id, set()).add(sub)
         return sub
 
-    def follow_all(self) -> Subscription:
-        sub = Subscription(limit=self.backlog)
+    def follow_all(self, principal: Principal | None = None) -> Subscription:
+        sub = Subscription(limit=self.backlog, principal=principal)
         self._firehose.add(sub)
         return sub
 
@@ -178,6 +210,28 @@ class EventHub:
     def listen(self, listener: Listener) -> None:
         """Call ``listener`` with every job event (synchronously: it must not block)."""
         self._listeners.append(listener)
+
+    def on_revocation(self, listener: RevocationListener) -> None:
+        """Call ``listener`` with every revocation heard (synchronously: it must not block)."""
+        self._revocation_listeners.append(listener)
+
+    def revoke(self, revocation: Revocation) -> int:
+        """Close the sockets whose principal ``revocation`` ends and tell the listeners; the
+        number of sockets closed. Called for each message on the revocations channel."""
+        self._tell(revocation)
+        closed = 0
+        for sub in self._all():
+            if sub.principal is not None and revocation.ends(sub.principal):
+                sub.end(CLOSE_POLICY, revocation.reason)
+                closed += 1
+        return closed
+
+    def _tell(self, revocation: Revocation | None) -> None:
+        for listener in self._revocation_listeners:
+            try:
+                listener(revocation)
+            except Exception:
+                logger.exception("revocation listener %r failed", listener)
 
     @property
     def sockets(self) -> int:
@@ -204,7 +258,13 @@ class EventHub:
                 await self._subscribe(pubsub)
                 delay = 0.1
                 async for message in pubsub.listen():
-                    if message["type"] == "message":
+                    if message["type"] != "message":
+                        continue
+                    if self.revocations is not None and _text(message["channel"]) == (
+                        self.revocations
+                    ):
+                        self._revocation(message["data"])
+                    else:
                         self.dispatch(message["data"])
             except (RedisError, OSError) as exc:
                 logger.warning("event hub lost its Redis subscription (%s); reconnecting", exc)
@@ -218,11 +278,13 @@ class EventHub:
             delay = min(delay * 2, 5.0)
 
     async def _subscribe(self, pubsub: PubSub) -> None:
-        await pubsub.subscribe(self.channel)
-        while True:  # the confirmation: from here on every published event reaches us
+        channels = [self.channel] + ([self.revocations] if self.revocations else [])
+        await pubsub.subscribe(*channels)
+        confirmed = 0
+        while confirmed < len(channels):  # from here on every published message reaches us
             message = await pubsub.get_message(timeout=5.0)
             if message is not None and message["type"] == "subscribe":
-                break
+                confirmed += 1
         connection: Any = pubsub.connection
         # redis-py reconnects and resubscribes by itself inside listen(); hear about it too.
         connection.register_connect_callback(self._reconnected)
@@ -233,8 +295,20 @@ class EventHub:
 
     def _reconnected(self, _connection: Any) -> None:
         logger.info("event hub resubscribed; sockets re-read what they may have missed")
+        self._tell(None)
         for sub in self._all():
             sub.push(GAP)
+
+    def _revocation(self, data: bytes | str) -> None:
+        try:
+            revocation = Revocation.decode(data)
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            logger.warning("event hub ignored a revocation it cannot read: %.200r", data)
+            self._tell(None)
+            return
+        closed = self.revoke(revocation)
+        if closed:
+            logger.info("closed %d socket(s): %s", closed, revocation.reason)
 
     def _all(self) -> Iterable[Subscription]:
         yield from self._firehose
@@ -280,3 +354,7 @@ class EventHub:
         for sub in self._firehose:
             if sub.wants(item):
                 sub.push(item)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

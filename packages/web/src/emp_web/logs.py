@@ -16,20 +16,28 @@ from typing import Any
 from uvicorn.config import LOGGING_CONFIG
 
 from emp_sql.tokens import TOKEN_PREFIX
+from emp_web.tickets import TICKET_PREFIX
 
 REDACTED = "[redacted]"
 _QUERY_SECRET = re.compile(r"(?i)\b((?:access_)?(?:token|ticket|key|secret|password)=)[^&\s\"']+")
-_TOKEN = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{8,}")
+_PREFIXES = (TOKEN_PREFIX, TICKET_PREFIX)
+_TOKEN = re.compile(f"({'|'.join(map(re.escape, _PREFIXES))})" + r"[A-Za-z0-9_-]{8,}")
 
 
 def redact(text: str) -> str:
-    if "=" not in text and TOKEN_PREFIX not in text:
+    if "=" not in text and not any(p in text for p in _PREFIXES):
         return text
-    return _TOKEN.sub(TOKEN_PREFIX + REDACTED, _QUERY_SECRET.sub(r"\1" + REDACTED, text))
+    return _TOKEN.sub(r"\1" + REDACTED, _QUERY_SECRET.sub(r"\1" + REDACTED, text))
 
 
 def _redact_arg(value: Any) -> Any:
-    return redact(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return redact(value)
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value)  # an object (headers, a URL): its text, redacted
+    cleaned = redact(text)
+    return value if cleaned == text else cleaned
 
 
 class RedactSecrets(logging.Filter):

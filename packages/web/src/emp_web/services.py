@@ -23,6 +23,7 @@ from emp_sql.session import Database
 from emp_web.backends import Backends
 from emp_web.hub import EventHub
 from emp_web.webhooks.settings import WebhookSettings
+from emp_web.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class WebParts(TypedDict):
     workers: WorkerRegistry
     patterns: PatternAdmin
     loras: LoraLibrary
+    limiter: RateLimiter
     backends: Backends
 
 
@@ -41,6 +43,7 @@ class WebServices:
     workers: WorkerRegistry
     patterns: PatternAdmin
     loras: LoraLibrary
+    limiter: RateLimiter
     telemetry: Telemetry
     backends: Backends
     # Which webhook URLs are allowed, and how deliveries are sent (EMP_WEBHOOK_*).
@@ -72,6 +75,7 @@ class WebServices:
             "workers": WorkerRegistry(backends.redis, backends.queue.keys),
             "patterns": PatternAdmin(backends.database, backends.redis, backends.queue.keys),
             "loras": LoraLibrary(backends.database, backends.blobs),
+            "limiter": RateLimiter(backends.redis, backends.queue.keys),
             "backends": backends,
         }
 

@@ -1,25 +1,76 @@
 """What every WebSocket route of the API and the studio shares: close codes, serving a socket
-until either side ends, and ordering events by their stream id."""
+until either side ends, ordering events by their stream id, and what an error does to a socket.
+
+An error while serving a socket ends it with a close frame (1013 when Redis or SQL did not
+answer, 1011 otherwise), never with an HTTP response: once a socket is accepted there is no HTTP
+left to answer with (Starlette's exception handlers would try). ``guarded`` wraps every socket
+route for that.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from emp_core.errors import EmpError
 from emp_sql.auth import Principal
-from emp_web.hub import Subscription
+from emp_web.hub import CLOSE_POLICY, CLOSE_TRY_AGAIN, Subscription
 
 if TYPE_CHECKING:
     from emp_web.services import WebServices
 
-# RFC 6455 close codes the apps use.
+logger = logging.getLogger(__name__)
+
+# RFC 6455 close codes the apps use (and CLOSE_POLICY, CLOSE_TRY_AGAIN from the hub).
 CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008  # refused: not signed in, no token, cross-origin, not allowed
-CLOSE_TRY_AGAIN = 1013  # the socket could not keep up and events were left behind
+CLOSE_ERROR = 1011  # the server failed
+__all__ = ["CLOSE_ERROR", "CLOSE_NORMAL", "CLOSE_POLICY", "CLOSE_TRY_AGAIN"]
+
+_BACKEND_DOWN = (RedisConnectionError, RedisTimeoutError, OperationalError, InterfaceError,
+                 PoolTimeout)  # fmt: skip
+
+E = TypeVar("E", bound=Callable[..., Awaitable[None]])
+
+
+async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close unless the socket is closed already (before accepting: a refused handshake)."""
+    if websocket.application_state == WebSocketState.DISCONNECTED:
+        return
+    if websocket.client_state == WebSocketState.DISCONNECTED:
+        return
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+        await websocket.close(code, reason[:120])
+
+
+def guarded(endpoint: E) -> E:
+    """A socket route that ends in a close frame whatever fails inside it."""
+
+    @functools.wraps(endpoint)
+    async def run(websocket: WebSocket, *args: Any, **kwargs: Any) -> None:
+        try:
+            await endpoint(websocket, *args, **kwargs)
+        except WebSocketDisconnect:
+            pass
+        except _BACKEND_DOWN as exc:
+            logger.warning("a socket on %s ended: a backend is not answering (%s)",
+                           websocket.url.path, str(exc).splitlines()[0][:200] if str(exc) else
+                           type(exc).__name__)  # fmt: skip
+            await close_quietly(websocket, CLOSE_TRY_AGAIN, "the server is busy; try again")
+        except Exception:
+            logger.exception("a socket on %s failed", websocket.url.path)
+            await close_quietly(websocket, CLOSE_ERROR, "internal error")
+
+    return run  # type: ignore[return-value]
 
 
 def stream_id(event_id: str) -> tuple[int, int]:
@@ -79,7 +130,7 @@ async def serve_job_socket(
     except EmpError as exc:
         await refuse(exc)
         return
-    sub = services.hub.follow_job(job_id)
+    sub = services.hub.follow_job(job_id, viewer)
     try:
         await websocket.accept()
         await serve_feed(websocket, feed(viewer, sub))

@@ -30,7 +30,7 @@ from emp_studio.live import admit
 from emp_studio.render import fragment, page
 from emp_studio.state import Services
 from emp_web.hub import Subscription
-from emp_web.sockets import serve_feed
+from emp_web.sockets import guarded, serve_feed
 
 router = APIRouter(dependencies=[Depends(verify_csrf)])
 sockets = APIRouter()
@@ -102,7 +102,7 @@ async def _drain(sub: Subscription, wait_s: float) -> bool:
 async def _feed(websocket: WebSocket, services: Services, viewer: Principal) -> None:
     settings = services.studio
     last_html = ""
-    sub = services.hub.follow_all()
+    sub = services.hub.follow_all(viewer)
     try:
         while True:
             started = time.monotonic()
@@ -114,13 +114,17 @@ async def _feed(websocket: WebSocket, services: Services, viewer: Principal) -> 
             pause = settings.dashboard_min_interval_seconds - (time.monotonic() - started)
             await asyncio.sleep(max(0.0, pause))
             if not await _drain(sub, settings.dashboard_idle_seconds):
+                if sub.ended is not None:  # signed out, or the user disabled
+                    await websocket.close(*sub.farewell)
+                    return
                 services.hub.leave(sub)
-                sub = services.hub.follow_all()
+                sub = services.hub.follow_all(viewer)
     finally:
         services.hub.leave(sub)
 
 
 @sockets.websocket("/ws/dashboard")
+@guarded
 async def dashboard_socket(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
     viewer = await admit(websocket, services)

@@ -27,12 +27,13 @@ from emp_sql.users import UserRepository
 from emp_studio import timeline
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
 from emp_studio.live import admit
+from emp_studio.live import refuse as refuse_socket
 from emp_studio.pages.outputs import studio_result
 from emp_studio.render import fragment, is_htmx, page, redirect
 from emp_studio.results import present
 from emp_studio.state import Services
 from emp_web.hub import GAP, Subscription
-from emp_web.sockets import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN, serve_job_socket, stream_id
+from emp_web.sockets import CLOSE_NORMAL, guarded, serve_job_socket, stream_id
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +144,8 @@ class _Feed:
             return
         while True:
             item = await self.sub.get()
-            if item is None:  # too slow to keep up: the browser reconnects and starts afresh
-                await self.websocket.close(CLOSE_TRY_AGAIN, "too slow: events were left behind")
+            if item is None:  # too slow (the browser reconnects and starts afresh) or signed out
+                await self.websocket.close(*self.sub.farewell)
                 return
             if item is not GAP and item.kind == "progress":
                 await self._send_progress(JobEvent.model_validate_json(item.text))
@@ -156,11 +157,12 @@ class _Feed:
 
 
 @sockets.websocket("/ws/jobs/{job_id}")
+@guarded
 async def job_socket(websocket: WebSocket, job_id: str) -> None:
     services: Services = websocket.app.state.services
 
     async def refuse(exc: EmpError) -> None:
-        await websocket.close(CLOSE_POLICY, exc.message[:120])
+        await refuse_socket(websocket, exc.message)
 
     await serve_job_socket(
         websocket,

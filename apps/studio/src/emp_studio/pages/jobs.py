@@ -136,6 +136,9 @@ async def submit_job(request: Request, viewer: ViewerDep, services: ServicesDep)
         limit = services.queue.settings.max_payload_bytes
         job_request = JobRequest.parse_request(form.to_spec(), max_payload_bytes=limit)
         loras = await services.loras.resolve(viewer, job_request.loras)
+        await services.limiter.take(
+            services.rules.submit, viewer.user_id, message="You are submitting jobs too fast"
+        )
         submitted = await services.catalog.submit(job_request.to_spec(loras), viewer)
     except (InvalidInput, NotFound) as exc:
         context = {

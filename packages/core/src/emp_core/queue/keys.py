@@ -139,6 +139,24 @@ class Keys:
         """String with TTL: the id of the one process whose archive projector is running."""
         return f"{self.base}:archive_leader"
 
+    # --- the web tier's security: sockets' tickets, browser sessions, rate limits -----------------
+    def ws_ticket(self, ticket_digest: str) -> str:
+        """String with TTL: a single-use WebSocket ticket (by its sha256) -> the token's hash."""
+        return f"{self.base}:wsticket:{ticket_digest}"
+
+    def session(self, session_id: str) -> str:
+        """Hash with TTL (the idle timeout): one signed-in browser session, by its id (the
+        sha256 of the secret in the cookie)."""
+        return f"{self.base}:session:{session_id}"
+
+    def user_sessions(self, user_id: str) -> str:
+        """Sorted set: a user's session ids by start time (ms), to list and end them all."""
+        return f"{self.base}:sessions:{user_id}"
+
+    def rate_limits(self) -> str:
+        """Prefix of the rate limiters' counters (the ``limits`` library writes below it)."""
+        return f"{self.base}:limits"
+
     # --- error patterns (ADR-009) ----------------------------------------------------------------
     def patterns_snapshot(self) -> str:
         """String: the enabled error patterns as versioned JSON, what workers classify with."""
@@ -172,6 +190,11 @@ class Keys:
     def events_channel(self) -> str:
         """Channel: every job event of the queue, for live fan-out."""
         return f"{self.base}:events"
+
+    def revocations_channel(self) -> str:
+        """Channel: a token, a session or a user's access ended; every web process drops its
+        cached credentials and closes the sockets they opened."""
+        return f"{self.base}:revocations"
 
     def patterns_channel(self) -> str:
         """Channel: a new error-pattern snapshot version was saved; workers re-read it."""

@@ -13,7 +13,7 @@ import random
 from typing import Any, cast
 
 from redis import Redis as SyncRedis
-from redis.asyncio import Connection, Redis, SSLConnection
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.cluster import ClusterNode as SyncClusterNode
 from redis.cluster import RedisCluster as SyncRedisCluster
@@ -70,10 +70,23 @@ class _EmpSyncCluster(SyncRedisCluster):
 
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+MAX_CONNECTIONS = 200
+POOL_TIMEOUT_SECONDS = 20.0
 
 
-def connect(url: str, **overrides: Any) -> Redis:
+def connect(
+    url: str,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+    pool_timeout: float = POOL_TIMEOUT_SECONDS,
+    **overrides: Any,
+) -> Redis:
     """An asyncio client for ``url`` with EMP's connection options (``overrides`` win).
+
+    One node is reached over a pool of at most ``max_connections`` that *waits* up to
+    ``pool_timeout`` s for a free connection when all are in use, instead of raising "Too many
+    connections" as redis-py's default pool does (at 100): a burst of 200 sockets on one job is
+    served in turn.
 
     ``redis://`` / ``rediss://`` (TLS) / ``unix://`` open one node;
     ``redis+cluster://HOST:PORT[,HOST:PORT...]`` (``rediss+cluster://`` with TLS) opens a Redis
@@ -101,7 +114,10 @@ def connect(url: str, **overrides: Any) -> Redis:
     if HIREDIS_AVAILABLE and url.startswith("redis://"):
         options["connection_class"] = _HiredisPackingConnection
     options.update(overrides)
-    return Redis.from_url(url, **options)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=pool_timeout, **options
+    )
+    return Redis.from_pool(pool)
 
 
 def _cluster_seeds(scheme: str, rest: str) -> tuple[str, list[tuple[str, int]]]:

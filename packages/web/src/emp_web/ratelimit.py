@@ -1,0 +1,93 @@
+"""Rate limits shared by every web process, counted in Redis with the ``limits`` library.
+
+A ``Rule`` is one or more windows written the way ``limits`` reads them, ``"5/minute;10/10
+minutes;20/hour"``: each window must allow a request for it to pass. Several windows of growing
+length give a growing delay: the sixth failed sign-in of an account within a minute waits out
+the minute, the eleventh the ten minutes, the twenty-first the hour. An empty rule is off.
+
+Two ways to use a rule. For failures (sign-in, bearer tokens): ``check`` before the attempt
+(refused while any window is full) and ``hit`` after a failure, so successes cost nothing. For
+plain rates (submits): ``take`` counts and checks in one step. The counters live under
+``Keys.rate_limits()`` on the process's own Redis pool, so every API and studio process shares
+them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from limits import RateLimitItem, parse_many
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+from redis.asyncio import Redis
+
+from emp_core.errors import EmpError
+from emp_core.queue.keys import Keys
+
+
+class RateLimited(EmpError):
+    """Too many attempts: ``retry_after`` says when the next one may pass (whole seconds)."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(f"{message}; try again in {_duration(retry_after)}", field=field)
+        self.retry_after = retry_after
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{math.ceil(seconds / 60)} minutes"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    windows: tuple[RateLimitItem, ...]
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> Rule:
+        return cls(name, tuple(parse_many(text)) if text.strip() else ())
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        pool: Any = redis.connection_pool  # typed by limits as a plain option value
+        storage = RedisStorage(
+            "async+redis://",  # the connection comes from the pool below, not from this URL
+            implementation="redispy",
+            key_prefix=keys.rate_limits(),
+            connection_pool=pool,
+        )
+        self._moving = MovingWindowRateLimiter(storage)
+        self._fixed = FixedWindowRateLimiter(storage)
+
+    async def check(self, rule: Rule, *ids: str, message: str, field: str | None = None) -> None:
+        """Raise ``RateLimited`` while any window of ``rule`` is full for ``ids``."""
+        for window in rule.windows:
+            if not await self._moving.test(window, rule.name, *ids):
+                stats = await self._moving.get_window_stats(window, rule.name, *ids)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                raise RateLimited(message, retry_after=wait, field=field)
+
+    async def hit(self, rule: Rule, *ids: str) -> None:
+        """Count one failure against every window of ``rule``."""
+        for window in rule.windows:
+            await self._moving.hit(window, rule.name, *ids)
+
+    async def clear(self, rule: Rule, *ids: str) -> None:
+        for window in rule.windows:
+            await self._moving.clear(window, rule.name, *ids)
+
+    async def take(self, rule: Rule, *ids: str, message: str) -> None:
+        """Count one request (fixed windows: one cheap round trip); ``RateLimited`` past it."""
+        for window in rule.windows:
+            if not await self._fixed.hit(window, rule.name, *ids):
+                stats = await self._fixed.get_window_stats(window, rule.name, *ids)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                raise RateLimited(message, retry_after=wait)
