@@ -92,11 +92,13 @@ async def running_studio(
     **options: Any,
 ) -> AsyncIterator[Studio]:
     studio_settings = StudioSettings(
-        secret_key=SecretStr(SECRET),
-        dev=True,
-        dashboard_min_interval_seconds=0.05,
-        dashboard_idle_seconds=0.5,
-        **options,
+        **{
+            "secret_key": SecretStr(SECRET),
+            "dev": True,  # plain HTTP: httpx sends no Secure cookie over it
+            "dashboard_min_interval_seconds": 0.05,
+            "dashboard_idle_seconds": 0.5,
+            **options,
+        }
     )
     with tempfile.TemporaryDirectory(prefix="emp-studio-blobs-") as blobs:
         app = create_app(

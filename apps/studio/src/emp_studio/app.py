@@ -18,6 +18,7 @@ from emp_core.settings import QueueSettings
 from emp_sql.settings import DatabaseSettings
 from emp_studio import __version__, errors
 from emp_studio.pages import (
+    account,
     auth,
     dashboard,
     generate,
@@ -100,11 +101,6 @@ def create_app(
     errors.install(app)
     logs.install("uvicorn.access", "uvicorn.error")
 
-    # Pages may hold what only the signed-in viewer should see: never kept by a cache.
-    app.add_middleware(
-        SecurityHeaders, headers=_HEADERS, private=lambda path: not path.startswith("/static/")
-    )
-
     def refuse(scope: Scope, status: int, _code: str, message: str, _field: str | None) -> Response:
         if status == 413:
             message = "That form is larger than the studio takes."
@@ -120,7 +116,8 @@ def create_app(
         # A LoRA upload streams and checks its own limit (EMP_LORA_MAX_BYTES).
         streamed=frozenset({loras.UPLOAD_PATH}),
     )
-    # Added last, so it runs first: every page and socket sees the session.
+    # Added after the routes' middleware, so it runs before them: every page and socket sees the
+    # session.
     app.add_middleware(
         SessionMiddleware,
         secret_key=_secret(settings),
@@ -129,9 +126,15 @@ def create_app(
         same_site="lax",
         https_only=settings.secure_cookie,
     )
+    # Outermost, so that it sees the session's cookie too (Secure over HTTPS). Pages may hold
+    # what only the signed-in viewer should see: never kept by a cache.
+    app.add_middleware(
+        SecurityHeaders, headers=_HEADERS, private=lambda path: not path.startswith("/static/")
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (
-        health, auth, dashboard, generate, jobs, job, outputs, users, patterns, webhooks, loras,
+        health, auth, account, dashboard, generate, jobs, job, outputs, users, patterns, webhooks,
+        loras,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(loras.uploads)

@@ -20,11 +20,15 @@ from emp_web.tickets import TICKET_PREFIX
 
 REDACTED = "[redacted]"
 _QUERY_SECRET = re.compile(r"(?i)\b((?:access_)?(?:token|ticket|key|secret|password)=)[^&\s\"']+")
+# uvicorn's DEBUG lines echo request and response headers ("< authorization: Bearer …").
+_HEADER_SECRET = re.compile(r"(?i)^([<>] (?:authorization|cookie|set-cookie|x-api-key):\s*).+$")
 _PREFIXES = (TOKEN_PREFIX, TICKET_PREFIX)
 _TOKEN = re.compile(f"({'|'.join(map(re.escape, _PREFIXES))})" + r"[A-Za-z0-9_-]{8,}")
 
 
 def redact(text: str) -> str:
+    if text[:2] in ("< ", "> "):
+        text = _HEADER_SECRET.sub(r"\1" + REDACTED, text)
     if "=" not in text and not any(p in text for p in _PREFIXES):
         return text
     return _TOKEN.sub(r"\1" + REDACTED, _QUERY_SECRET.sub(r"\1" + REDACTED, text))
@@ -41,15 +45,21 @@ def _redact_arg(value: Any) -> Any:
 
 
 class RedactSecrets(logging.Filter):
-    """Masks tokens in a record's message and arguments (it never drops a record)."""
+    """Masks secrets in a record (it never drops one). uvicorn's access records keep their
+    arguments (its formatter reads them one by one), each masked; any other record whose text
+    holds a secret is replaced by its masked text."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             record.args = tuple(_redact_arg(a) for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+            return True
+        try:
+            text = record.getMessage()
+        except (TypeError, ValueError):
+            return True  # a malformed record: logging reports it as it would have
+        cleaned = redact(text)
+        if cleaned != text:
+            record.msg, record.args = cleaned, ()
         return True
 
 

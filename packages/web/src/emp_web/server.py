@@ -8,7 +8,9 @@ import asyncio
 from typing import Any, Protocol
 
 import uvicorn
+from starlette.types import Message
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from emp_web.logs import log_config
 
@@ -65,6 +67,24 @@ def http_protocol(head_timeout: float) -> type[HttpToolsProtocol]:
     return type("HeadDeadlineHttp", (_HeadDeadline,), {"head_timeout": head_timeout})
 
 
+class QuietDenialWebSockets(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol without one false alarm: after the app refuses a handshake
+    with an HTTP response (an API socket without a valid token gets the usual JSON error),
+    uvicorn 0.54 logs "ASGI callable returned without completing handshake." at ERROR, so anyone
+    could fill the error log by knocking. The response *is* the completed handshake; say so.
+    The refusal itself is logged by the app, at INFO, with its reason."""
+
+    async def send(self, message: Message) -> None:  # type: ignore[override]
+        await super().send(message)  # type: ignore[arg-type]
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body"):
+            self.handshake_complete = True
+
+
+def server_options(head_timeout: float) -> dict[str, Any]:
+    """The protocol classes every EMP web server runs with (uvicorn's ``http`` and ``ws``)."""
+    return {"http": http_protocol(head_timeout), "ws": QuietDenialWebSockets}
+
+
 def run(
     factory: str,
     settings: ServerSettings,
@@ -93,6 +113,6 @@ def run(
         workers=getattr(args, "processes", None),
         log_level=args.log_level,
         log_config=log_config(args.log_level, logger),
-        http=http_protocol(settings.header_timeout_seconds),
+        **server_options(settings.header_timeout_seconds),
         **uvicorn_options,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -83,8 +84,11 @@ class SessionStore:
         if age >= self.max_seconds:
             await self.end(record.user_id, [sid], "the session reached its lifetime")
             return None
+        if now - record.last_seen >= self.idle_seconds:  # the TTL's job, to the second
+            await self.end(record.user_id, [sid], "the session was idle too long")
+            return None
         if now - record.last_seen >= self.touch_seconds:
-            ttl = int(min(self.idle_seconds, self.max_seconds - age)) + 1
+            ttl = max(1, math.ceil(min(self.idle_seconds, self.max_seconds - age)))
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self.keys.session(sid), "last_seen", repr(now))
                 pipe.expire(self.keys.session(sid), ttl)

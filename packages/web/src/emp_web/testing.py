@@ -22,7 +22,7 @@ from emp_core.queue import ClaimedJob, Queue
 from emp_core.redis.server import free_port
 from emp_sql import Database, DatabaseSettings, Role, TokenRepository, UserRepository
 from emp_web.logs import log_config
-from emp_web.server import http_protocol
+from emp_web.server import server_options
 
 PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts' password
 
@@ -34,7 +34,7 @@ async def serve(app: ASGIApp, *, head_timeout: float = 10.0) -> AsyncIterator[st
     port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on",
-        timeout_graceful_shutdown=2, http=http_protocol(head_timeout),
+        timeout_graceful_shutdown=2, **server_options(head_timeout),
         log_config=log_config("warning"),
     )  # fmt: skip
     server = uvicorn.Server(config)

@@ -116,8 +116,15 @@ class _Feed:
         self.last = (0, 0)  # the newest stream id the parts sent so far reflect
 
     async def _send_all(self) -> bool:
-        """Send every part, read afresh; True once the job has ended."""
-        job, events = await _load(self.services, self.job_id, self.viewer)
+        """Send every part, read afresh; True once the job has ended.
+
+        The stream is read *before* the job: the job is then at least as new as the last event
+        read, which is what ``last`` records. Read the other way round, an event appended
+        between the two reads would count as shown while the job read before it was not
+        terminal, and the socket would wait for ever for an end it had skipped."""
+        queue = self.services.queue
+        events = await replay(queue.redis, queue.keys, self.job_id)
+        job = await self.services.catalog.get(self.job_id, self.viewer)
         self.job = job
         if events:
             self.last = max(self.last, stream_id(events[-1].event_id))

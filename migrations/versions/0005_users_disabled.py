@@ -1,7 +1,7 @@
 """users.disabled_at: an admin can disable a user (sign-in, sessions and tokens end) (issue 12)
 
-Revision ID: 0003_users_disabled
-Revises: 0002
+Revision ID: 0005_users_disabled
+Revises: 0004_flat_file
 Create Date: 2026-12-01
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_users_disabled"
-down_revision: str | None = "0002"
+revision: str = "0005_users_disabled"
+down_revision: str | None = "0004_flat_file"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
