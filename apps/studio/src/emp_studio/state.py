@@ -12,8 +12,8 @@ from emp_studio.settings import StudioSettings
 from emp_web.backends import Backends
 from emp_web.ratelimit import Rule
 from emp_web.services import WebServices
-from emp_web.webhooks.settings import WebhookSettings
 from emp_web.sessions import SessionStore
+from emp_web.webhooks.settings import WebhookSettings
 
 
 @dataclass(frozen=True, slots=True)

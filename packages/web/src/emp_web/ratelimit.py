@@ -56,14 +56,17 @@ class Rule:
 
 
 class RateLimiter:
-    def __init__(self, redis: Redis, keys: Keys) -> None:
-        pool: Any = redis.connection_pool  # typed by limits as a plain option value
-        storage = RedisStorage(
-            "async+redis://",  # the connection comes from the pool below, not from this URL
-            implementation="redispy",
-            key_prefix=keys.rate_limits(),
-            connection_pool=pool,
-        )
+    def __init__(self, redis: Redis, keys: Keys, url: str) -> None:
+        pool: Any = getattr(redis, "connection_pool", None)  # a Cluster client has none
+        if pool is not None:  # one node: share the process's (waiting) pool
+            storage = RedisStorage(
+                "async+redis://",  # the connection comes from the pool, not from this URL
+                implementation="redispy", key_prefix=keys.rate_limits(), connection_pool=pool,
+            )  # fmt: skip
+        else:  # a Cluster (redis+cluster://): limits opens its own client of the same nodes
+            storage = RedisStorage(
+                f"async+{url}", implementation="redispy", key_prefix=keys.rate_limits()
+            )
         self._moving = MovingWindowRateLimiter(storage)
         self._fixed = FixedWindowRateLimiter(storage)
 

@@ -22,8 +22,8 @@ from emp_sql.patterns_admin import PatternAdmin
 from emp_sql.session import Database
 from emp_web.backends import Backends
 from emp_web.hub import EventHub
-from emp_web.webhooks.settings import WebhookSettings
 from emp_web.ratelimit import RateLimiter
+from emp_web.webhooks.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ class WebServices:
             "workers": WorkerRegistry(backends.redis, backends.queue.keys),
             "patterns": PatternAdmin(backends.database, backends.redis, backends.queue.keys),
             "loras": LoraLibrary(backends.database, backends.blobs),
-            "limiter": RateLimiter(backends.redis, backends.queue.keys),
+            "limiter": RateLimiter(
+                backends.redis, backends.queue.keys, backends.queue.settings.redis_url
+            ),
             "backends": backends,
         }
 
