@@ -128,7 +128,7 @@ e2e: $(VENV_STAMP) $(GPU_STAMP) chromium ## Browser tests against the real apps;
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-cluster bench-grpc bench-patterns bench-loras bench-diffusers dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -147,6 +147,8 @@ bench-diffusers: $(GPU_STAMP) ## Diffusers connector: s/step of the tiny pipelin
 
 bench-grpc: $(VENV_STAMP) ## gRPC vs REST/WebSocket: payload sizes, submit and progress-delivery p50/p99
 	$(UV) run --frozen python -m bench.rpc
+bench-sockets: $(VENV_STAMP) ## 1,000 WebSockets at once on one job, in one API and one studio process
+	$(UV) run --frozen python -m bench.sockets
 
 bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-to-worker time
 	$(UV) run --frozen python -m bench.patterns

@@ -19,7 +19,7 @@ class QueueSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # A process's Redis connections: at most this many; a command finding none free waits up
     # to redis_pool_timeout_seconds for one (and only then fails) rather than failing at once.
-    redis_max_connections: int = Field(default=200, ge=2)
+    redis_max_connections: int = Field(default=64, ge=2)
     redis_pool_timeout_seconds: float = Field(default=20.0, gt=0)
     key_prefix: str = Field(default="emp", pattern=r"^[A-Za-z0-9_.-]+$")
     queue: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")

@@ -70,7 +70,7 @@ class _EmpSyncCluster(SyncRedisCluster):
 
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-MAX_CONNECTIONS = 200
+MAX_CONNECTIONS = 64
 POOL_TIMEOUT_SECONDS = 20.0
 
 
