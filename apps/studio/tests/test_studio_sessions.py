@@ -182,10 +182,10 @@ async def test_tokens_are_created_once_listed_and_revoked(
 
 
 async def test_idle_sessions_end(settings: QueueSettings, database_url: str) -> None:
-    async with running_studio(settings, database_url, session_idle_seconds=1) as studio:
+    async with running_studio(settings, database_url, session_idle_seconds=4) as studio:
         _, ivan = await _fresh(studio, database_url, "ivan")
         assert (await ivan.get("/jobs")).status_code == 200
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(4.5)
         assert (await ivan.get("/jobs")).status_code == 303
         await ivan.aclose()
 
