@@ -38,11 +38,12 @@ async def _emp_api(settings: QueueSettings, database_url: str, log: Path) -> Asy
         base = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient() as client:
-                for _ in range(400):
+                for _ in range(1200):  # a loaded machine takes many seconds to import the app
+                    assert process.poll() is None, "emp-api exited during start-up; see its log"
                     with contextlib.suppress(httpx.HTTPError):
                         if (await client.get(f"{base}/health")).status_code == 200:
                             break
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.1)
             yield f"127.0.0.1:{port}"
         finally:
             process.terminate()
