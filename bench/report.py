@@ -16,7 +16,7 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.table import Table
 
-Unit = Literal["jobs/s", "calls/s", "ms", "×"]
+Unit = Literal["jobs/s", "calls/s", "ms", "×", "workers"]
 
 
 @dataclass(slots=True)
@@ -39,14 +39,14 @@ class Figure:
     def met(self) -> bool | None:
         if self.target is None:
             return None
-        lower_is_better = self.unit in ("ms", "×")
+        lower_is_better = self.unit in ("ms", "×", "workers")
         return self.value <= self.target if lower_is_better else self.value >= self.target
 
     @property
     def target_text(self) -> str:
         if self.target is None:
             return ""
-        bound = "≤" if self.unit in ("ms", "×") else "≥"
+        bound = "≤" if self.unit in ("ms", "×", "workers") else "≥"
         return f"{bound} {_number(self.target, self.unit)}"
 
     def as_json(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any
 from rich.console import Console
 
 import bench.api
+import bench.fleet
 from bench import scenarios
 from bench.report import Figure, machine, render, write_json
 from emp_core.queue.queue import Queue
@@ -53,11 +54,15 @@ class Sizes:
     claim_samples: int = 5_000
     wake_samples: int = 1_000
     wake_gap_s: float = 0.002
+    classes: int = 100_000
+    class_samples: int = 3_000
+    idle_workers: int = 1_000
 
 
 QUICK = Sizes(
     repeat=1, ceiling_calls=2_000, submit_one=2_000, submit_bulk=10_000, drain_jobs=2_000,
-    deep=20_000, claim_samples=1_000, wake_samples=200,
+    deep=20_000, claim_samples=1_000, wake_samples=200, classes=10_000, class_samples=1_000,
+    idle_workers=200,
 )  # fmt: skip
 
 
@@ -137,6 +142,13 @@ async def measure(url: str, port: int, sizes: Sizes, console: Console) -> dict[s
         raw["wake_across"] = await scenarios.submit_to_claimed_across_processes(
             await fresh_queue(), url, samples=sizes.wake_samples, gap_s=sizes.wake_gap_s
         )
+        for n in (0, 10, sizes.classes):
+            step.update(f"claim with {n:,} classes pending, none runnable")
+            raw[f"classes_{n}"] = await bench.fleet.classes_claim(
+                redis, url, n, sizes.class_samples
+            )
+        step.update(f"one submit with {sizes.idle_workers:,} idle workers")
+        raw["idle_fleet"] = await bench.fleet.idle_fleet(redis, url, sizes.idle_workers)
         step.update("HTTP API: submit throughput, progress to 1,000 sockets")
         await redis.flushall()
         raw["api"] = await bench.api.measure(url, quick=sizes is QUICK)
@@ -235,8 +247,46 @@ def figures(raw: dict[str, Any]) -> list[Figure]:
             Figure(f"{key}_p99", f"submit→claimed p99, {label}", res["p99_ms"], "ms", 4.0,
                    seq["p99_ms"] / res["p99_ms"], f"max {res['max_ms']:.2f} ms"),
         ]  # fmt: skip
+    if "idle_fleet" in raw:
+        out += _fleet_figures(raw, seq)
     if "api" in raw:
         out += bench.api.figures(raw["api"])
+    return out
+
+
+def _fleet_figures(raw: dict[str, Any], seq: dict[str, Any]) -> list[Figure]:
+    """Issue 10: the claim against the number of classes, and one submit's cost with an idle
+    fleet."""
+    keys = sorted((k for k in raw if k.startswith("classes_")), key=lambda k: int(k.split("_")[1]))
+    empty = raw[keys[0]]
+    out = []
+    for key in keys:
+        res = raw[key]
+        n = res["classes"]
+        what = "an empty queue" if n == 0 else f"{n:,} pending in {n:,} classes, none runnable"
+        p99_target = 1.0 if n == max(raw[k]["classes"] for k in keys) else None
+        out += [
+            Figure(f"claim_classes_p50_{n}", f"claim p50, {what}", res["p50_ms"], "ms", None,
+                   seq["p50_ms"] / res["p50_ms"]),
+            Figure(f"claim_classes_p99_{n}", f"claim p99, {what}", res["p99_ms"], "ms",
+                   p99_target, seq["p99_ms"] / res["p99_ms"],
+                   f"first claim of the profile (matches every class once) "
+                   f"{res['first_claim_ms']:.1f} ms"),
+        ]  # fmt: skip
+    top = raw[keys[-1]]
+    out.append(
+        Figure("claim_classes_p99_ratio",
+               f"claim p99, {top['classes']:,} classes ÷ empty",
+               top["p99_ms"] / empty["p99_ms"], "×", 2.0)
+    )  # fmt: skip
+    fleet = raw["idle_fleet"]
+    out.append(
+        Figure("wake_workers_per_submit",
+               f"workers woken by one submit, {fleet['workers']:,} idle",
+               fleet["workers_woken"], "workers", 1,
+               note=f"{fleet['claims_triggered']} claims, {fleet['fcalls']} FCALLs, "
+                    f"{fleet['commands']} Redis commands inside them")
+    )  # fmt: skip
     return out
 
 

@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '7'
+local VERSION = '8'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -459,6 +459,25 @@ local function class_matches(service, req, caps)
   return true
 end
 
+-- Canonical JSON (sorted keys): equal capability profiles encode to equal text.
+local canon
+canon = function(v)
+  if type(v) == 'table' then
+    if next(v) == nil then return '{}' end
+    local parts = {}
+    if is_seq(v) then
+      for i, x in ipairs(v) do parts[i] = canon(x) end
+      return '[' .. table.concat(parts, ',') .. ']'
+    end
+    local ks = {}
+    for key in pairs(v) do ks[#ks + 1] = tostring(key) end
+    table.sort(ks)
+    for i, key in ipairs(ks) do parts[i] = cjson.encode(key) .. ':' .. canon(v[key]) end
+    return '{' .. table.concat(parts, ',') .. '}'
+  end
+  return cjson.encode(v)
+end
+
 -- Decoded capabilities by content hash, with the customer lists turned into sets and nulls into nil.
 local function load_caps(text)
   local digest = redis.sha1hex(text)
@@ -486,42 +505,154 @@ local function load_caps(text)
     caps.allowed = {}
     for _, c in ipairs(caps.allowed_customers) do caps.allowed[c] = true end
   end
-  caps.matches = {}
+  caps.profiles = {}
+  for _, service in ipairs(caps.services) do
+    local text = canon({hardware = caps.hardware, models = caps.models[service] or {},
+      customer_isolation = caps.customer_isolation or 'none', capabilities = caps.capabilities})
+    caps.profiles[service] = {id = string.sub(redis.sha1hex(service .. '\n' .. text), 1, 16),
+      text = text}
+  end
   if caps_count >= CACHE_MAX then caps_cache, caps_count = {}, 0 end
   caps_cache[digest] = caps
   caps_count = caps_count + 1
   return caps
 end
 
--- A stored class, decoded and checked; nil and the reason when it cannot be used (written by an
--- older deploy or by hand), so the claim can quarantine it instead of failing. (Its id was checked
--- against its text at submit; classes of deploys before that keep their ids.)
-local function class_def(registry, class_id)
-  local req = class_cache[class_id]
-  if req then return req end
-  local text = redis.call('HGET', registry, class_id)
-  if not text then return nil, nil end
-  local ok, checked = pcall(check_requirements, text)
-  if not ok then
-    return nil, type(checked) == 'table' and checked.err or tostring(checked)
-  end
-  req = checked
-  if class_count >= CACHE_MAX then class_cache, class_count = {}, 0 end
-  class_cache[class_id] = req
-  class_count = class_count + 1
-  return req
-end
-
 ---------------------------------------------------------------------------------------------------
 -- the pending index
 
--- Put a job into the pending sets of its class (and of its customer and workflow).
+---------------------------------------------------------------------------------------------------
+-- capability profiles: the claim's index, and whom a new job wakes
+--
+-- A profile is what matching reads of a worker for one service (hardware, that service's models,
+-- isolation, custom capabilities), canonically encoded; its id is a hash of that text. Workers
+-- with equal profiles share one. For each profile the library keeps
+--   ready:{service}:{profile}  sorted set: the classes this profile can run that have pending jobs,
+--                              scored by (a lower bound of) their head job's score;
+--   idle:{service}:{profile}   sorted set: idle worker slots "worker#slot" by when they went idle.
+-- A class is matched against a profile once: when the class appears (first pending job) against
+-- every live profile, or when a profile first claims against every class (one O(classes) pass).
+-- A claim then reads the first few entries of its ready set, never the class registry, so its
+-- cost does not grow with the number of classes it cannot run. Scores in a ready set are lower
+-- bounds: raised lazily by the claim that finds a class's head moved on, lowered at once
+-- (ZADD LT) when a better job arrives, so a claim never overlooks a better class.
+
+local PROFILE_TTL_MS = 3600 * 1000  -- a profile no worker has claimed with for this long retires
+local CLASS_WINDOW = 32             -- classes of a ready set one claim looks at, at most
+local WAKE_TRIES = 4                -- idle slots one pending job may try before giving up
+local profile_cache, profile_count = {}, 0
+local match_cache, match_count = {}, 0
+
+-- A profile's text decoded into the shape class_matches reads (as decoded capabilities).
+local function profile_caps(service, text)
+  local p = cjson.decode(text)
+  local hw = p.hardware or {}
+  return {hardware = {gpu_memory_gb = tonumber(hw.gpu_memory_gb) or 0,
+      cpu_cores = tonumber(hw.cpu_cores) or 0, ram_gb = tonumber(hw.ram_gb) or 0},
+    models = {[service] = p.models or {}}, customer_isolation = p.customer_isolation,
+    capabilities = p.capabilities or {}}
+end
+
+local function profile_of(base, service, pid)
+  local ck = service .. '/' .. pid
+  local prof = profile_cache[ck]
+  if prof ~= nil then return prof end
+  local text = redis.call('HGET', base .. ':profiles:' .. service, pid)
+  if not text then return nil end
+  local ok, decoded = pcall(profile_caps, service, text)
+  if not ok then return nil end
+  if profile_count >= CACHE_MAX then profile_cache, profile_count = {}, 0 end
+  profile_cache[ck] = decoded
+  profile_count = profile_count + 1
+  return decoded
+end
+
+local function decoded_class(class_id, text)
+  local req = class_cache[class_id]
+  if req then return req end
+  local ok, checked = pcall(check_requirements, text)
+  if not ok then return nil end
+  if class_count >= CACHE_MAX then class_cache, class_count = {}, 0 end
+  class_cache[class_id] = checked
+  class_count = class_count + 1
+  return checked
+end
+
+-- Whether profile `pid` can run class `class_id` (decided once per library load and pair).
+local function profile_matches(base, service, pid, class_id, req_text)
+  local mk = pid .. '/' .. class_id
+  local ok = match_cache[mk]
+  if ok ~= nil then return ok end
+  local prof = profile_of(base, service, pid)
+  local req = decoded_class(class_id, req_text)
+  ok = prof ~= nil and req ~= nil and class_matches(service, req, prof)
+  if match_count >= CACHE_MAX * 8 then match_cache, match_count = {}, 0 end
+  match_cache[mk] = ok
+  match_count = match_count + 1
+  return ok
+end
+
+local function ready_key(base, service, pid) return base .. ':ready:' .. service .. ':' .. pid end
+local function idle_key(base, service, pid) return base .. ':idle:' .. service .. ':' .. pid end
+
+-- The live profiles of a service (retiring, a few at a time, those unused for PROFILE_TTL_MS).
+local function live_profiles(base, service, now)
+  local seen = base .. ':profiles_seen:' .. service
+  for _, pid in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - PROFILE_TTL_MS,
+      'LIMIT', 0, 8)) do
+    redis.call('ZREM', seen, pid)
+    redis.call('HDEL', base .. ':profiles:' .. service, pid)
+    redis.call('DEL', ready_key(base, service, pid), idle_key(base, service, pid))
+  end
+  return redis.call('ZRANGE', seen, 0, -1)
+end
+
+-- One job became pending: wake one idle slot of a profile able to run it, if there is one. A
+-- slot is popped from its idle set and told on its worker's control channel; PUBLISH answers how
+-- many received it, so a slot whose process died is skipped for the next.
+local function wake_one(base, service, class_id, req_text, profiles)
+  for _, pid in ipairs(profiles) do
+    if profile_matches(base, service, pid, class_id, req_text) then
+      local idle = idle_key(base, service, pid)
+      for _ = 1, WAKE_TRIES do
+        local popped = redis.call('ZPOPMAX', idle)
+        if popped[1] == nil then break end
+        local worker, slot = string.match(popped[1], '^(.+)#(%d+)$')
+        if worker and redis.call('PUBLISH', base .. ':control:' .. worker,
+            '{"type":"wake","slot":' .. slot .. '}') > 0 then
+          return true
+        end
+      end
+    end
+  end
+  return false
+end
+
+-- Put a job into the pending sets of its class (and of its customer and workflow); keep the
+-- ready sets of the service's profiles right, and wake one idle slot able to run it.
 local function index_pending(k, job_id, score, customer, workflow, service, class_id, reqs)
+  local head = redis.call('ZRANGE', k.pending, 0, 0, 'WITHSCORES')
   redis.call('ZADD', k.pending, score, job_id)
   if customer ~= '' then redis.call('ZADD', k.pending .. ':cust:' .. customer, score, job_id) end
   if workflow ~= '' then redis.call('ZADD', k.pending .. ':wf:' .. workflow, score, job_id) end
-  redis.call('HSET', k.registry, class_id, reqs)
   redis.call('HINCRBY', k.count, service, 1)
+  local base = k.base
+  local profiles = live_profiles(base, service, now_ms())
+  if head[1] == nil then
+    -- The class appears: register it, and match it once against every live profile.
+    redis.call('HSET', k.registry, class_id, reqs)
+    for _, pid in ipairs(profiles) do
+      if profile_matches(base, service, pid, class_id, reqs) then
+        redis.call('ZADD', ready_key(base, service, pid), score, class_id)
+      end
+    end
+  elseif tonumber(score) < tonumber(head[2]) then
+    -- A better head: lower the class's score where it is listed (XX: only the matching ones).
+    for _, pid in ipairs(profiles) do
+      redis.call('ZADD', ready_key(base, service, pid), 'XX', 'LT', score, class_id)
+    end
+  end
+  wake_one(base, service, class_id, reqs, profiles)
 end
 
 local function unindex_pending(k, job_id, customer, workflow, service, class_id)
@@ -535,6 +666,7 @@ end
 
 local function derived_keys(base, service, class_id)
   return {
+    base = base,
     pending = base .. ':pending:' .. class_id,
     registry = base .. ':classes:' .. service,
     count = base .. ':pending_count',
@@ -556,7 +688,6 @@ local function requeue(base, job_id, maxlen, reason, extra)
   local attempt = redis.call('HGET', jk, 'attempts')
   emit(base, job_id, base .. ':events:' .. job_id, maxlen, service,
     {type = 'requeued', status = 'pending', at = now_ms(), reason = reason, attempt = attempt})
-  redis.call('PUBLISH', base .. ':wake:' .. service, job_id)
 end
 
 -- Set aside a stored class or job that cannot be used (written by hand, by a bug, by an older
@@ -774,7 +905,8 @@ local function emp_submit(keys, args)
     local j = {}
     for f, name in ipairs(SUBMIT_FIELDS) do j[name] = args[4 + (i - 1) * width + f] end
     local k = (i - 1) * SUBMIT_KEYS
-    j.keys = {job = keys[k + 1], events = keys[k + 2], seq = keys[k + 3], registry = keys[k + 4],
+    j.keys = {base = base, job = keys[k + 1], events = keys[k + 2], seq = keys[k + 3],
+      registry = keys[k + 4],
       pending = keys[k + 5], count = keys[k + 6], workflow = keys[k + 7], customer = keys[k + 8]}
     j.priority = int_arg(j.priority, 'priority', 0, PRIORITY_MAX)
     j.max_attempts = int_arg(j.max_attempts, 'max_attempts', 1, 100)
@@ -834,7 +966,6 @@ local function emp_submit(keys, args)
 
   local now = now_ms()
   local last = redis.call('INCRBY', jobs[1].keys.seq, n)
-  local woken = {}
   local ids = {}
   for i, j in ipairs(jobs) do
     local seq = last - n + i
@@ -863,11 +994,7 @@ local function emp_submit(keys, args)
       j.requirements)
     if j.customer_id ~= '' then redis.call('ZADD', j.keys.customer, seq, j.id) end
     emit(base, j.id, j.keys.events, maxlen, j.service, {type = 'submitted', status = 'pending', at = now})
-    woken[j.service] = true
     ids[i] = j.id
-  end
-  for service in pairs(woken) do
-    redis.call('PUBLISH', base .. ':wake:' .. service, 'submit')
   end
   return ids
 end
@@ -875,6 +1002,34 @@ end
 -- KEYS: worker, leases, fence, delayed, then one classes registry per service in caps.services.
 -- ARGV: base, capabilities JSON, lease_ms, events_maxlen, promote_limit.
 -- Returns {'job', HGETALL of the claimed job} or {'none', ms until worth trying again or -1}.
+-- A worker slot's index, or '' for a caller that is not a slot (the CLI, a test).
+local function slot_arg(value)
+  if value == nil or value == '' then return '' end
+  return fmt_int(int_arg(value, 'slot', 0, 4096))
+end
+
+-- Register the worker's profile for a service on its first claim (or after it retired), and
+-- build its ready set: every class of the service matched once, a one-off O(classes) pass. A
+-- class that cannot be decoded is quarantined here.
+local function ensure_profile(base, service, prof, registry, now)
+  if redis.call('ZADD', base .. ':profiles_seen:' .. service, now, prof.id) == 0 then return end
+  redis.call('HSET', base .. ':profiles:' .. service, prof.id, prof.text)
+  local ready = ready_key(base, service, prof.id)
+  redis.call('DEL', ready)
+  local flat = redis.call('HGETALL', registry)
+  for i = 1, #flat, 2 do
+    local class_id, text = flat[i], flat[i + 1]
+    local ok, why = pcall(check_requirements, text)
+    if not ok then
+      redis.call('HDEL', registry, class_id)
+      quarantine(base, 'class', class_id, type(why) == 'table' and why.err or tostring(why), now)
+    elseif profile_matches(base, service, prof.id, class_id, text) then
+      local head = redis.call('ZRANGE', base .. ':pending:' .. class_id, 0, 0, 'WITHSCORES')
+      if head[2] then redis.call('ZADD', ready, head[2], class_id) end
+    end
+  end
+end
+
 -- KEYS of a claim: worker, leases, fence, delayed, then one classes registry per service.
 local function check_claim_keys(keys, base, caps)
   if #keys ~= 4 + #caps.services then
@@ -895,6 +1050,7 @@ local function emp_claim(keys, args)
   local lease_ms = int_arg(args[3], 'lease_ms', 1)
   local maxlen = int_arg(args[4], 'events_maxlen', 1)
   local promote_limit = int_arg(args[5], 'promote_limit', 0, 10000)
+  local slot = slot_arg(args[6])
   check_claim_keys(keys, base, caps)
   local worker_key, leases, fence, delayed = keys[1], keys[2], keys[3], keys[4]
   local now = now_ms()
@@ -902,46 +1058,65 @@ local function emp_claim(keys, args)
 
   local best_id, best_score, best_service, hint = nil, nil, nil, nil
   for s, service in ipairs(caps.services) do
-    local registry = keys[4 + s]
-    local matches = caps.matches
-    for _, class_id in ipairs(redis.call('HKEYS', registry)) do
-      local ok = matches[class_id]
-      if ok == nil then
-        local req, why = class_def(registry, class_id)
-        if why then
-          redis.call('HDEL', registry, class_id)
-          quarantine(base, 'class', class_id, why, now)
-          ok = false
-        else
-          ok = req ~= nil and class_matches(service, req, caps)
-          matches[class_id] = ok
-        end
-      end
-      if ok then
-        local class_key = base .. ':pending:' .. class_id
-        for _, zkey in ipairs(candidate_sets(class_key, caps)) do
-          local job_id, score, wait = eligible_head(base, zkey, caps, now, class_key, service)
-          if wait and (hint == nil or wait < hint) then hint = wait end
-          if job_id and better(score, job_id, best_score, best_id) then
-            best_id, best_score, best_service = job_id, score, service
+    local prof = caps.profiles[service]
+    ensure_profile(base, service, prof, keys[4 + s], now)
+    local ready = ready_key(base, service, prof.id)
+    local entries = redis.call('ZRANGE', ready, 0, CLASS_WINDOW - 1, 'WITHSCORES')
+    for i = 1, #entries, 2 do
+      local class_id, listed = entries[i], tonumber(entries[i + 1])
+      -- Listed scores are lower bounds: nothing further down can beat the best found.
+      if best_score ~= nil and listed > tonumber(best_score) then break end
+      local class_key = base .. ':pending:' .. class_id
+      local head = redis.call('ZRANGE', class_key, 0, 0, 'WITHSCORES')
+      if head[1] == nil then
+        redis.call('ZREM', ready, class_id)  -- drained since it was listed
+      else
+        if tonumber(head[2]) > listed then redis.call('ZADD', ready, 'XX', head[2], class_id) end
+        if best_score == nil or tonumber(head[2]) <= tonumber(best_score) then
+          for _, zkey in ipairs(candidate_sets(class_key, caps)) do
+            local job_id, score, wait = eligible_head(base, zkey, caps, now, class_key, service)
+            if wait and (hint == nil or wait < hint) then hint = wait end
+            if job_id and better(score, job_id, best_score, best_id) then
+              best_id, best_score, best_service = job_id, score, service
+            end
           end
         end
       end
     end
   end
 
+  local member = slot ~= '' and (caps.worker_id .. '#' .. slot) or nil
   if best_id == nil then
     local next_due = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')[2]
     if next_due then
       local wait = math.max(0, tonumber(next_due) - now)
       if hint == nil or wait < hint then hint = wait end
     end
+    if member then
+      -- Idle: a job this slot can run that becomes pending wakes it (see wake_one).
+      for _, service in ipairs(caps.services) do
+        redis.call('ZADD', idle_key(base, service, caps.profiles[service].id), now, member)
+      end
+    end
     return {'none', hint or -1}
+  end
+  if member then
+    for _, service in ipairs(caps.services) do
+      redis.call('ZREM', idle_key(base, service, caps.profiles[service].id), member)
+    end
   end
 
   local jk = base .. ':job:' .. best_id
   local f = redis.call('HMGET', jk, 'customer_id', 'workflow_id', 'class_id')
   unindex_pending(derived_keys(base, best_service, f[3]), best_id, f[1], f[2], best_service, f[3])
+  -- Keep this profile's own entry exact (other profiles' are raised lazily by their claims).
+  local own = ready_key(base, best_service, caps.profiles[best_service].id)
+  local next_head = redis.call('ZRANGE', base .. ':pending:' .. f[3], 0, 0, 'WITHSCORES')
+  if next_head[1] == nil then
+    redis.call('ZREM', own, f[3])
+  else
+    redis.call('ZADD', own, 'XX', next_head[2], f[3])
+  end
   local token = redis.call('INCR', fence)
   local attempt = redis.call('HINCRBY', jk, 'attempts', 1)
   local deadline = now + lease_ms
@@ -1048,6 +1223,7 @@ local function emp_complete(keys, args)
     caps = load_caps(args[7])
     int_arg(args[8], 'lease_ms', 1)
     int_arg(args[9], 'promote_limit', 0, 10000)
+    slot_arg(args[10])
     local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
     for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
     check_claim_keys(claim_keys, base, caps)
@@ -1075,7 +1251,7 @@ local function emp_complete(keys, args)
   if not claim_next then return 1 end
   local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
   for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
-  return emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9]})
+  return emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9], args[10]})
 end
 
 -- KEYS: job, events, leases, worker, delayed, dead, finished.
@@ -1254,7 +1430,24 @@ local function emp_reap(keys, args)
   return {requeued, failed, promoted, 1}
 end
 
+-- A worker stops (shutdown): its slots leave the idle sets, so no job's wake-up goes to a slot
+-- that will not claim. KEYS: worker. ARGV: base, capabilities JSON, slots.
+local function emp_rest(keys, args)
+  need_keys(keys, 1)
+  local base = need_base(args[1])
+  local caps = load_caps(args[2])
+  local slots = int_arg(args[3], 'slots', 1, 4096)
+  need_key(keys[1], base .. ':worker:' .. caps.worker_id, 'worker')
+  local members = {}
+  for i = 0, slots - 1 do members[#members + 1] = caps.worker_id .. '#' .. i end
+  for _, service in ipairs(caps.services) do
+    redis.call('ZREM', idle_key(base, service, caps.profiles[service].id), unpack(members))
+  end
+  return 1
+end
+
 redis.register_function('emp_version', function() return VERSION end)
+redis.register_function('emp_rest', emp_rest)
 redis.register_function('emp_submit', emp_submit)
 redis.register_function('emp_claim', emp_claim)
 redis.register_function('emp_heartbeat', emp_heartbeat)

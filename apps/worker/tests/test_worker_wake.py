@@ -8,6 +8,7 @@ import orjson
 import pytest
 from worker_helpers import eventually, job_events, make_worker_settings, queue_backoff
 
+from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.jobs.job import JobStatus
 from emp_core.queue.queue import Queue
 from emp_core.queue.wake import Waker
@@ -85,11 +86,15 @@ async def test_waker_rings_every_signal_on_a_wake_message(redis, queue: Queue):
 
 
 async def test_waker_sees_a_submit_published_right_after_start(redis, queue: Queue):
+    caps = WorkerCapabilities(worker_id="w1", services=["simulation"])
     async with Waker(redis, queue.keys, ["simulation"], "w1") as waker:
-        sig = waker.signal()
+        sig, other = waker.signal(0), waker.signal(1)
         sig.clear()
-        await queue.submit({"service": "simulation"})  # the Lua submit publishes the wake-up
+        assert (await queue.claim(caps, slot=0)).claimed is None  # slot 0 is idle now
+        await queue.submit({"service": "simulation"})  # the Lua submit wakes that slot
         assert await sig.wait(5)
+        assert not other.is_set()  # and that slot alone
+        assert waker.wakeups == 1
 
 
 async def test_waker_hands_control_messages_to_the_worker(redis, queue: Queue):

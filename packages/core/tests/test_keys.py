@@ -49,8 +49,13 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
                k.pending_workflow(cid, "wf")}  # fmt: skip
     assert await queue_keys(redis, k) == record | pending
 
-    # Claim: the Lua removes the job from index keys it derives itself.
+    # Claim: the Lua removes the job from index keys it derives itself, and registers the
+    # worker's capability profile (the claim's index).
     await claim_one(q, w1)
+    (pid,) = [p.decode() for p in await redis.zrange(k.profiles_seen("simulation"), 0, -1)]
+    profile = {k.profiles("simulation"), k.profiles_seen("simulation")}
+    record |= profile
+    pending.add(k.ready("simulation", pid))
     assert await queue_keys(redis, k) == record | {k.fence(), k.leases()}
     assert await redis.hget(k.worker("w1"), "state") == b"busy"
 
@@ -82,13 +87,14 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
     while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
         channels.add(message["channel"].decode())
     await pubsub.aclose()
-    assert channels == {
-        k.events_channel(), k.wake_channel("simulation"), k.control_channel("w2"),
-    }  # fmt: skip
+    assert channels == {k.events_channel(), k.control_channel("w2")}
 
 
 async def test_keys_of_two_queues_never_meet(redis: aioredis.Redis, queue: Queue) -> None:
     other = Queue(redis, queue.settings.model_copy(update={"queue": queue.settings.queue + "b"}))
     await queue.submit(make_spec())
     assert (await other.claim(make_caps())).claimed is None
-    assert await queue_keys(redis, other.keys) == set()
+    # Only the claiming worker's profile is registered in the other queue; no job key is.
+    assert await queue_keys(redis, other.keys) == {
+        other.keys.profiles("simulation"), other.keys.profiles_seen("simulation"),
+    }  # fmt: skip

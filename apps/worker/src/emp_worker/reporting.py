@@ -116,7 +116,9 @@ class Reporter:
             if self.stopping():
                 await self.queue.complete(claimed, result)
             else:
-                following = await self.queue.complete(claimed, result, then_claim=self.caps)
+                following = await self.queue.complete(
+                    claimed, result, then_claim=self.caps, slot=running.slot
+                )
         except StaleToken as exc:
             self.stats.lost += 1
             logger.warning(

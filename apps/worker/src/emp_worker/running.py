@@ -31,6 +31,7 @@ class RunningJob:
     started: float = field(default_factory=time.monotonic)
     stop_reason: StopReason | None = None
     detail: str = ""
+    slot: int | None = None  # the worker slot running it (its next claim is that slot's)
 
     _nagger: asyncio.Task[None] | None = None
 

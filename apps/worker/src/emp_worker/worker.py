@@ -206,6 +206,9 @@ class Worker:
             await patterns.stop()
             leases.stop()
             await waker.close()
+            with contextlib.suppress(RedisError, OSError, EmpError):
+                # Out of the idle sets: no job's wake-up goes to a slot that will not claim.
+                await queue.rest(self.caps, s.slots)
             with contextlib.suppress(RedisError, OSError):
                 await registry.deregister(self.id)
             if self._redis is None:
@@ -251,11 +254,11 @@ class Worker:
     async def _slot(self, index: int) -> None:
         """Claim and run jobs one at a time until stopped (or, in burst, until none is left)."""
         assert self._waker is not None
-        signal = self._waker.signal()
+        signal = self._waker.signal(index)
         try:
             while not self.stopping:
                 try:
-                    if not await self._claim_and_run(signal):
+                    if not await self._claim_and_run(signal, index):
                         return  # burst: drained
                 except (RedisError, OSError) as exc:
                     logger.warning(
@@ -283,17 +286,18 @@ class Worker:
         else:
             logger.warning("worker %s loaded the emp library again: Redis had lost it", self.id)
 
-    async def _claim_and_run(self, signal: WakeSignal) -> bool:
+    async def _claim_and_run(self, signal: WakeSignal, slot: int) -> bool:
         """One turn of a slot. False when a burst worker has nothing left to do."""
         signal.clear()  # before the claim: a wake-up from now on is not lost
         sent_ns = time.time_ns()
-        result = await self.queue.claim(self.caps)
+        # An empty claim enters this slot as idle: the next job it can run wakes it alone.
+        result = await self.queue.claim(self.caps, slot=slot)
         self.stats.claims += 1
         while result.claimed is not None:
             # Completing a job claims the next in the same call (see Reporter.complete): a wake-up
             # from here on is for a claim that has not happened yet, so it is kept.
             signal.clear()
-            following = await self._run_job(result.claimed, sent_ns)
+            following = await self._run_job(result.claimed, sent_ns, slot)
             if following is None:
                 return True
             self.stats.claims += 1
@@ -312,7 +316,7 @@ class Worker:
 
     # --- one job ---------------------------------------------------------------------------------
     async def _run_job(
-        self, claimed: ClaimedJob, claim_sent_ns: int | None = None
+        self, claimed: ClaimedJob, claim_sent_ns: int | None = None, slot: int | None = None
     ) -> ClaimResult | None:
         """Run one claimed job in the submitter's trace (``job.claim`` then ``job.run`` spans);
         returns the next claim when completing it claimed one."""
@@ -326,9 +330,11 @@ class Worker:
             wait = (job.claimed_at - job.created_at).total_seconds() if job.claimed_at else None
             self.telemetry.jobs.claimed(job.service, queue_wait_s=wait)
         with job_span(tracer, "job.run", traceparent=tp, job_id=job.id, service=job.service):
-            return await self._run_claimed(claimed)
+            return await self._run_claimed(claimed, slot)
 
-    async def _run_claimed(self, claimed: ClaimedJob) -> ClaimResult | None:
+    async def _run_claimed(
+        self, claimed: ClaimedJob, slot: int | None = None
+    ) -> ClaimResult | None:
         job = claimed.job
         self.stats.claimed += 1
         if self.stopping:  # the claim raced with stop(): hand it straight back
@@ -342,7 +348,7 @@ class Worker:
         )  # fmt: skip
         ctx = QueueJobContext(self.queue, claimed, self.id)
         task = asyncio.create_task(self.connectors[job.service].run(job, ctx), name=f"job-{job.id}")
-        running = self._running[job.id] = RunningJob(claimed, task)
+        running = self._running[job.id] = RunningJob(claimed, task, slot=slot)
         timer = asyncio.get_running_loop().call_later(
             job.timeout_s, running.stop, "timeout", f"timed out after {job.timeout_s:g} s"
         )

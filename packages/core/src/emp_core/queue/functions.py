@@ -89,6 +89,7 @@ class NextClaim:
     capabilities: bytes
     lease_ms: int
     promote_limit: int
+    slot: int | None = None
 
 
 class Functions:
@@ -180,14 +181,22 @@ class Functions:
         lease_ms: int,
         events_maxlen: int,
         promote_limit: int,
+        slot: int | None = None,
     ) -> list[Any]:
+        """``slot``: the worker slot claiming; given, an empty claim enters the slot in its
+        profile's idle set, and a job becoming pending wakes it (``Waker``)."""
         k = self.keys
         keys = [k.worker(worker_id), k.leases(), k.fence(), k.delayed()]
         keys += [k.classes(s) for s in services]
         result: list[Any] = await self._call(
-            "emp_claim", keys, capabilities, lease_ms, events_maxlen, promote_limit
-        )
+            "emp_claim", keys, capabilities, lease_ms, events_maxlen, promote_limit,
+            "" if slot is None else slot,
+        )  # fmt: skip
         return result
+
+    async def rest(self, worker_id: str, capabilities: bytes, slots: int) -> None:
+        """A stopping worker's slots leave the idle sets (no wake-up is sent to them)."""
+        await self._call("emp_rest", [self.keys.worker(worker_id)], capabilities, slots)
 
     async def heartbeat(self, job_id: str, token: str, lease_ms: int) -> int:
         k = self.keys
@@ -241,6 +250,7 @@ class Functions:
         if claim_next is not None:
             keys += [k.fence(), k.delayed(), *(k.classes(s) for s in claim_next.services)]
             args += [claim_next.capabilities, claim_next.lease_ms, claim_next.promote_limit]
+            args.append("" if claim_next.slot is None else claim_next.slot)
         reply = await self._call("emp_complete", keys, *args)
         return reply if claim_next is not None else None
 

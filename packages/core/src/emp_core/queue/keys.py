@@ -57,6 +57,25 @@ class Keys:
         """Sorted set: the same, for one workflow (workers pinned to a workflow read these)."""
         return f"{self.base}:pending:{class_id}:wf:{workflow_id}"
 
+    # --- the claim's index: capability profiles (see lua/emp.lua, "capability profiles") -------
+    def profiles(self, service: str) -> str:
+        """Hash: profile id -> canonical profile (what matching reads of a worker) of a service."""
+        return f"{self.base}:profiles:{service}"
+
+    def profiles_seen(self, service: str) -> str:
+        """Sorted set: profile id -> last claim (ms); a profile unused for an hour retires."""
+        return f"{self.base}:profiles_seen:{service}"
+
+    def ready(self, service: str, profile_id: str) -> str:
+        """Sorted set: classes this profile can run that have pending jobs, by (a lower bound
+        of) their head's score: what a claim reads instead of every class."""
+        return f"{self.base}:ready:{service}:{profile_id}"
+
+    def idle(self, service: str, profile_id: str) -> str:
+        """Sorted set: idle worker slots ``worker#slot`` of this profile, by when they went idle;
+        a job becoming pending wakes one of them."""
+        return f"{self.base}:idle:{service}:{profile_id}"
+
     def pending_count(self) -> str:
         """Hash: service -> number of pending jobs, for queue depth without scanning."""
         return f"{self.base}:pending_count"

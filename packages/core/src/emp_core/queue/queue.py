@@ -159,14 +159,21 @@ class Queue:
         return out
 
     # --- working ---------------------------------------------------------------------------------
-    async def claim(self, caps: WorkerCapabilities) -> ClaimResult:
-        """Claim the best pending job this worker can run, atomically, or learn when to retry."""
+    async def claim(self, caps: WorkerCapabilities, *, slot: int | None = None) -> ClaimResult:
+        """Claim the best pending job this worker can run, atomically, or learn when to retry.
+        A worker's ``slot`` that finds nothing is entered as idle, and the next job it can run
+        wakes it (one slot per job; see ``emp_core.queue.wake``)."""
         s = self.settings
         reply = await self.functions.claim(
             caps.worker_id, caps.services, caps.wire, self._lease_ms, s.events_maxlen,
-            _PROMOTE_LIMIT,
+            _PROMOTE_LIMIT, slot,
         )  # fmt: skip
         return _claim_result(reply)
+
+    async def rest(self, caps: WorkerCapabilities, slots: int) -> None:
+        """A stopping worker's slots leave the idle sets, so no job waits on a wake-up sent to
+        a slot that will not claim."""
+        await self.functions.rest(caps.worker_id, caps.wire, slots)
 
     async def heartbeat(self, claimed: ClaimedJob) -> int:
         """Renew the lease; returns the new deadline (ms). ``StaleToken`` once the job is gone."""
@@ -190,12 +197,22 @@ class Queue:
 
     @overload
     async def complete(
-        self, claimed: ClaimedJob, result: Any = None, *, then_claim: None = None
+        self,
+        claimed: ClaimedJob,
+        result: Any = None,
+        *,
+        then_claim: None = None,
+        slot: int | None = None,
     ) -> None: ...
 
     @overload
     async def complete(
-        self, claimed: ClaimedJob, result: Any = None, *, then_claim: WorkerCapabilities
+        self,
+        claimed: ClaimedJob,
+        result: Any = None,
+        *,
+        then_claim: WorkerCapabilities,
+        slot: int | None = None,
     ) -> ClaimResult: ...
 
     async def complete(
@@ -204,6 +221,7 @@ class Queue:
         result: Any = None,
         *,
         then_claim: WorkerCapabilities | None = None,
+        slot: int | None = None,
     ) -> ClaimResult | None:
         """Store the result. With ``then_claim``, claim that worker's next job in the same atomic
         call (one round trip per job instead of two) and return it as ``claim`` would."""
@@ -211,7 +229,7 @@ class Queue:
         claim_next = None
         if then_claim is not None:
             claim_next = NextClaim(
-                then_claim.services, then_claim.wire, self._lease_ms, _PROMOTE_LIMIT
+                then_claim.services, then_claim.wire, self._lease_ms, _PROMOTE_LIMIT, slot
             )
         reply = await self.functions.complete(
             claimed.job.worker_id or "", claimed.id, claimed.token, orjson.dumps(result),

@@ -1,9 +1,13 @@
 """Wake-ups for idle workers: one Redis subscription per worker process instead of polling.
 
-The submit, release and reap functions publish on ``Keys.wake_channel(service)`` whenever a job of
-that service becomes pending; the cancel function publishes ``{"type": "cancel", "job_id": ...}``
-on ``Keys.control_channel(worker_id)`` when it cancels a job that worker holds. A ``Waker`` holds
-one pub/sub connection subscribed to all of them and rings every idle slot's ``WakeSignal``.
+Targeted (issue 10): a slot whose claim found nothing is entered, by that claim, in the idle set
+of its capability profile (``Keys.idle``). Whenever a job becomes pending (submit, retry due,
+lease expired, released), the Lua pops one idle slot of a profile able to run it and publishes
+``{"type": "wake", "slot": n}`` on that worker's ``Keys.control_channel``; the ``Waker`` rings
+that slot's ``WakeSignal`` alone. One job wakes one slot, never every idle worker of the service.
+The cancel function publishes ``{"type": "cancel", "job_id": ...}`` on the same channel. A
+message on ``Keys.wake_channel(service)`` (nothing in the library sends one now) still rings
+every slot.
 
 No wake-up is lost when a slot follows this order::
 
@@ -89,6 +93,7 @@ class Waker:
         self.on_control = on_control
         self.wakeups = 0  # wake messages received, for tests and logs
         self._signals: set[WakeSignal] = set()
+        self._by_slot: dict[int, WakeSignal] = {}
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
 
@@ -97,14 +102,19 @@ class Waker:
         extra = [self.control_channel] if self.control_channel else []
         return [*self.wake_channels, *extra]
 
-    def signal(self) -> WakeSignal:
-        """A new doorbell rung by every wake-up from now on."""
+    def signal(self, slot: int | None = None) -> WakeSignal:
+        """A new doorbell rung by every broadcast wake-up from now on, and, for a ``slot``, by
+        the wake-ups the Lua sends that slot alone."""
         sig = WakeSignal()
         self._signals.add(sig)
+        if slot is not None:
+            self._by_slot[slot] = sig
         return sig
 
     def discard(self, sig: WakeSignal) -> None:
         self._signals.discard(sig)
+        for slot in [s for s, v in self._by_slot.items() if v is sig]:
+            del self._by_slot[slot]
 
     def wake_all(self) -> None:
         """Ring every doorbell (a wake-up message, a reconnect, or shutdown)."""
@@ -192,6 +202,15 @@ class Waker:
             return
         if not isinstance(decoded, dict):
             logger.warning("ignored a control message that is not an object: %r", data)
+            return
+        if decoded.get("type") == "wake":
+            # A job this slot can run became pending (targeted: the Lua woke this slot alone).
+            self.wakeups += 1
+            sig = self._by_slot.get(decoded.get("slot"))  # type: ignore[arg-type]
+            if sig is not None:
+                sig.set()
+            else:
+                self.wake_all()  # a slot this process does not know: let every slot look
             return
         if self.on_control is None:
             return
