@@ -110,8 +110,7 @@ async def test_sigkilled_workers_lose_no_job_and_complete_none_twice(
         for _ in range(WORKERS):
             fleet.spawn()
 
-        # Once work flows, kill a busy worker and start a fresh one; kill the next once that one
-        # has registered (so a few live workers always remain) and 0.3 s have passed.
+        # Once work flows, kill a busy worker and start a fresh one, every 0.3 s.
         while len(kills) < KILLS:
             await asyncio.sleep(0.3)
             done = (await _statuses(redis, queue, ids)).count("completed")
@@ -127,10 +126,9 @@ async def test_sigkilled_workers_lose_no_job_and_complete_none_twice(
             killed_at = time.time()
             held = (await _held_jobs(redis, queue)).get(victim, [])
             kills.append((killed_at, victim, held))
-            fresh = fleet.spawn()
-            async with asyncio.timeout(30):
-                while not await redis.exists(queue.keys.worker(fresh)):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
+            # A fresh one replaces it; not waited for: on a loaded machine a start takes seconds,
+            # and the kills must land while work remains.
+            fleet.spawn()
 
         async with asyncio.timeout(60):
             while (await _statuses(redis, queue, ids)).count("completed") < JOBS:  # noqa: ASYNC110
@@ -162,7 +160,7 @@ async def test_sigkilled_workers_lose_no_job_and_complete_none_twice(
             assert job.worker_id != victim
             assert job.lost_leases >= 1  # re-queued by the reaper, no attempt spent
             recoveries.append(completed_at[job_id] / 1000 - killed_at)
-    assert len(kills) >= 2  # a fresh worker starts slowly on a loaded CI machine
+    assert len(kills) >= 3
     assert len(recoveries) >= len(kills) // 2  # most kills caught a worker mid-job
     assert max(recoveries) < 30  # the bound; with a 1 s lease it is about 1-2 s
 
