@@ -52,10 +52,12 @@ async def claim_costs(redis: aioredis.Redis, queue: Queue) -> tuple[int, int, in
     assert result.claimed is None
     job = await queue.submit(make_spec())
     result, runnable = await commands(redis, queue.claim(WORKER))
-    assert result.claimed is not None and result.claimed.id == job
+    assert result.claimed is not None
+    assert result.claimed.id == job
     late = await queue.submit(make_spec(requirements={"gpu_memory_gb": 16}))
     result, late_cost = await commands(redis, queue.claim(WORKER))
-    assert result.claimed is not None and result.claimed.id == late
+    assert result.claimed is not None
+    assert result.claimed.id == late
     return empty, runnable, late_cost
 
 
