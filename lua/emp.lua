@@ -992,7 +992,9 @@ local function emp_submit(keys, args)
       'score', score, 'created_at', now)
     index_pending(j.keys, j.id, score, j.customer_id, j.workflow_id, j.service, j.class_id,
       j.requirements)
-    if j.customer_id ~= '' then redis.call('ZADD', j.keys.customer, seq, j.id) end
+    -- Jobs without an owner (the CLI's, make dev's demo) are indexed too, under the customer '',
+    -- so that an admin's "Everyone" list shows them.
+    redis.call('ZADD', j.keys.customer, seq, j.id)
     emit(base, j.id, j.keys.events, maxlen, j.service, {type = 'submitted', status = 'pending', at = now})
     ids[i] = j.id
   end

@@ -8,6 +8,7 @@ without replacing the part of the page it came from. Signing in is a redirect, n
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from http import HTTPStatus
 from urllib.parse import quote
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from emp_core.errors import EmpError
 from emp_studio.render import is_htmx, page, redirect, sentence
-from emp_studio.session import SignInRequired
+from emp_studio.session import SignInRequired, signed_in
 from emp_web.errors import ErrorHandlers
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,16 @@ def error_page(request: Request, status: int, message: str) -> Response:
     return page(request, "error.html", context, status_code=status)
 
 
+async def _remember_viewer(request: Request) -> None:
+    """An unknown URL matched no route, so no dependency looked at the session: look here, so
+    that a signed-in person's error page has their navigation, not a "Sign in" button."""
+    if "session" not in request.scope or getattr(request.state, "viewer", None) is not None:
+        return
+    with contextlib.suppress(Exception):  # an error page must render even when SQL is down
+        services = request.app.state.services
+        request.state.viewer = await signed_in(request.session, services.database)
+
+
 async def _sign_in(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInRequired)
     return redirect(request, f"/signin?next={quote(exc.next_url, safe='/')}")
@@ -61,6 +72,7 @@ class _PageErrors(ErrorHandlers):
     async def http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code == 404:
+            await _remember_viewer(request)
             return error_page(request, 404, "There is no page at this address.")
         message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         return error_page(request, exc.status_code, message)

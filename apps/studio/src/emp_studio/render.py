@@ -98,6 +98,13 @@ def final(message: str | None) -> str:
     return sentence(text) if text else ""
 
 
+def shown(value: Any) -> str:
+    """A stored value as a person reads it: Yes/No for booleans, a dash for nothing."""
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    return "—" if value is None or value == "" else str(value)
+
+
 def cancellable(status: str) -> bool:
     return status in {s.value for s in CANCELLABLE}
 
@@ -114,6 +121,7 @@ def _templates() -> Jinja2Templates:
         sentence=sentence,
         filesize=filesize,
         final=final,
+        shown=shown,
     )
     env.tests.update(
         image_ref=lambda v: isinstance(v, ImageRef), clipped=lambda v: isinstance(v, Clipped)

@@ -21,7 +21,8 @@ from fastapi.responses import Response
 
 from emp_core.errors import EmpError
 from emp_core.jobs.events import JobEvent, replay
-from emp_core.jobs.job import Job
+from emp_core.jobs.job import Job, JobStatus
+from emp_core.jobs.waiting import explain
 from emp_sql.auth import Principal
 from emp_sql.users import UserRepository
 from emp_studio import timeline
@@ -73,8 +74,13 @@ async def job_page(
     if viewer.is_admin and job.customer_id and job.customer_id != viewer.user_id:
         async with services.database.session() as db:
             owner = await UserRepository(db).by_id(job.customer_id)
+    waiting = None
+    if job.status in (JobStatus.PENDING, JobStatus.RETRYING):
+        live = await services.workers.live()
+        waiting = explain(job, [w.capabilities for w in live if w.state != "draining"])
     context = {
         **job_context(job, events),
+        "waiting": waiting,
         "nav": "jobs",
         "owner": owner.email if owner else None,
         "payload": present(job.payload),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
@@ -14,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from emp_core.errors import Conflict, EmpError
 from emp_core.patterns import CONNECTORS, Category, PatternSpec
 from emp_core.patterns.counts import unmatched
+from emp_core.patterns.portable import starter_specs
 from emp_sql.error_patterns import PatternFilter, as_dict
 from emp_sql.models import ErrorPatternChange
 from emp_studio.chart import daily_chart
@@ -82,6 +84,7 @@ async def _form_page(
         **_common(), "pattern_id": pattern_id, "form": form, "errors": errors or {},
         "conflict": conflict, "saved": saved, "test_message": form.get("test_message", ""),
         "history": [], "chart": None, "updated_by": form.get("updated_by", ""),
+        "starter": await _starter_in_use(services) if pattern_id is None else [],
     }  # fmt: skip
     if pattern_id is not None:
         changes = await services.patterns.history(pattern_id)
@@ -110,10 +113,28 @@ async def patterns_page(
     _, totals = await services.patterns.stats()
     context = {
         **_common(), "patterns": rows, "totals": totals, "notice": notice,
+        "starter": await _starter_in_use(services, rows),
         "filters": {"connector": connector, "category": category, "enabled": enabled},
         "unmatched": await unmatched(services.redis, services.queue.keys),
     }  # fmt: skip
     return page(request, "patterns.html", context)
+
+
+async def _starter_in_use(services: Services, rows: list[Any] | None = None) -> list[PatternSpec]:
+    """The starter set when no pattern is saved (workers use it then), else nothing."""
+    if rows or await services.patterns.find():
+        return []
+    return starter_specs()
+
+
+@router.post("/admin/patterns/import-starter")
+async def import_starter(request: Request, admin: AdminDep, services: ServicesDep) -> Response:
+    """Save the starter set as patterns (existing ones with the same name are updated)."""
+    created, updated = await services.patterns.import_specs(starter_specs(), by=admin.email)
+    logger.info("admin %s imported the starter patterns: %d new, %d updated", admin.email,
+                created, updated)  # fmt: skip
+    notice = f"Imported the starter set: {created} new, {updated} updated."
+    return redirect(request, f"/admin/patterns?{urlencode({'notice': notice})}")
 
 
 @router.get("/admin/patterns/new")

@@ -80,27 +80,36 @@ def present(have: Any, banned: Any) -> bool:
 
 def class_matches(service: str, req: Requirements, caps: WorkerCapabilities) -> bool:
     """Whether a worker can run jobs of this requirement class (everything but per-job fields)."""
+    return not unmet(service, req, caps)
+
+
+def unmet(service: str, req: Requirements, caps: WorkerCapabilities) -> list[str]:
+    """The requirements of a class this worker does not meet, each named as a person would
+    read it (empty when it can run the class): the studio says why a job waits with these."""
     if service not in caps.services:
-        return False
+        return [f"service {service}"]
+    missing: list[str] = []
     hw = caps.hardware
     if req.gpu_memory_gb is not None and hw.gpu_memory_gb < req.gpu_memory_gb:
-        return False
+        missing.append(f"gpu_memory_gb ≥ {req.gpu_memory_gb:g}")
     if req.cpu_cores is not None and hw.cpu_cores < req.cpu_cores:
-        return False
+        missing.append(f"cpu_cores ≥ {req.cpu_cores:g}")
     if req.ram_gb is not None and hw.ram_gb < req.ram_gb:
-        return False
+        missing.append(f"ram_gb ≥ {req.ram_gb:g}")
     models = caps.models.get(service, [])
-    if any(m not in models for m in req.models):
-        return False
+    missing += [f"model {m}" for m in req.models if m not in models]
     if req.customer_isolation == "strict" and caps.customer_isolation != "strict":
-        return False
-    if not all(satisfies(resolve(caps.capabilities, p), v) for p, v in req.capabilities.items()):
-        return False
-    if any(m in models for m in req.exclude.models):
-        return False
-    return not any(
-        present(resolve(caps.capabilities, p), v) for p, v in req.exclude.capabilities.items()
-    )
+        missing.append("customer_isolation strict")
+    missing += [
+        f"capability {p}" for p, v in req.capabilities.items()
+        if not satisfies(resolve(caps.capabilities, p), v)
+    ]  # fmt: skip
+    missing += [f"no model {m}" for m in req.exclude.models if m in models]
+    missing += [
+        f"no capability {p}" for p, v in req.exclude.capabilities.items()
+        if present(resolve(caps.capabilities, p), v)
+    ]  # fmt: skip
+    return missing
 
 
 def job_admitted(

@@ -1,0 +1,61 @@
+"""Issue 15's studio points: ownerless jobs in an admin's "Everyone", why a job waits, the nav on
+an unknown URL, and the starter patterns shown and importable while none is saved."""
+
+from __future__ import annotations
+
+from studio_helpers import Visitor
+
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.queue import Queue
+from emp_core.registry.workers import WorkerRegistry
+
+
+async def test_everyone_includes_jobs_without_an_owner(admin: Visitor, queue: Queue) -> None:
+    job_id = await queue.submit({"service": "simulation"})  # as the CLI does: no customer
+    page = await admin.get("/jobs")
+    assert page.status_code == 200
+    assert job_id[:8] in page.text
+
+
+async def test_a_waiting_job_says_which_requirement_no_live_worker_meets(
+    admin: Visitor, queue: Queue
+) -> None:
+    registry = WorkerRegistry(queue.redis, queue.keys)
+    caps = WorkerCapabilities.model_validate(
+        {"worker_id": "w-small", "services": ["simulation"], "hardware": {"gpu_memory_gb": 8}}
+    )
+    await registry.register(caps)
+    big = await queue.submit({"service": "simulation", "requirements": {"gpu_memory_gb": 16}})
+    page = await admin.get(f"/jobs/{big}")
+    assert 'data-testid="job-waiting"' in page.text
+    assert "gpu_memory_gb ≥ 16" in page.text
+
+    other = await queue.submit({"service": "sdxl"})
+    page = await admin.get(f"/jobs/{other}")
+    assert "service sdxl" in page.text
+
+    fits = await queue.submit({"service": "simulation"})
+    page = await admin.get(f"/jobs/{fits}")
+    assert 'data-testid="job-waiting-able">w-small' in page.text
+
+
+async def test_an_unknown_url_keeps_the_signed_in_nav(alice: Visitor) -> None:
+    page = await alice.get("/no/such/page")
+    assert page.status_code == 404
+    assert 'data-testid="signed-in-as"' in page.text
+    assert 'data-testid="nav-jobs"' in page.text
+
+
+async def test_starter_patterns_show_until_imported(admin: Visitor) -> None:
+    page = await admin.get("/admin/patterns")
+    assert 'data-testid="starter-in-use"' in page.text
+    assert page.text.count('data-testid="starter-row"') >= 10
+    form = await admin.get("/admin/patterns/new")
+    assert 'data-testid="first-pattern-warning"' in form.text
+
+    done = await admin.post("/admin/patterns/import-starter")
+    assert done.status_code == 303, done.text
+    page = await admin.get(done.headers["location"])
+    assert 'data-testid="starter-in-use"' not in page.text
+    assert "Imported the starter set" in page.text
+    assert "True" not in page.text
