@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
+
+from cli_helpers import emp as _emp
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.functions import LIBRARY_VERSION
 from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.settings import QueueSettings
-
-
-def _emp(settings: QueueSettings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EMP_REDIS_URL": settings.redis_url, "EMP_QUEUE": settings.queue}
-    return subprocess.run(
-        [sys.executable, "-m", "emp_cli.main", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 async def _claim_once_submitted(queue: Queue) -> ClaimedJob:

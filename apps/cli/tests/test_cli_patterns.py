@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from test_cli import _emp
+from cli_helpers import emp as _emp
 
 from emp_core.patterns.portable import parse_yaml, starter_specs
 from emp_core.patterns.store import read_snapshot

@@ -3,10 +3,19 @@ an unknown URL, and the starter patterns shown and importable while none is save
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from studio_helpers import Visitor
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
+from emp_core.registry.machines import (
+    MachineRegistry,
+    MachineState,
+    MachineStatus,
+    MachineWorker,
+    SlotState,
+)
 from emp_core.registry.workers import WorkerRegistry
 
 
@@ -59,3 +68,27 @@ async def test_starter_patterns_show_until_imported(admin: Visitor) -> None:
     assert 'data-testid="starter-in-use"' not in page.text
     assert "Imported the starter set" in page.text
     assert "True" not in page.text
+
+
+async def test_the_machines_page_shows_workers_gpus_restarts_and_heartbeat(
+    admin: Visitor, alice: Visitor, queue: Queue
+) -> None:
+    now = datetime.now(UTC)
+    workers = [
+        MachineWorker(worker_id=f"m1-simulation-{i}", service="simulation", index=i, gpu=i,
+                      state=SlotState.RUNNING, pid=100 + i, restarts=i, started_at=now)
+        for i in range(2)
+    ]  # fmt: skip
+    status = MachineStatus(
+        machine_id="m1", hostname="gpu-host", gpus=2, state=MachineState.RUNNING,
+        workers=workers, started_at=now, last_seen=now,
+    )  # fmt: skip
+    await MachineRegistry(queue.redis, queue.keys).report(status)
+    page = await admin.get("/admin/machines")
+    assert page.status_code == 200
+    assert 'data-machine-id="m1"' in page.text
+    assert page.text.count('data-testid="machine-worker"') == 2
+    assert 'data-testid="machine-gpus">2<' in page.text
+    assert 'data-testid="machine-restarts">1<' in page.text
+    assert 'data-testid="nav-machines"' in page.text
+    assert (await alice.get("/admin/machines")).status_code == 403

@@ -70,10 +70,11 @@ async def test_a_connector_blocking_the_event_loop_keeps_its_lease(redis, queue:
         reaper.stop.set()
         reaper.join(5)
 
-    assert reaper.runs >= 20  # the reaper ran all along, every 50 ms
-    assert reaper.requeued == 0  # and never found the lease expired
-    assert worker._leases is not None
-    assert worker._leases.renewals >= 3
+    # Bounded work, not wall-clock: the reaper ran during the job and never found the lease
+    # expired, because the lease thread issued a renewal for each lease the block outlasted.
+    assert reaper.runs >= 1
+    assert reaper.requeued == 0
+    assert worker.lease_renewals >= 3
     job = await queue.get(job_id)
     assert (job.status, job.attempts) == (JobStatus.COMPLETED, 1)
     assert stats.completed == 1

@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.jobs.job import JobSpec
+from emp_core.patterns import Category, MatchKind, PatternRule
 from emp_core.queue.keys import Keys
 from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.settings import QueueSettings
@@ -74,3 +75,11 @@ async def stream_events(redis: aioredis.Redis, keys: Keys, job_id: str) -> list[
 
 async def event_types(redis: aioredis.Redis, keys: Keys, job_id: str) -> list[str]:
     return [e["type"] for e in await stream_events(redis, keys, job_id)]
+
+
+def make_rule(**overrides: Any) -> PatternRule:
+    fields: dict[str, Any] = {
+        "id": "p1", "name": "p1", "match_kind": MatchKind.SUBSTRING, "pattern": "boom",
+        "category": Category.UNKNOWN, "retryable": True, "user_message": "boom",
+    }  # fmt: skip
+    return PatternRule(**{**fields, **overrides})

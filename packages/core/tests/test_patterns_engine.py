@@ -5,19 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from core_factories import make_rule
 
 from emp_core.errors import InvalidInput
-from emp_core.patterns import Category, MatchKind, PatternRule, PatternSpec, Snapshot
+from emp_core.patterns import Category, PatternSpec, Snapshot
 from emp_core.patterns.portable import starter_snapshot
 from emp_core.patterns.rules import MAX_MESSAGE_CHARS
-
-
-def make_rule(**overrides: Any) -> PatternRule:
-    fields: dict[str, Any] = {
-        "id": "p1", "name": "p1", "match_kind": MatchKind.SUBSTRING, "pattern": "boom",
-        "category": Category.UNKNOWN, "retryable": True, "user_message": "boom",
-    }  # fmt: skip
-    return PatternRule(**{**fields, **overrides})
 
 
 def make_spec(**overrides: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
-from test_patterns_engine import make_rule
+from core_factories import make_rule
 
 from emp_core.patterns import PatternCache, Snapshot
 from emp_core.patterns.counts import record, unmatched
@@ -29,8 +29,9 @@ async def test_announced_snapshot_is_used_within_seconds(queue: Queue) -> None:
     try:
         assert cache.snapshot.source == "starter"
         assert await publish_snapshot(queue.redis, queue.keys, Snapshot.build(3, [make_rule()]))
-        took = await _until(lambda: cache.version == 3, within=3)
-        assert took < 2
+        # refresh_s=3600: no periodic re-read happens here, so the announcement brought it
+        # (``within`` only stops a hang; no speed is asserted on a shared machine).
+        await _until(lambda: cache.version == 3, within=30)
         assert cache.classify("boom!").pattern_id == "p1"
     finally:
         await cache.stop()

@@ -113,12 +113,14 @@ class Supervisor:
         policy: RestartPolicy,
         grace_s: float,
         on_change: Callable[[], None] = lambda: None,
+        unwind_s: float = _UNWIND_SECONDS,
     ) -> None:
         self.workers = [WorkerProcess(slot) for slot in slots]
         self.command = list(command)
         self.env_for = env_for
         self.policy = policy
         self.grace_s = grace_s
+        self.unwind_s = unwind_s  # after the grace: how long SIGTERM'd processes get, then SIGKILL
         self.on_change = on_change
         self._stopping = asyncio.Event()
         self._shutdown: asyncio.Task[None] | None = None
@@ -240,16 +242,16 @@ class Supervisor:
             live, "" if live == 1 else "s", self.grace_s,
         )  # fmt: skip
         self._signal_all(signal.SIGTERM)
-        if await self._wait_all(self.grace_s + _UNWIND_SECONDS):
+        if await self._wait_all(self.grace_s + self.unwind_s):
             return
         logger.warning("workers still running after the grace period: sending SIGTERM again")
         self._signal_all(signal.SIGTERM)
-        if await self._wait_all(_UNWIND_SECONDS):
+        if await self._wait_all(self.unwind_s):
             return
         stuck = ", ".join(w.slot.worker_id for w in self.workers if w.alive)
         logger.error("workers %s did not stop: killing them", stuck)
         self._signal_all(signal.SIGKILL)
-        await self._wait_all(_UNWIND_SECONDS)
+        await self._wait_all(self.unwind_s)
 
 
 def _ordinal(n: int) -> str:

@@ -26,6 +26,7 @@ from emp_studio.pages import (
     job,
     jobs,
     loras,
+    machines,
     outputs,
     patterns,
     users,
@@ -134,7 +135,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (
         health, auth, account, dashboard, generate, jobs, job, outputs, users, patterns, webhooks,
-        loras,
+        loras, machines,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(loras.uploads)

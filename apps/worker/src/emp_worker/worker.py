@@ -113,6 +113,11 @@ class Worker:
         return self._queue
 
     @property
+    def lease_renewals(self) -> int:
+        """Lease renewals the lease thread has made (0 before ``run``)."""
+        return self._leases.renewals if self._leases is not None else 0
+
+    @property
     def reporter(self) -> Reporter:
         if self._reporter is None:
             raise RuntimeError("the worker is not running")
