@@ -56,7 +56,7 @@ async def _remember_viewer(request: Request) -> None:
         return
     with contextlib.suppress(Exception):  # an error page must render even when SQL is down
         services = request.app.state.services
-        request.state.viewer = await signed_in(request.session, services.database)
+        request.state.viewer = await signed_in(request.session, services)
 
 
 async def _sign_in(request: Request, exc: Exception) -> Response:
