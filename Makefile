@@ -166,7 +166,7 @@ dev: ## Run the whole stack locally (private Redis under .data/); Ctrl-C stops i
 	@$(UV) run --frozen --quiet python scripts/dev.py
 
 # Before a release, not part of `make test`: the committed HEAD, cloned into a minimal Debian 12 root
-# with a network namespace of its own, as a newcomer's machine. Needs root (or sudo); about 6 min.
+# with a network namespace of its own, as a newcomer's machine. Needs root (or sudo); 6 min idle.
 ci-fresh: ## Run .ci/run in a throwaway fresh Debian 12 root (own network; as root or via sudo)
 	scripts/ci-fresh.sh
 

@@ -18,7 +18,7 @@
 #   and the root is deleted afterwards (CI_FRESH_KEEP=1 keeps it).
 #
 # Needs root (re-runs itself through sudo). Prints the time of each phase; the log of the last run
-# is $CI_FRESH_DIR/last.log. Takes about 6 minutes on 2 cores (see README).
+# is $CI_FRESH_DIR/last.log. Takes about 6 minutes on 2 idle cores (see README).
 # The whole script is one block, read before it runs: editing it during a run cannot break the run.
 {
 set -euo pipefail
