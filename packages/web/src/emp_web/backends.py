@@ -43,7 +43,9 @@ class Backends:
             queue_settings.redis_url,
             max_connections=queue_settings.redis_max_connections,
             pool_timeout=queue_settings.redis_pool_timeout_seconds,
-            socket_connect_timeout=2.0,
+            # Generous: under a burst the event loop itself lags, and a connection that Redis
+            # accepted at once would still time out here (seen at 1,000 sockets).
+            socket_connect_timeout=10.0,
         )
         queue = Queue(redis, queue_settings)
         database = Database(db_settings)
