@@ -105,3 +105,72 @@ def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield azurite.connection_string
     finally:
         azurite.stop()
+
+
+class FileServer:
+    """A real HTTP server on a free port serving bytes by path, for download tests (the LoRA
+    cache). ``files[path] = bytes``; ``cut[path] = n`` sends the full Content-Length but only the
+    first n bytes and then drops the connection; ``gate`` (a threading.Event), when set on the
+    server, holds every response after its headers until it is set; ``hits`` counts GETs by path.
+    A path not in ``files`` is 404."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.files: dict[str, bytes] = {}
+        self.cut: dict[str, int] = {}
+        self.hits: dict[str, int] = {}
+        self.gate: threading.Event | None = None
+        self.started = threading.Event()  # set when a held response has sent its headers
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?")[0]
+                server.hits[path] = server.hits.get(path, 0) + 1
+                body = server.files.get(path)
+                if body is None:
+                    self.send_error(404, "no such blob")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                limit = server.cut.get(path, len(body))
+                half = body[: min(limit, len(body) // 2)]
+                self.wfile.write(half)
+                self.wfile.flush()
+                if server.gate is not None:
+                    server.started.set()
+                    server.gate.wait(30)
+                self.wfile.write(body[len(half) : limit])
+                self.wfile.flush()
+                if limit < len(body):
+                    self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=lambda: self._httpd.serve_forever(0.05), daemon=True)
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}{path}"
+
+    def close(self) -> None:
+        if self.gate is not None:
+            self.gate.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def file_server() -> Iterator[FileServer]:
+    server = FileServer()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -164,6 +164,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "EMP_BLOB_URL": f"file://{folder / 'blobs'}",
             "EMP_BLOB_SIGNING_KEY": secrets.token_hex(32),
             "EMP_BLOB_PUBLIC_URL": f"http://127.0.0.1:{api_port}/blobs",
+            # The workers' LoRA caches start empty with every run (ADR-010).
+            "EMP_LORA_CACHE_DIR": str(folder / "loras"),
             "PYTHONUNBUFFERED": "1",
         }
         # Built once and kept under .data/ (as make dev and the worker tests do).

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ def machine_env(settings: QueueSettings | None, **extra: str) -> dict[str, str]:
         EMP_RETRY_BASE_SECONDS="0.01",
         EMP_RETRY_AVOID_GRACE_SECONDS="0",
         EMP_SIMULATION_STEP_TIME="0.05",
+        EMP_LORA_CACHE_DIR=str(Path(tempfile.gettempdir()) / "emp-test-loras"),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -21,6 +22,9 @@ from emp_core.settings import QueueSettings
 from emp_worker.config import WorkerSettings
 from emp_worker.failures import Classification
 
+# Tests' workers keep their LoRA caches here (a folder per worker id), never in the home folder.
+TEST_LORA_CACHES = Path(tempfile.gettempdir()) / "emp-test-loras"
+
 
 def make_worker_settings(base: QueueSettings, **overrides: Any) -> WorkerSettings:
     """Settings for a fast test worker on the test's queue: burst, no step time, tiny backoff."""
@@ -34,6 +38,7 @@ def make_worker_settings(base: QueueSettings, **overrides: Any) -> WorkerSetting
         "retry_base_seconds": 0.01,
         "retry_avoid_grace_seconds": 0,
         "grace_seconds": 5,
+        "lora_cache_dir": TEST_LORA_CACHES,
     }
     values.update(overrides)
     return WorkerSettings(**values)
@@ -98,6 +103,7 @@ def worker_env(settings: QueueSettings, **extra: str) -> dict[str, str]:
         EMP_QUEUE=settings.queue,
         EMP_RETRY_BASE_SECONDS="0.01",
         EMP_RETRY_AVOID_GRACE_SECONDS="0",
+        EMP_LORA_CACHE_DIR=str(TEST_LORA_CACHES),
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -135,6 +135,13 @@ class WorkerSettings(QueueSettings):
     patterns_refresh_seconds: float = Field(default=300.0, gt=0)
     log_level: str = "INFO"
 
+    # --- the LoRA cache (ADR-010) -----------------------------------------------------------------
+    # The folder under which each worker keeps its cache in a folder named by its id (two
+    # processes must not share one cache); by default $XDG_CACHE_HOME/emp/loras or ~/.cache/...
+    lora_cache_dir: Path | None = None
+    lora_cache_gb: float = Field(default=50.0, gt=0)
+    lora_cache_ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+
     # --- the simulation connector ----------------------------------------------------------------
     simulation_steps: int = Field(default=10, ge=0, le=100_000)
     simulation_step_time: float = Field(default=0.1, ge=0, le=3600)
@@ -183,6 +190,15 @@ class WorkerSettings(QueueSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Highest first: flags (passed as init arguments), environment, .env, the config file.
         return (init_settings, env_settings, dotenv_settings, _ConfigFileSource(settings_cls))
+
+    @property
+    def lora_cache_path(self) -> Path:
+        """This worker's LoRA cache folder."""
+        root = self.lora_cache_dir
+        if root is None:
+            xdg = os.environ.get("XDG_CACHE_HOME")
+            root = (Path(xdg) if xdg else Path.home() / ".cache") / "emp" / "loras"
+        return root / self.worker_id
 
     @property
     def registry_ttl_seconds(self) -> float:

@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--comfyui-url", help="comfyui: the ComfyUI server (default http://127.0.0.1:8188).")
     add("--comfyui-loras-dir", type=Path, help="comfyui: ComfyUI's models/loras folder.")
     add("--idle-wait", type=float, help="Seconds an idle slot waits before claiming anyway.")
+    add("--lora-cache-dir", type=Path, help="Folder of the workers' LoRA caches.")
+    add("--lora-cache-gb", type=float, help="The LoRA cache's byte budget in GB (default 50).")
     add("--log-level", help="DEBUG, INFO, WARNING...")
     return p
 
@@ -118,6 +120,8 @@ def run(argv: list[str] | None = None) -> None:
         "diffusers_device": args.diffusers_device,
         "comfyui_url": args.comfyui_url,
         "comfyui_loras_dir": args.comfyui_loras_dir,
+        "lora_cache_dir": args.lora_cache_dir,
+        "lora_cache_gb": args.lora_cache_gb,
     }
     try:
         if service:

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from pydantic import JsonValue
@@ -68,6 +69,7 @@ class QueueJobContext:
         self._queue = queue
         self._claimed = claimed
         self.worker_id = worker_id
+        self.lora_paths: dict[str, Path] = {}  # filled by the LoRA cache before the connector runs
 
     async def progress(self, pct: float, message: str = "", *, preview: str | None = None) -> None:
         await self._queue.progress(

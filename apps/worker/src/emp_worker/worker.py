@@ -29,6 +29,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from emp_core.errors import EmpError
+from emp_core.loras.advert import withdraw_loras
+from emp_core.loras.cache import LoraCache
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue
 from emp_core.queue.wake import Waker, WakeSignal
@@ -44,6 +46,7 @@ from emp_worker.config import WorkerSettings
 from emp_worker.connectors import Connector, build_connectors
 from emp_worker.failures import Classifier, classify
 from emp_worker.lease import LeaseKeeper
+from emp_worker.loras import advertise_periodically, run_with_loras
 from emp_worker.reporting import Reporter, WorkerStats
 from emp_worker.running import QueueJobContext, RunningJob, cancel_until_done
 
@@ -96,6 +99,11 @@ class Worker:
         self._leases: LeaseKeeper | None = None
         self._registry: WorkerRegistry | None = None
         self.patterns: PatternCache | None = None
+        self.loras = LoraCache(
+            settings.lora_cache_path,
+            budget_bytes=int(settings.lora_cache_gb * 10**9),
+            ttl_s=settings.lora_cache_ttl_seconds,
+        )
 
     # --- control ---------------------------------------------------------------------------------
     @property
@@ -165,6 +173,7 @@ class Worker:
         try:
             await queue.functions.load()
             await patterns.start()
+            await self.loras.open()
             for connector in self.connectors.values():
                 start = getattr(connector, "start", None)
                 if start is not None:  # an optional hook: load a model before the first claim
@@ -186,6 +195,17 @@ class Worker:
                 asyncio.create_task(
                     reap_periodically(queue, self.id),
                     name=f"{self.id}-reaper",
+                ),
+                asyncio.create_task(
+                    advertise_periodically(
+                        self.loras,
+                        redis,
+                        queue.keys,
+                        self.id,
+                        every_s=s.registry_refresh_seconds,
+                        ttl_s=s.registry_ttl_seconds,
+                    ),
+                    name=f"{self.id}-loras",
                 ),
             ]
             stores = {id(c.store): c.store for c in self.connectors.values() if hasattr(c, "store")}
@@ -214,8 +234,10 @@ class Worker:
             with contextlib.suppress(RedisError, OSError, EmpError):
                 # Out of the idle sets: no job's wake-up goes to a slot that will not claim.
                 await queue.rest(self.caps, s.slots)
+            await self.loras.close()
             with contextlib.suppress(RedisError, OSError):
                 await registry.deregister(self.id)
+                await withdraw_loras(redis, queue.keys, self.id)
             if self._redis is None:
                 await redis.aclose()
             if self.ready.is_set():
@@ -352,7 +374,9 @@ class Worker:
             self.id, job.id, job.service, job.attempts, job.max_attempts,
         )  # fmt: skip
         ctx = QueueJobContext(self.queue, claimed, self.id)
-        task = asyncio.create_task(self.connectors[job.service].run(job, ctx), name=f"job-{job.id}")
+        task = asyncio.create_task(
+            run_with_loras(self.connectors[job.service], job, ctx, self.loras), name=f"job-{job.id}"
+        )
         running = self._running[job.id] = RunningJob(claimed, task, slot=slot)
         timer = asyncio.get_running_loop().call_later(
             job.timeout_s, running.stop, "timeout", f"timed out after {job.timeout_s:g} s"

@@ -27,6 +27,12 @@ class JobContext(Protocol):
     @property
     def worker_id(self) -> str: ...
 
+    @property
+    def lora_paths(self) -> Mapping[str, Path]:
+        """The job's LoRA files on local disk by sha256 (``job.loras`` gives each one's name and
+        weight), downloaded and verified before ``run`` is called; read-only, shared with other
+        jobs."""
+
     async def progress(self, pct: float, message: str = "", *, preview: str | None = None) -> None:
         """Report progress, 0-100, with a short message for people and optionally a small
         preview image (a ``data:image/`` URL of at most 32 KiB) for the progress event."""
@@ -108,6 +114,7 @@ class RecordingContext:
     connector outside a worker."""
 
     worker_id: str = "local"
+    lora_paths: dict[str, Path] = field(default_factory=dict)
     reports: list[tuple[float, str]] = field(default_factory=list)
     previews: list[str] = field(default_factory=list)
 

@@ -9,7 +9,9 @@ Payload fields, all optional:
 - ``seed`` (int): the seed reported in the result; derived from the job id when absent.
 
 The result is ``{"steps", "seed", "attempt", "image"}`` where ``image`` is a small SVG as a
-``data:`` URL, so a studio can show a preview.
+``data:`` URL, so a studio can show a preview. A job with LoRAs also gets ``"loras"``: each one's
+name, hash, weight and the size of its local file (the connector "applies" a LoRA by reading its
+file's size from the path the worker's cache gave it).
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class SimulationConnector:
         seed = payload.get("seed")
         if not isinstance(seed, int) or isinstance(seed, bool):
             seed = zlib.crc32(job.id.encode())
+        loras = self._loras(job, ctx)
         fail_at = (steps + 1) // 2
         for step in range(1, steps + 1):
             await asyncio.sleep(step_time)
@@ -84,7 +87,25 @@ class SimulationConnector:
             await ctx.progress(100 * step / steps, f"step {step} of {steps}")
         if failure is not None:  # no steps to fail half-way through
             raise SimulatedFailure(failure)
-        return {"steps": steps, "seed": seed, "attempt": job.attempts, "image": preview_svg(seed)}
+        result: dict[str, JsonValue] = {
+            "steps": steps, "seed": seed, "attempt": job.attempts, "image": preview_svg(seed),
+        }  # fmt: skip
+        if loras:
+            result["loras"] = loras
+        return result
+
+    @staticmethod
+    def _loras(job: Job, ctx: JobContext) -> list[JsonValue]:
+        out: list[JsonValue] = []
+        for ref in job.loras:
+            path = ctx.lora_paths.get(ref.sha256)
+            if path is None or not path.is_file():
+                raise Abort(f"LoRA {ref.name} was not fetched before the job ran")
+            size = path.stat().st_size
+            out.append(
+                {"name": ref.name, "sha256": ref.sha256, "weight": ref.weight, "bytes": size}
+            )
+        return out
 
     @staticmethod
     def _failure(payload: dict[str, Any], attempt: int) -> str | None:

@@ -111,6 +111,11 @@ class Keys:
         """Hash with TTL: a live worker's capabilities, state and current job."""
         return f"{self.base}:worker:{worker_id}"
 
+    def worker_loras(self, worker_id: str) -> str:
+        """Set with TTL: sha256 of the LoRA files a worker's cache holds (its most recently used,
+        bounded), which the claim reads for its affinity score (ADR-010)."""
+        return f"{self.base}:worker:{worker_id}:loras"
+
     def workers(self) -> str:
         """Sorted set: worker id -> last seen (ms), to list workers without SCAN."""
         return f"{self.base}:workers"
