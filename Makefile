@@ -128,7 +128,7 @@ e2e: $(VENV_STAMP) $(GPU_STAMP) chromium ## Browser tests against the real apps;
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-affinity bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -138,6 +138,9 @@ test: lint typecheck test-cli test-worker test-api test-studio test-machine e2e 
 
 bench: $(VENV_STAMP) ## Run the benchmarks; prints a table, writes bench/results/latest.json
 	$(UV) run --frozen python -m bench
+
+bench-affinity: $(VENV_STAMP) ## LoRA affinity on a simulated fleet: bytes downloaded, hit rate, waits (off/on/window)
+	$(UV) run --frozen python -m bench.affinity
 
 bench-cluster: $(VENV_STAMP) ## Claim+complete with 1-3 queues on one node vs a local 3-primary Redis Cluster
 	$(UV) run --frozen python -m bench.cluster

@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '8'
+local VERSION = '9'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -850,6 +850,108 @@ local function better(score, job_id, best_score, best_id)
 end
 
 ---------------------------------------------------------------------------------------------------
+-- claim: LoRA affinity (ADR-010)
+--
+-- After the claim has found its best job (priority, then age), it looks again at the first
+-- `scan` jobs of that priority in the sets that had an eligible head, and prefers the one whose
+-- LoRAs this worker already holds: +10 per user LoRA, +5 per shared one, then age. The work is
+-- at most `scan` jobs (an HMGET, an SMISMEMBER and, for a job it holds none of, a look at up to
+-- HOLDER_SAMPLE holders per LoRA), whatever the number of pending jobs or of distinct LoRAs:
+-- LoRAs live in the job hash, never in the requirement class.
+-- - grace: a job with a LoRA this worker lacks but an idle worker holds is left to that worker
+--   (woken by the same submit, it claims within milliseconds) for at most this long. A job whose
+--   LoRAs no idle worker holds is taken at once.
+-- - patience: a job that has waited that long is taken before any affine one (0: never), so
+--   a job nobody holds the LoRAs of is not passed over for long.
+-- - window: a job with a LoRA this worker lacks but a busy worker holds is left to that
+--   worker until it has waited this long (0: off, the default: affinity never waits for a busy
+--   worker).
+
+local AFFINITY_USER, AFFINITY_SHARED = 10, 5
+local HOLDER_SAMPLE = 3
+
+-- The job's affinity for this worker, and the LoRAs of the job it lacks.
+local function lora_affinity(loras, held_key)
+  if #loras == 0 then return 0, loras end
+  local hashes = {}
+  for i, l in ipairs(loras) do hashes[i] = l.sha256 end
+  local held = redis.call('SMISMEMBER', held_key, unpack(hashes))
+  local score, missing = 0, {}
+  for i, l in ipairs(loras) do
+    if held[i] == 1 then
+      score = score + (l.scope == 'shared' and AFFINITY_SHARED or AFFINITY_USER)
+    else
+      missing[#missing + 1] = l
+    end
+  end
+  return score, missing
+end
+
+-- Whether other workers hold one of the job's LoRAs, and whether one of them is idle.
+local function held_elsewhere(base, loras)
+  local any = false
+  for _, l in ipairs(loras) do
+    local holders = base .. ':lora:' .. l.sha256 .. ':holders'
+    for _, w in ipairs(redis.call('SRANDMEMBER', holders, HOLDER_SAMPLE)) do
+      any = true
+      if redis.call('HGET', base .. ':worker:' .. w, 'state') == 'idle' then return true, true end
+    end
+  end
+  return any, false
+end
+
+-- cands: {zkey, score, service} of each set with an eligible head; best: the same of the claim's
+-- choice so far. Returns the chosen {id, score, service} (nil when the window holds every
+-- candidate back) and a wait hint (ms).
+local function affine_choice(base, cands, caps, now, held_key, opt, best)
+  local holds = redis.call('SCARD', held_key) > 0
+  local hold_max = math.max(opt.grace_ms, opt.window_ms)
+  if not holds and hold_max <= 0 then return best, nil end
+  local band_end = fmt_int((math.floor(tonumber(best.score) / SEQ_SPAN) + 1) * SEQ_SPAN)
+  table.sort(cands, function(a, b) return tonumber(a.score) < tonumber(b.score) end)
+  local pick, pick_key, hint, seen = nil, nil, nil, 0
+  for _, c in ipairs(cands) do
+    if seen >= opt.scan then break end
+    local ids = redis.call('ZRANGE', c.zkey, '-inf', '(' .. band_end, 'BYSCORE', 'LIMIT', 0,
+      opt.scan - seen, 'WITHSCORES')
+    for i = 1, #ids, 2 do
+      seen = seen + 1
+      local m = redis.call('HMGET', base .. ':job:' .. ids[i], 'loras', 'customer_id',
+        'avoid_worker', 'avoid_until', 'created_at')
+      local customer = m[2] or ''
+      if not (customer ~= '' and caps.denied[customer])
+          and not (m[3] == caps.worker_id and (tonumber(m[4]) or 0) > now) then
+        local loras = {}
+        if m[1] and #m[1] > 2 then loras = cjson.decode(m[1]) end
+        local aff, missing = 0, loras
+        if holds then aff, missing = lora_affinity(loras, held_key) end
+        local waited = now - (tonumber(m[5]) or now)
+        local hold_for = 0
+        if #missing > 0 and waited < hold_max then
+          local any, idle = held_elsewhere(base, missing)
+          if idle then hold_for = hold_max elseif any then hold_for = opt.window_ms end
+        end
+        if waited < hold_for then
+          local wait = hold_for - waited
+          if hint == nil or wait < hint then hint = wait end
+        else
+          -- Rank: overdue first, then affinity, then score (priority and age), then id.
+          local due = (opt.patience_ms > 0 and waited >= opt.patience_ms) and 1 or 0
+          local key = {due, aff, -tonumber(ids[i + 1])}
+          local wins = pick_key == nil or key[1] > pick_key[1]
+            or (key[1] == pick_key[1] and (key[2] > pick_key[2]
+              or (key[2] == pick_key[2] and key[3] > pick_key[3])))
+          if wins then
+            pick, pick_key = {id = ids[i], score = ids[i + 1], service = c.service}, key
+          end
+        end
+      end
+    end
+  end
+  return pick, hint
+end
+
+---------------------------------------------------------------------------------------------------
 -- functions
 
 -- A job's LoRAs (emp_core.jobs.loras.LoraRef): a JSON array of at most 8 objects, each with a
@@ -1001,8 +1103,10 @@ local function emp_submit(keys, args)
   return ids
 end
 
--- KEYS: worker, leases, fence, delayed, then one classes registry per service in caps.services.
--- ARGV: base, capabilities JSON, lease_ms, events_maxlen, promote_limit.
+-- KEYS: worker, leases, fence, delayed, then one classes registry per service in caps.services,
+-- then the set of LoRA hashes the worker holds.
+-- ARGV: base, capabilities JSON, lease_ms, events_maxlen, promote_limit, slot ('' or an index),
+-- then the affinity's scan (jobs; 0: off), patience_ms, grace_ms and window_ms (affine_choice).
 -- Returns {'job', HGETALL of the claimed job} or {'none', ms until worth trying again or -1}.
 -- A worker slot's index, or '' for a caller that is not a slot (the CLI, a test).
 local function slot_arg(value)
@@ -1032,10 +1136,12 @@ local function ensure_profile(base, service, prof, registry, now)
   end
 end
 
--- KEYS of a claim: worker, leases, fence, delayed, then one classes registry per service.
+-- KEYS of a claim: worker, leases, fence, delayed, then one classes registry per service, then
+-- the set of LoRA hashes the worker holds.
 local function check_claim_keys(keys, base, caps)
-  if #keys ~= 4 + #caps.services then
-    bad('INVALID', 'keys', 'expected one classes key per service after the first four')
+  if #keys ~= 5 + #caps.services then
+    bad('INVALID', 'keys', 'expected one classes key per service after the first four, then the '
+      .. 'LoRA set')
   end
   need_key(keys[1], base .. ':worker:' .. caps.worker_id, 'worker')
   need_key(keys[2], base .. ':leases', 'leases')
@@ -1044,6 +1150,15 @@ local function check_claim_keys(keys, base, caps)
   for s, service in ipairs(caps.services) do
     need_key(keys[4 + s], base .. ':classes:' .. service, 'classes')
   end
+  need_key(keys[5 + #caps.services], base .. ':worker:' .. caps.worker_id .. ':loras', 'loras')
+end
+
+-- The affinity's four arguments from ARGV[i] on (see affine_choice).
+local function affinity_args(args, i)
+  return {scan = int_arg(args[i], 'affinity_scan', 0, 1000),
+    patience_ms = int_arg(args[i + 1], 'affinity_patience_ms', 0),
+    grace_ms = int_arg(args[i + 2], 'affinity_grace_ms', 0),
+    window_ms = int_arg(args[i + 3], 'affinity_window_ms', 0)}
 end
 
 local function emp_claim(keys, args)
@@ -1054,11 +1169,13 @@ local function emp_claim(keys, args)
   local promote_limit = int_arg(args[5], 'promote_limit', 0, 10000)
   local slot = slot_arg(args[6])
   check_claim_keys(keys, base, caps)
+  local affinity = affinity_args(args, 7)
   local worker_key, leases, fence, delayed = keys[1], keys[2], keys[3], keys[4]
   local now = now_ms()
   promote_due(base, delayed, now, promote_limit, maxlen)
 
   local best_id, best_score, best_service, hint = nil, nil, nil, nil
+  local cands = {}
   for s, service in ipairs(caps.services) do
     local prof = caps.profiles[service]
     ensure_profile(base, service, prof, keys[4 + s], now)
@@ -1078,6 +1195,7 @@ local function emp_claim(keys, args)
           for _, zkey in ipairs(candidate_sets(class_key, caps)) do
             local job_id, score, wait = eligible_head(base, zkey, caps, now, class_key, service)
             if wait and (hint == nil or wait < hint) then hint = wait end
+            if job_id then cands[#cands + 1] = {zkey = zkey, score = score, service = service} end
             if job_id and better(score, job_id, best_score, best_id) then
               best_id, best_score, best_service = job_id, score, service
             end
@@ -1085,6 +1203,14 @@ local function emp_claim(keys, args)
         end
       end
     end
+  end
+
+  if best_id ~= nil and affinity.scan > 0 then
+    local pick, wait = affine_choice(base, cands, caps, now, keys[#keys], affinity,
+      {id = best_id, score = best_score, service = best_service})
+    if wait and (hint == nil or wait < hint) then hint = wait end
+    best_id, best_score, best_service = nil, nil, nil
+    if pick then best_id, best_score, best_service = pick.id, pick.score, pick.service end
   end
 
   local member = slot ~= '' and (caps.worker_id .. '#' .. slot) or nil
@@ -1209,9 +1335,10 @@ local function set_idle(worker_key, now)
 end
 
 -- KEYS: job, events, leases, worker, finished; to claim the next job in the same call, also
--- fence, delayed and one classes registry per service (as emp_claim).
+-- fence, delayed, one classes registry per service and the worker's LoRA set (as emp_claim).
 -- ARGV: base, job_id, token, result JSON, retention_s, maxlen; to claim the next job, also
--- capabilities JSON, lease_ms, promote_limit.
+-- capabilities JSON, lease_ms, promote_limit, slot, affinity scan, patience_ms, grace_ms,
+-- window_ms.
 -- Returns 1, or with a next claim what emp_claim returns: one round trip per job instead of two.
 local function emp_complete(keys, args)
   local claim_next = args[7] ~= nil
@@ -1226,6 +1353,7 @@ local function emp_complete(keys, args)
     int_arg(args[8], 'lease_ms', 1)
     int_arg(args[9], 'promote_limit', 0, 10000)
     slot_arg(args[10])
+    affinity_args(args, 11)
     local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
     for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
     check_claim_keys(claim_keys, base, caps)
@@ -1253,7 +1381,8 @@ local function emp_complete(keys, args)
   if not claim_next then return 1 end
   local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
   for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
-  return emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9], args[10]})
+  return emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9], args[10], args[11],
+    args[12], args[13], args[14]})
 end
 
 -- KEYS: job, events, leases, worker, delayed, dead, finished.

@@ -20,7 +20,8 @@ def test_templates_share_one_hash_tag() -> None:
         k.job("j"), k.events("j"), k.seq(), k.fence(), k.classes("s"), k.pending("c"),
         k.pending_customer("c", "u"), k.pending_workflow("c", "w"), k.pending_count(),
         k.workflow("w"), k.delayed(), k.leases(), k.dead(), k.finished(), k.customer_jobs("u"),
-        k.worker("w"), k.workers(), k.wake_channel("s"), k.control_channel("w"),
+        k.worker("w"), k.worker_loras("w"), k.lora_holders("0" * 64), k.workers(),
+        k.wake_channel("s"), k.control_channel("w"),
         k.events_channel(),
     ]  # fmt: skip
     assert len(set(names)) == len(names)

@@ -40,6 +40,17 @@ class QueueSettings(BaseSettings):
     max_lost_leases: int = Field(default=10, ge=0, le=1000)
     # Retry delays are spread by up to this fraction either way.
     retry_jitter: float = Field(default=0.2, ge=0, le=1)
+    # LoRA affinity in the claim (ADR-010; the figures behind these defaults: make bench-affinity).
+    # How many jobs of the best priority a claim ranks by the LoRAs the worker holds (0: off).
+    affinity_scan: int = Field(default=16, ge=0, le=1000)
+    # A job pending this long is taken before any job the worker holds LoRAs of (0: never).
+    affinity_patience_seconds: float = Field(default=30.0, ge=0)
+    # A job whose LoRAs an idle worker holds is left to it this long (it claims at once: the
+    # same submit wakes it); a job whose LoRAs no idle worker holds is never held back.
+    affinity_grace_seconds: float = Field(default=1.0, ge=0)
+    # Hold a job for up to this long for a worker that holds its user LoRAs (0: off, never
+    # holds a job back).
+    affinity_window_seconds: float = Field(default=0.0, ge=0)
 
     @property
     def keys(self) -> Keys:

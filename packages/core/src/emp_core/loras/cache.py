@@ -26,12 +26,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from emp_core.jobs.loras import LoraRef
-from emp_core.loras.download import download, file_sha256
+from emp_core.loras.download import download, file_sha256, new_client
 from emp_core.loras.index import CacheIndex, Entry
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +101,6 @@ class LoraCache:
             with contextlib.suppress(OSError):
                 leftover.unlink()
         self._index.load(self.blobs)
-        if self._client is None:
-            timeout = httpx.Timeout(30.0, read=60.0)
-            self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=True)
         self.sweep()
         self._index.save()
         self.changed.set()
@@ -205,7 +204,8 @@ class LoraCache:
 
     async def _download(self, ref: LoraRef, fetch: _Fetch) -> Path:
         sha = ref.sha256
-        assert self._client is not None, "LoraCache.open() was not called"
+        if self._client is None:
+            self._client = new_client()
         self._make_room(ref.size)
         tmp = self.tmp / f"{sha}.{os.getpid()}.{id(fetch):x}.part"
 

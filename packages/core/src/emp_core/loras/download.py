@@ -17,11 +17,13 @@ import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from emp_core.errors import EmpError
 from emp_core.jobs.loras import LoraRef
+
+if TYPE_CHECKING:  # imported when first used: it adds a second to a loaded host's start-up
+    import httpx
 
 # Called with (bytes received, total bytes).
 ByteProgress = Callable[[int, int], Awaitable[None]]
@@ -58,6 +60,8 @@ async def download(
 ) -> None:
     """Write ``ref``'s bytes to ``dest`` (a temporary path the caller renames once this returns),
     fsynced, or raise ``LoraFetchError`` with ``dest`` in whatever state it was left."""
+    import httpx
+
     digest = hashlib.sha256()
     received = 0
     try:
@@ -104,6 +108,14 @@ async def download(
             f"(got {digest.hexdigest()[:12]}…)",
             field="loras",
         )
+
+
+def new_client() -> httpx.AsyncClient:
+    """The HTTP client a cache downloads with (follows redirects; 30 s to connect, 60 s between
+    bytes)."""
+    import httpx
+
+    return httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=60.0), follow_redirects=True)
 
 
 def file_sha256(path: Path) -> str:

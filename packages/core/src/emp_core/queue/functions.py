@@ -82,6 +82,19 @@ class SubmitArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class Affinity:
+    """How a claim weighs the LoRAs a worker holds (see ``affine_choice`` in the Lua)."""
+
+    scan: int = 16
+    patience_ms: int = 30_000
+    grace_ms: int = 1_000
+    window_ms: int = 0
+
+    def argv(self) -> tuple[int, int, int, int]:
+        return (self.scan, self.patience_ms, self.grace_ms, self.window_ms)
+
+
+@dataclass(frozen=True, slots=True)
 class NextClaim:
     """What ``complete`` needs to claim the worker's next job in the same call."""
 
@@ -90,6 +103,7 @@ class NextClaim:
     lease_ms: int
     promote_limit: int
     slot: int | None = None
+    affinity: Affinity = Affinity()
 
 
 class Functions:
@@ -182,15 +196,18 @@ class Functions:
         events_maxlen: int,
         promote_limit: int,
         slot: int | None = None,
+        affinity: Affinity = Affinity(),
     ) -> list[Any]:
         """``slot``: the worker slot claiming; given, an empty claim enters the slot in its
         profile's idle set, and a job becoming pending wakes it (``Waker``)."""
         k = self.keys
         keys = [k.worker(worker_id), k.leases(), k.fence(), k.delayed()]
         keys += [k.classes(s) for s in services]
+        keys.append(k.worker_loras(worker_id))
         result: list[Any] = await self._call(
             "emp_claim", keys, capabilities, lease_ms, events_maxlen, promote_limit,
             "" if slot is None else slot,
+            *affinity.argv(),
         )  # fmt: skip
         return result
 
@@ -249,8 +266,10 @@ class Functions:
         args: list[Any] = [job_id, token, result, retention_s, events_maxlen]
         if claim_next is not None:
             keys += [k.fence(), k.delayed(), *(k.classes(s) for s in claim_next.services)]
+            keys.append(k.worker_loras(worker_id))
             args += [claim_next.capabilities, claim_next.lease_ms, claim_next.promote_limit]
             args.append("" if claim_next.slot is None else claim_next.slot)
+            args += claim_next.affinity.argv()
         reply = await self._call("emp_complete", keys, *args)
         return reply if claim_next is not None else None
 

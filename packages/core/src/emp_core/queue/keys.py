@@ -116,6 +116,11 @@ class Keys:
         bounded), which the claim reads for its affinity score (ADR-010)."""
         return f"{self.base}:worker:{worker_id}:loras"
 
+    def lora_holders(self, sha256: str) -> str:
+        """Set: ids of the workers whose cache holds this LoRA file; the claim's affinity window
+        reads whether one exists (the Lua derives it from the key base)."""
+        return f"{self.base}:lora:{sha256}:holders"
+
     def workers(self) -> str:
         """Sorted set: worker id -> last seen (ms), to list workers without SCAN."""
         return f"{self.base}:workers"

@@ -19,7 +19,7 @@ from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.jobs.job import Job, JobSpec, new_job_id, retry_delay
 from emp_core.jobs.loras import encode_loras
 from emp_core.patterns.rules import Classification
-from emp_core.queue.functions import Functions, NextClaim, SubmitArgs
+from emp_core.queue.functions import Affinity, Functions, NextClaim, SubmitArgs
 from emp_core.settings import QueueSettings
 
 _PROMOTE_LIMIT = 100
@@ -88,6 +88,16 @@ class Queue:
     @property
     def _lease_ms(self) -> int:
         return int(self.settings.lease_seconds * 1000)
+
+    @property
+    def _affinity(self) -> Affinity:
+        s = self.settings
+        return Affinity(
+            s.affinity_scan,
+            int(s.affinity_patience_seconds * 1000),
+            int(s.affinity_grace_seconds * 1000),
+            int(s.affinity_window_seconds * 1000),
+        )
 
     # --- submitting ------------------------------------------------------------------------------
     def prepare(self, data: JobSpec | Mapping[str, Any], *, traceparent: str = "") -> SubmitArgs:
@@ -166,7 +176,7 @@ class Queue:
         s = self.settings
         reply = await self.functions.claim(
             caps.worker_id, caps.services, caps.wire, self._lease_ms, s.events_maxlen,
-            _PROMOTE_LIMIT, slot,
+            _PROMOTE_LIMIT, slot, self._affinity,
         )  # fmt: skip
         return _claim_result(reply)
 
@@ -229,8 +239,9 @@ class Queue:
         claim_next = None
         if then_claim is not None:
             claim_next = NextClaim(
-                then_claim.services, then_claim.wire, self._lease_ms, _PROMOTE_LIMIT, slot
-            )
+                then_claim.services, then_claim.wire, self._lease_ms, _PROMOTE_LIMIT, slot,
+                self._affinity,
+            )  # fmt: skip
         reply = await self.functions.complete(
             claimed.job.worker_id or "", claimed.id, claimed.token, orjson.dumps(result),
             s.retention_seconds, s.events_maxlen, claim_next,
