@@ -907,45 +907,52 @@ local function affine_choice(base, cands, caps, now, held_key, opt, best)
   local holds = redis.call('SCARD', held_key) > 0
   local hold_max = math.max(opt.grace_ms, opt.window_ms)
   if not holds and hold_max <= 0 then return best, nil end
+  local pick, pick_key, hint = nil, nil, nil
+
+  local function consider(job_id, score, service)
+    local m = redis.call('HMGET', base .. ':job:' .. job_id, 'loras', 'customer_id',
+      'avoid_worker', 'avoid_until', 'created_at')
+    local customer = m[2] or ''
+    if (customer ~= '' and caps.denied[customer])
+        or (m[3] == caps.worker_id and (tonumber(m[4]) or 0) > now) then
+      return
+    end
+    local loras = {}
+    if m[1] and #m[1] > 2 then loras = cjson.decode(m[1]) end
+    local aff, missing = 0, loras
+    if holds then aff, missing = lora_affinity(loras, held_key) end
+    local waited = now - (tonumber(m[5]) or now)
+    local hold_for = 0
+    if #missing > 0 and waited < hold_max then
+      local any, idle = held_elsewhere(base, missing)
+      if idle then hold_for = hold_max elseif any then hold_for = opt.window_ms end
+    end
+    if waited < hold_for then
+      local wait = hold_for - waited
+      if hint == nil or wait < hint then hint = wait end
+      return
+    end
+    -- Rank: overdue first, then affinity, then score (priority and age).
+    local key = {(opt.patience_ms > 0 and waited >= opt.patience_ms) and 1 or 0, aff,
+      -tonumber(score)}
+    if pick_key == nil or key[1] > pick_key[1] or (key[1] == pick_key[1] and (key[2] > pick_key[2]
+        or (key[2] == pick_key[2] and key[3] > pick_key[3]))) then
+      pick, pick_key = {id = job_id, score = score, service = service}, key
+    end
+  end
+
+  -- The plain choice always competes (it may lie past the scan, found by the deny-list search).
+  consider(best.id, best.score, best.service)
   local band_end = fmt_int((math.floor(tonumber(best.score) / SEQ_SPAN) + 1) * SEQ_SPAN)
   table.sort(cands, function(a, b) return tonumber(a.score) < tonumber(b.score) end)
-  local pick, pick_key, hint, seen = nil, nil, nil, 0
+  local seen = 0
   for _, c in ipairs(cands) do
     if seen >= opt.scan then break end
     local ids = redis.call('ZRANGE', c.zkey, '-inf', '(' .. band_end, 'BYSCORE', 'LIMIT', 0,
       opt.scan - seen, 'WITHSCORES')
     for i = 1, #ids, 2 do
       seen = seen + 1
-      local m = redis.call('HMGET', base .. ':job:' .. ids[i], 'loras', 'customer_id',
-        'avoid_worker', 'avoid_until', 'created_at')
-      local customer = m[2] or ''
-      if not (customer ~= '' and caps.denied[customer])
-          and not (m[3] == caps.worker_id and (tonumber(m[4]) or 0) > now) then
-        local loras = {}
-        if m[1] and #m[1] > 2 then loras = cjson.decode(m[1]) end
-        local aff, missing = 0, loras
-        if holds then aff, missing = lora_affinity(loras, held_key) end
-        local waited = now - (tonumber(m[5]) or now)
-        local hold_for = 0
-        if #missing > 0 and waited < hold_max then
-          local any, idle = held_elsewhere(base, missing)
-          if idle then hold_for = hold_max elseif any then hold_for = opt.window_ms end
-        end
-        if waited < hold_for then
-          local wait = hold_for - waited
-          if hint == nil or wait < hint then hint = wait end
-        else
-          -- Rank: overdue first, then affinity, then score (priority and age), then id.
-          local due = (opt.patience_ms > 0 and waited >= opt.patience_ms) and 1 or 0
-          local key = {due, aff, -tonumber(ids[i + 1])}
-          local wins = pick_key == nil or key[1] > pick_key[1]
-            or (key[1] == pick_key[1] and (key[2] > pick_key[2]
-              or (key[2] == pick_key[2] and key[3] > pick_key[3])))
-          if wins then
-            pick, pick_key = {id = ids[i], score = ids[i + 1], service = c.service}, key
-          end
-        end
-      end
+      if ids[i] ~= best.id then consider(ids[i], ids[i + 1], c.service) end
     end
   end
   return pick, hint
