@@ -859,7 +859,7 @@ end
 -- HOLDER_SAMPLE holders per LoRA), whatever the number of pending jobs or of distinct LoRAs:
 -- LoRAs live in the job hash, never in the requirement class.
 -- - grace: a job with a LoRA this worker lacks but an idle worker holds is left to that worker
---   (woken by the same submit, it claims within milliseconds) for at most this long. A job whose
+--   (woken here on its control channel, it claims within milliseconds) for at most this long. A job whose
 --   LoRAs no idle worker holds is taken at once.
 -- - patience: a job that has waited that long is taken before any affine one (0: never), so
 --   a job nobody holds the LoRAs of is not passed over for long.
@@ -894,7 +894,11 @@ local function held_elsewhere(base, loras)
     local holders = base .. ':lora:' .. l.sha256 .. ':holders'
     for _, w in ipairs(redis.call('SRANDMEMBER', holders, HOLDER_SAMPLE)) do
       any = true
-      if redis.call('HGET', base .. ':worker:' .. w, 'state') == 'idle' then return true, true end
+      if redis.call('HGET', base .. ':worker:' .. w, 'state') == 'idle' then
+        -- Wake-ups are targeted (one idle slot per job): make sure the holder looks now.
+        redis.call('PUBLISH', base .. ':control:' .. w, '{"type":"wake"}')
+        return true, true
+      end
     end
   end
   return any, false
