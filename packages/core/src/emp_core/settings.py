@@ -45,11 +45,11 @@ class QueueSettings(BaseSettings):
     affinity_scan: int = Field(default=16, ge=0, le=1000)
     # A job pending this long is taken before any job the worker holds LoRAs of (0: never).
     affinity_patience_seconds: float = Field(default=30.0, ge=0)
-    # A job whose LoRAs an idle worker holds is left to it this long (it claims at once: the
-    # same submit wakes it); a job whose LoRAs no idle worker holds is never held back.
+    # A job whose LoRAs an idle worker holds is left to it this long (the claim that leaves it
+    # wakes that worker); a job whose LoRAs no idle worker holds is never held back.
     affinity_grace_seconds: float = Field(default=1.0, ge=0)
-    # Hold a job for up to this long for a worker that holds its user LoRAs (0: off, never
-    # holds a job back).
+    # Hold a job for up to this long for a busy worker that holds its LoRAs (0: off, never
+    # waits for a busy worker).
     affinity_window_seconds: float = Field(default=0.0, ge=0)
 
     @property
