@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from studio_helpers import Visitor
 
 from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.jobs.job import Job
+from emp_core.jobs.waiting import explain
 from emp_core.queue.queue import Queue
 from emp_core.registry.machines import (
     MachineRegistry,
@@ -92,3 +94,15 @@ async def test_the_machines_page_shows_workers_gpus_restarts_and_heartbeat(
     assert 'data-testid="machine-restarts">1<' in page.text
     assert 'data-testid="nav-machines"' in page.text
     assert (await alice.get("/admin/machines")).status_code == 403
+
+
+def test_workers_of_other_services_do_not_hide_the_unmet_requirement() -> None:
+    job = Job.model_validate({
+        "id": "j1", "service": "simulation", "status": "pending",
+        "requirements": {"gpu_memory_gb": 999}, "created_at": datetime.now(UTC), "priority": 100,
+        "payload": {}, "max_attempts": 3, "timeout_s": 60, "class_id": "c",
+    })  # fmt: skip
+    small = WorkerCapabilities(worker_id="sim", services=["simulation"])
+    other = WorkerCapabilities(worker_id="diff", services=["diffusers"])
+    assert explain(job, [small, other]).unmet_by_all == ["gpu_memory_gb ≥ 999"]
+    assert explain(job, [other]).unmet_by_all == ["service simulation"]

@@ -42,19 +42,24 @@ def explain(job: Job, workers: Iterable[WorkerCapabilities]) -> WaitReason:
     live = list(workers)
     able: list[str] = []
     not_admitted: list[str] = []
-    missing_per_worker: list[set[str]] = []
+    missing_per_worker: list[list[str]] = []
     for caps in live:
         missing = unmet(job.service, job.requirements, caps)
         if missing:
-            missing_per_worker.append(set(missing))
+            missing_per_worker.append(missing)
         elif job_admitted(job.customer_id, job.workflow_id, caps):
             able.append(caps.worker_id)
         else:
             not_admitted.append(caps.worker_id)
     unmet_by_all: list[str] = []
     if not able and not not_admitted and missing_per_worker:
-        common = set.intersection(*missing_per_worker)
-        # Keep the order a person reads the requirements in (the first worker's list).
-        first = unmet(job.service, job.requirements, live[0])
-        unmet_by_all = [m for m in first if m in common]
+        # Among the workers of the job's service (a worker of another service says nothing
+        # about the job's other requirements); "service X" when there is none.
+        serving = [c for c in live if job.service in c.services]
+        if not serving:
+            unmet_by_all = [f"service {job.service}"]
+        else:
+            lists = [unmet(job.service, job.requirements, c) for c in serving]
+            common = set.intersection(*(set(m) for m in lists))
+            unmet_by_all = [m for m in lists[0] if m in common]  # in the order people read them
     return WaitReason(able, unmet_by_all, not_admitted, len(live))
