@@ -170,3 +170,13 @@ async def test_events_missed_while_the_feed_reconnects_are_replayed(
     stream = [e.event_id for e in await replay(queue.redis, queue.keys, job["id"])]
     assert [e["event_id"] for e in rest] == stream[2:]
     assert rest[-1]["type"] == "completed"
+
+
+def test_events_nobody_watches_are_not_decoded() -> None:
+    hub = EventHub(redis=None, channel="unused", backlog=8)  # type: ignore[arg-type]
+    hub.dispatch(_event("nobody-follows", 1, "claimed"))
+    assert (hub.unwatched, hub.delivered) == (1, 0)
+    hub.follow_job("j1")
+    hub.dispatch(_event("j1", 2, "claimed"))
+    hub.dispatch(_event("still-nobody", 3, "claimed"))
+    assert (hub.unwatched, hub.delivered) == (2, 1)

@@ -181,6 +181,7 @@ class EventHub:
         self._by_job: dict[str, set[Subscription]] = {}
         self._firehose: set[Subscription] = set()
         self._listeners: list[Listener] = []
+        self.unwatched = 0  # events dropped undecoded: no socket or listener wanted them
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._connected_before = False
@@ -320,7 +321,11 @@ class EventHub:
         """Hand one published message to every interested socket and listener."""
         try:
             body = orjson.loads(data)
-            event = JobEvent.from_fields(body["event_id"], body["job_id"], body)
+            job_id = body["job_id"]
+            if not (self._listeners or self._firehose or job_id in self._by_job):
+                self.unwatched += 1  # nobody watches this job: no pydantic decoding at all
+                return
+            event = JobEvent.from_fields(body["event_id"], job_id, body)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self._forward_other(data)
             return
