@@ -9,8 +9,10 @@ the examples, and only that:
   ``TOKEN_ID`` (from ``emp tokens list``), ``emp_…`` (the token ``make dev`` printed), ``k1:…``
   (the key ``emp env keygen`` printed).
 
-A Python example that submits a job runs; one that is a fragment of the reader's own server
-(the webhook receiver) is compiled.
+A Python example that submits a job runs; one that is a fragment of the reader's own program
+(the webhook receiver, the gRPC client) is compiled. A block marked
+``<!-- readme-test: skip: REASON -->`` (it needs a GPU model, a tool or a file of the reader's)
+is left out.
 
 Commands run in a scratch folder (``UV_PROJECT`` points ``uv`` at this repository) with
 ``EMP_DATABASE_URL`` naming the stack's database, which is where the README's default
@@ -74,12 +76,17 @@ class Session:
 
 
 def examples() -> list[tuple[str, str]]:
-    """(language, text) of each example after the "Two commands" block."""
+    """(language, text) of each example after the "Two commands" block. A block right after
+    ``<!-- readme-test: skip: REASON -->`` needs what a dev machine lacks (a GPU model, a tool,
+    a file of the reader's) and is left out; the reason must be given."""
     text = README.read_text()
     text = text[text.index("## Two commands") :]
-    blocks = re.findall(r"```(bash|python)\n(.*?)```", text, re.S)
-    assert blocks[0][1].startswith("make dev"), "the first example is the two commands"
-    return blocks[1:]
+    found = re.findall(
+        r"(<!-- readme-test: skip:([^>]*)-->\n)?```(bash|python)\n(.*?)```", text, re.S
+    )
+    assert found[0][3].startswith("make dev"), "the first example is the two commands"
+    assert all(reason.strip() for marker, reason, _, _ in found if marker), "give a reason"
+    return [(language, body) for marker, _, language, body in found[1:] if not marker]
 
 
 def commands(block: str) -> Iterator[str]:
