@@ -23,7 +23,7 @@ local SEQ_SPAN = 2 ^ 42
 -- skips a long run of denied customers (see first_allowed_rank).
 local SCAN_LIMIT = 8
 local EVENT_FIELDS = {'type', 'status', 'at', 'service', 'attempt', 'worker_id', 'progress', 'message',
-  'error', 'reason', 'preview'}
+  'error', 'reason', 'preview', 'machine_id', 'category', 'retry_at'}
 
 -- Caches local to this library load. Requirement classes are immutable (the id is a hash of the
 -- requirements), so a decoded class, and whether a given capability set matches it, never go stale.
@@ -1266,7 +1266,8 @@ local function emp_claim(keys, args)
     redis.call('HSET', worker_key, 'state', 'busy', 'job_id', best_id, 'last_seen', now)
   end
   emit(base, best_id, base .. ':events:' .. best_id, maxlen, best_service,
-    {type = 'claimed', status = 'claimed', at = now, attempt = attempt, worker_id = caps.worker_id})
+    {type = 'claimed', status = 'claimed', at = now, attempt = attempt, worker_id = caps.worker_id,
+      machine_id = caps.machine_id})
   return {'job', redis.call('HGETALL', jk)}
 end
 
@@ -1428,7 +1429,8 @@ local function emp_fail(keys, args)
       'avoid_worker', job.worker_id, 'avoid_until', due + grace, 'token', '', 'lease_deadline', '')
     redis.call('ZADD', keys[5], due, job_id)
     emit(base, job_id, keys[2], maxlen, job.service, {type = 'retrying', status = 'retrying',
-      at = now, attempt = job.attempts, worker_id = job.worker_id, error = message})
+      at = now, attempt = job.attempts, worker_id = job.worker_id, error = message,
+      category = args[10], retry_at = due})
     return 'retrying'
   end
   redis.call('HSET', keys[1], 'status', 'failed', 'error', message, 'finished_at', now,
@@ -1436,7 +1438,7 @@ local function emp_fail(keys, args)
   redis.call('ZADD', keys[6], now, job_id)
   to_archive(keys[7], job_id, now)
   emit(base, job_id, keys[2], maxlen, job.service, {type = 'failed', status = 'failed', at = now,
-    attempt = job.attempts, worker_id = job.worker_id, error = message})
+    attempt = job.attempts, worker_id = job.worker_id, error = message, category = args[10]})
   -- The dead-letter set keeps the job hash (no expiry) until an operator deals with it.
   redis.call('EXPIRE', keys[2], retention)
   return 'failed'
@@ -1562,7 +1564,8 @@ local function emp_reap(keys, args)
         redis.call('ZADD', dead, now, job_id)
         to_archive(finished, job_id, now)
         emit(base, job_id, base .. ':events:' .. job_id, maxlen, f[5], {type = 'failed',
-          status = 'failed', at = now, attempt = f[2], worker_id = f[4], error = message})
+          status = 'failed', at = now, attempt = f[2], worker_id = f[4], error = message,
+          category = 'lost'})
         redis.call('EXPIRE', base .. ':events:' .. job_id, retention)
         failed = failed + 1
       end
@@ -1588,6 +1591,99 @@ local function emp_rest(keys, args)
   return 1
 end
 
+---------------------------------------------------------------------------------------------------
+-- operator actions (issue 17): each call does bounded work, so a bulk action is many short calls
+
+local OPERATOR_BATCH = 500
+
+-- Retry failed (dead-lettered) jobs: a fresh attempt budget, optionally a new priority; pending
+-- again at once. Jobs not in status failed are skipped (returned), so a batch is never refused for
+-- one job that changed meanwhile. KEYS: dead. ARGV: base, events_maxlen, priority ('' keeps it),
+-- reason, then up to OPERATOR_BATCH job ids. Returns {retried, {skipped ids}}.
+local function emp_retry(keys, args)
+  need_keys(keys, 1)
+  local base = need_base(args[1])
+  need_key(keys[1], base .. ':dead', 'dead')
+  local maxlen = int_arg(args[2], 'events_maxlen', 1)
+  local priority = nil
+  if args[3] ~= nil and args[3] ~= '' then priority = int_arg(args[3], 'priority', 0, PRIORITY_MAX) end
+  local reason = args[4] or ''
+  if #reason > 8000 then bad('INVALID', 'reason', 'is longer than 8000 characters') end
+  if #args - 4 > OPERATOR_BATCH then
+    bad('INVALID', 'job_ids', 'at most ' .. OPERATOR_BATCH .. ' jobs per call')
+  end
+  for i = 5, #args do need_ident(args[i], 'job_ids.' .. (i - 5)) end
+  local retried, skipped = 0, {}
+  for i = 5, #args do
+    local job_id = args[i]
+    local jk = base .. ':job:' .. job_id
+    local f = redis.call('HMGET', jk, 'status', 'service', 'class_id', 'score', 'requirements')
+    if f[1] ~= 'failed' or not f[2] or not f[3] or not tonumber(f[4]) or not f[5] then
+      skipped[#skipped + 1] = job_id
+    else
+      local extra = {'attempts', 0, 'lost_leases', 0, 'finished_at', '', 'retry_at', '',
+        'avoid_worker', '', 'avoid_until', '', 'error', '', 'error_category', '',
+        'error_pattern_id', '', 'error_user_message', '', 'progress', 0, 'message', ''}
+      if priority ~= nil then
+        local order = tonumber(f[4]) % SEQ_SPAN
+        extra[#extra + 1] = 'priority'
+        extra[#extra + 1] = priority
+        extra[#extra + 1] = 'score'
+        extra[#extra + 1] = fmt_int((PRIORITY_MAX - priority) * SEQ_SPAN + order)
+      end
+      redis.call('HSET', jk, unpack(extra))
+      redis.call('ZREM', keys[1], job_id)
+      redis.call('PERSIST', jk)
+      redis.call('PERSIST', base .. ':events:' .. job_id)
+      requeue(base, job_id, maxlen, reason ~= '' and reason or 'operator_retry')
+      retried = retried + 1
+    end
+  end
+  return {retried, skipped}
+end
+
+-- Requeue a stuck job: a claimed or running job goes back to pending with its attempt given back
+-- and its worker told to drop it (the token is cleared, so its reports are refused as stale); a
+-- retrying job is made due now. KEYS: job, leases, delayed. ARGV: base, job_id, reason, maxlen.
+-- Returns the status the job had.
+local function emp_requeue(keys, args)
+  need_keys(keys, 3)
+  local base = need_base(args[1])
+  local job_id = need_ident(args[2], 'job_id')
+  local reason = args[3] or ''
+  if #reason > 8000 then bad('INVALID', 'reason', 'is longer than 8000 characters') end
+  local maxlen = int_arg(args[4], 'events_maxlen', 1)
+  need_key(keys[1], base .. ':job:' .. job_id, 'job')
+  need_key(keys[2], base .. ':leases', 'leases')
+  need_key(keys[3], base .. ':delayed', 'delayed')
+  local f = redis.call('HMGET', keys[1], 'status', 'worker_id', 'service', 'class_id', 'score',
+    'requirements')
+  local status = f[1]
+  if not status then bad('NOT_FOUND', 'job_id', 'job ' .. job_id .. ' does not exist') end
+  if status ~= 'claimed' and status ~= 'running' and status ~= 'retrying' then
+    bad('CONFLICT', 'status', 'job ' .. job_id .. ' is ' .. status
+      .. '; only a claimed, running or retrying job can be requeued')
+  end
+  if not (f[3] and f[4] and tonumber(f[5]) and f[6]) then
+    bad('CONFLICT', 'job_id', 'job ' .. job_id .. ' has an incomplete record')
+  end
+  local now = now_ms()
+  if status == 'retrying' then
+    redis.call('ZREM', keys[3], job_id)
+  else
+    redis.call('ZREM', keys[2], job_id)
+    if f[2] and f[2] ~= '' then
+      set_idle(base .. ':worker:' .. f[2], now)
+      redis.call('PUBLISH', base .. ':control:' .. f[2],
+        cjson.encode({type = 'cancel', job_id = job_id, reason = 'requeued by an operator'}))
+    end
+    redis.call('HINCRBY', keys[1], 'attempts', -1)
+  end
+  requeue(base, job_id, maxlen, reason ~= '' and reason or 'operator_requeue',
+    {'retry_at', '', 'avoid_worker', '', 'avoid_until', ''})
+  return status
+end
+
 redis.register_function('emp_version', function() return VERSION end)
 redis.register_function('emp_rest', emp_rest)
 redis.register_function('emp_submit', emp_submit)
@@ -1599,3 +1695,5 @@ redis.register_function('emp_fail', emp_fail)
 redis.register_function('emp_release', emp_release)
 redis.register_function('emp_cancel', emp_cancel)
 redis.register_function('emp_reap', emp_reap)
+redis.register_function('emp_retry', emp_retry)
+redis.register_function('emp_requeue', emp_requeue)

@@ -15,7 +15,7 @@ from emp_sql.session import create_engine
 TABLES = {
     "users", "api_tokens", "job_archive", "alembic_version", "error_patterns",
     "error_pattern_stats", "error_pattern_changes", "error_pattern_folds", "webhook_endpoints",
-    "webhook_deliveries", "webhook_attempts", "flat_file",
+    "webhook_deliveries", "webhook_attempts", "flat_file", "operator_actions",
 }  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from emp_core.queue.keys import Keys
 
 NAMES = {
     "emp_version", "emp_submit", "emp_claim", "emp_heartbeat", "emp_progress", "emp_complete",
-    "emp_fail", "emp_release", "emp_cancel", "emp_reap", "emp_rest",
+    "emp_fail", "emp_release", "emp_cancel", "emp_reap", "emp_rest", "emp_retry", "emp_requeue",
 }  # fmt: skip
 
 

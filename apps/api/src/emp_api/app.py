@@ -17,6 +17,7 @@ from emp_api import (
     health,
     jobs,
     loras,
+    operations,
     webhooks,
     ws,
 )  # fmt: skip
@@ -136,6 +137,6 @@ def create_app(
         # A LoRA upload streams through its own checks (EMP_LORA_MAX_BYTES, an idle timeout).
         streamed=frozenset({"/api/loras"}),
     )
-    for module in (health, jobs, loras, admin, error_patterns, webhooks, ws, blobs):
+    for module in (health, operations, jobs, loras, admin, error_patterns, webhooks, ws, blobs):
         app.include_router(module.router)
     return app

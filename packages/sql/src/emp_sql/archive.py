@@ -46,6 +46,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _events(stream: Any) -> list[dict[str, Any]]:
+    """A job's stream entries as the archive keeps them (forensics): id and fields, no previews."""
+    return [
+        {"event_id": _text(eid)}
+        | {_text(k): _text(v) for k, v in fields.items() if _text(k) != "preview"}
+        for eid, fields in stream
+    ]
+
+
 class LeaderLease:
     """A lease in Redis held by at most one process at a time (SET NX PX, renewed under WATCH)."""
 
@@ -130,11 +139,13 @@ class ArchiveProjector:
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(self.keys.job(job_id))
-            hashes = await pipe.execute()
+                pipe.xrange(self.keys.events(job_id))
+            answers = await pipe.execute()
+        hashes, streams = answers[::2], answers[1::2]
         rows: list[dict[str, Any]] = []
         jobs: list[Job] = []
         settled: list[str] = []
-        for job_id, raw in zip(ids, hashes, strict=True):
+        for job_id, raw, stream in zip(ids, hashes, streams, strict=True):
             fields = {_text(k): _text(v) for k, v in raw.items()}
             if not fields:
                 settled.append(job_id)
@@ -148,7 +159,9 @@ class ArchiveProjector:
                 settled.append(job_id)
                 continue
             seq = int(fields["seq"]) if fields.get("seq") else None
-            rows.append(archive_row(job, seq=seq, queue=self.queue.settings.queue))
+            rows.append(
+                archive_row(job, seq=seq, queue=self.queue.settings.queue, events=_events(stream))
+            )
             jobs.append(job)
             settled.append(job_id)
         if rows:

@@ -13,11 +13,13 @@ from emp_core.jobs.job import Job
 from emp_sql.models import ArchivedJob
 
 _UPDATED = ("customer_id", "service", "status", "seq", "queue", "created_at", "finished_at",
-            "error", "data")  # fmt: skip
+            "error", "data", "events")  # fmt: skip
 
 
-def archive_row(job: Job, *, seq: int | None, queue: str) -> dict[str, Any]:
-    """The archive row of one job, as the upsert takes it."""
+def archive_row(
+    job: Job, *, seq: int | None, queue: str, events: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The archive row of one job, as the upsert takes it; ``events`` its stream (forensics)."""
     return {
         "job_id": job.id,
         "customer_id": job.customer_id,
@@ -29,6 +31,7 @@ def archive_row(job: Job, *, seq: int | None, queue: str) -> dict[str, Any]:
         "finished_at": job.finished_at,
         "error": job.error,
         "data": job.model_dump(mode="json"),
+        "events": events,
     }
 
 
@@ -55,6 +58,13 @@ class JobArchiveRepository:
     async def get(self, job_id: str) -> Job | None:
         row = await self.session.get(ArchivedJob, job_id)
         return None if row is None else Job.model_validate(row.data)
+
+    async def get_with_events(self, job_id: str) -> tuple[Job, list[dict[str, Any]]] | None:
+        """The job and its archived event stream (empty for jobs archived before it was kept)."""
+        row = await self.session.get(ArchivedJob, job_id)
+        if row is None:
+            return None
+        return Job.model_validate(row.data), list(row.events or [])
 
     async def get_many(self, job_ids: Iterable[str]) -> dict[str, Job]:
         ids = list(job_ids)

@@ -44,6 +44,10 @@ NAMING_CONVENTION = {
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 
+# An autoincrementing 64-bit key on PostgreSQL; SQLite autoincrements only INTEGER PRIMARY KEY.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -125,10 +129,28 @@ class ArchivedJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     data: Mapped[dict[str, Any]] = mapped_column(Json)
     archived_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=sql.now())
+    # The job's event stream as it stood when the job was archived (issue 17: forensics after
+    # Redis retention); previews left out. NULL for jobs archived before it was kept.
+    events: Mapped[list[dict[str, Any]] | None] = mapped_column(Json, nullable=True)
 
 
-# An autoincrementing 64-bit key on PostgreSQL; SQLite autoincrements only INTEGER PRIMARY KEY.
-AutoId = BigInteger().with_variant(Integer(), "sqlite")
+class OperatorAction(Base):
+    """The audit trail of operator actions (issue 17): who did what, when, why, to which job or
+    to which filter's jobs, and how many it touched."""
+
+    __tablename__ = "operator_actions"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor_id: Mapped[str] = mapped_column(String(32))
+    actor_email: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[dict[str, Any]] = mapped_column(Json)
+    touched: Mapped[int] = mapped_column(BigInteger, default=0)
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+
 
 PATTERN_CATEGORIES = (
     "out_of_memory", "model_missing", "node_missing", "content_refused", "timeout", "network",

@@ -58,6 +58,11 @@ class JobEvent(BaseModel):
     reason: str | None = None
     # A progress event's small preview image (a data:image/ URL), when the connector sent one.
     preview: str | None = None
+    # Forensics (issue 17): the claiming worker's machine; a failure's category (ADR-009) and,
+    # for a retry, when it is due.
+    machine_id: str | None = None
+    category: str | None = None
+    retry_at: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -74,7 +79,7 @@ class JobEvent(BaseModel):
             return value.decode() if isinstance(value, bytes) else str(value)
 
         at_ms = int(float(text("at") or 0))
-        attempt, progress = text("attempt"), text("progress")
+        attempt, progress, retry_at = text("attempt"), text("progress"), text("retry_at")
         return cls(
             event_id=event_id,
             job_id=job_id,
@@ -89,6 +94,11 @@ class JobEvent(BaseModel):
             error=text("error"),
             reason=text("reason"),
             preview=text("preview"),
+            machine_id=text("machine_id"),
+            category=text("category"),
+            retry_at=(
+                datetime.fromtimestamp(int(float(retry_at)) / 1000, UTC) if retry_at else None
+            ),
         )
 
     @classmethod

@@ -335,6 +335,25 @@ class Functions:
         )  # fmt: skip
         return int(requeued), int(failed), int(promoted), bool(swept)
 
+    # --- operator actions (issue 17) -----------------------------------------------------------
+    async def retry(
+        self, job_ids: Sequence[str], events_maxlen: int, priority: int | None, reason: str
+    ) -> tuple[int, list[str]]:
+        """Failed jobs back to pending with a fresh attempt budget: (retried, skipped ids)."""
+        retried, skipped = await self._call(
+            "emp_retry", [self.keys.dead()], events_maxlen,
+            "" if priority is None else priority, reason, *job_ids,
+        )  # fmt: skip
+        return int(retried), [s.decode() if isinstance(s, bytes) else str(s) for s in skipped]
+
+    async def requeue(self, job_id: str, reason: str, events_maxlen: int) -> str:
+        """A claimed, running or retrying job back to pending now; returns its former status."""
+        k = self.keys
+        previous = await self._call(
+            "emp_requeue", [k.job(job_id), k.leases(), k.delayed()], job_id, reason, events_maxlen
+        )
+        return previous.decode() if isinstance(previous, bytes) else str(previous)
+
 
 def _not_found(exc: ResponseError) -> bool:
     return "function not found" in str(exc).lower()
