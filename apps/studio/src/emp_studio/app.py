@@ -21,6 +21,7 @@ from emp_studio.pages import (
     account,
     auth,
     dashboard,
+    forensics,
     generate,
     health,
     job,
@@ -134,8 +135,8 @@ def create_app(
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (
-        health, auth, account, dashboard, generate, jobs, job, outputs, users, patterns, webhooks,
-        loras, machines,
+        health, auth, account, dashboard, generate, jobs, forensics, job, outputs, users,
+        patterns, webhooks, loras, machines,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(loras.uploads)

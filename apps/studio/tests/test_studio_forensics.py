@@ -1,0 +1,94 @@
+"""The studio's forensics page and operator actions (issue 17): attempts with their workers for
+admins, without them for the owner, 404 for anyone else; retry and bulk actions admin-only,
+audited and shown on the page."""
+
+from __future__ import annotations
+
+from studio_helpers import Account, Visitor
+
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.queue.queue import Queue
+
+
+def _worker(n: int) -> WorkerCapabilities:
+    return WorkerCapabilities(
+        worker_id=f"m{n}-simulation-0", machine_id=f"m{n}", services=["simulation"]
+    )
+
+
+async def _failed_then_completed(queue: Queue, customer: str) -> str:
+    job_id = await queue.submit({"service": "simulation", "customer_id": customer})
+    for n in (1, 2):
+        claimed = (await queue.claim(_worker(n))).claimed
+        assert claimed is not None
+        await queue.fail(claimed, f"failure {n}", delay_s=0)
+    third = (await queue.claim(_worker(3))).claimed
+    assert third is not None
+    await queue.complete(third, None)
+    return job_id
+
+
+async def test_forensics_page_for_admin_owner_and_stranger(
+    admin: Visitor, alice: Visitor, bob: Visitor, accounts: dict[str, Account], queue: Queue
+) -> None:
+    job_id = await _failed_then_completed(queue, accounts["alice"].user_id)
+    url = f"/jobs/{job_id}/forensics"
+    page = (await admin.get(url)).text
+    assert page.count('data-testid="attempt-row"') == 3
+    assert page.count('data-outcome="retrying"') == 2
+    assert 'data-outcome="completed"' in page
+    for n in (1, 2, 3):
+        assert f"m{n}-simulation-0" in page
+    assert "failure 2" in page
+    owner = (await alice.get(url)).text
+    assert owner.count('data-testid="attempt-row"') == 3
+    assert "m1-simulation-0" not in owner
+    assert "Operator actions" not in owner
+    assert (await bob.get(url)).status_code == 404
+    job_page = (await alice.get(f"/jobs/{job_id}")).text
+    assert 'data-testid="forensics-link"' in job_page
+
+
+async def test_retry_from_the_page_is_admin_only_and_audited(
+    admin: Visitor, alice: Visitor, accounts: dict[str, Account], queue: Queue
+) -> None:
+    job_id = await queue.submit(
+        {"service": "simulation", "customer_id": accounts["alice"].user_id, "max_attempts": 1}
+    )
+    claimed = (await queue.claim(_worker(1))).claimed
+    assert claimed is not None
+    await queue.fail(claimed, "boom", retryable=False)
+    await alice.get(f"/jobs/{job_id}/forensics")
+    assert (await alice.post(f"/jobs/{job_id}/retry", {"reason": "x"})).status_code == 403
+    page = (await admin.get(f"/jobs/{job_id}/forensics")).text
+    assert 'data-testid="retry-form"' in page
+    refused = await admin.post(f"/jobs/{job_id}/retry", {"reason": " "})
+    assert refused.status_code == 422
+    assert "reason" in refused.text
+    done = await admin.post(f"/jobs/{job_id}/retry", {"reason": "fixed the driver"})
+    assert done.status_code == 303
+    page = (await admin.get(done.headers["location"])).text
+    assert 'data-testid="action-done"' in page
+    assert "fixed the driver" in page
+    assert accounts["admin"].email in page
+    assert (await queue.get(job_id)).status.value == "pending"
+
+
+async def test_bulk_dry_run_then_run(admin: Visitor, alice: Visitor, queue: Queue) -> None:
+    for _ in range(3):
+        await queue.submit({"service": "render"})
+    await admin.get("/admin/operations")
+    form = {"action": "cancel", "status": "pending", "service": "render", "reason": "tidy"}
+    dry = await admin.post("/admin/operations/bulk", {**form, "mode": "dry"})
+    assert dry.status_code == 200
+    assert "Dry run: 3 jobs would be cancelled" in dry.text
+    assert (await queue.depth()).get("render") == 3
+    run = await admin.post("/admin/operations/bulk", {**form, "mode": "run"})
+    assert "3 of 3 jobs cancelled in 1 batch" in run.text
+    assert (await queue.depth()).get("render", 0) == 0
+    bad = await admin.post("/admin/operations/bulk", {**form, "status": "lost"})
+    assert bad.status_code == 422
+    assert "status" in bad.text
+    await alice.get("/")
+    assert (await alice.get("/admin/operations")).status_code == 403
+    assert (await alice.post("/admin/operations/bulk", form)).status_code == 403
