@@ -10,6 +10,7 @@ from api_helpers import Account, Api, job_body
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import ClaimedJob, Queue
+from emp_core.registry.workers import WorkerRegistry
 from emp_sql import Database, DatabaseSettings
 from emp_sql.archive import ArchiveProjector
 
@@ -69,6 +70,8 @@ async def test_forensics_of_three_attempts_live_and_archived(
         await ArchiveProjector(queue, db).project([job_id])
     finally:
         await db.dispose()
+    # The projector also keeps the service's latest run times, for pending jobs' ETAs.
+    assert await queue.redis.llen(queue.keys.runtimes("simulation")) >= 1
     await queue.redis.delete(queue.keys.job(job_id), queue.keys.events(job_id))
     later = (await api.http.get(url, headers=admin.headers)).json()["forensics"]
     assert later["source"] == "archive"
@@ -167,3 +170,25 @@ async def test_bulk_dry_run_retry_cancel_and_purge(
         "bulk_retry",
     ]
     assert (await api.http.get("/api/admin/actions", headers=alice.headers)).status_code == 403
+
+
+async def test_position_and_eta_of_a_pending_job(
+    api: Api, accounts: dict[str, Account], queue: Queue
+) -> None:
+    alice, bob, admin = accounts["alice"], accounts["bob"], accounts["admin"]
+    job_id = await submit(api, alice, requirements={"gpu_memory_gb": 40})
+    url = f"/api/jobs/{job_id}/position"
+    nobody = (await api.http.get(url, headers=alice.headers)).json()
+    assert (nobody["reason"], nobody["eta_s"]) == ("no live worker can run this job", None)
+    registry = WorkerRegistry(queue.redis, queue.keys)
+    big = WorkerCapabilities(worker_id="big-0", services=["simulation"],
+                             hardware={"gpu_memory_gb": 80})  # fmt: skip
+    await registry.register(big)
+    await queue.redis.lpush(queue.keys.runtimes("simulation"), 3000)
+    seen = (await api.http.get(url, headers=admin.headers)).json()
+    assert (seen["rank"], seen["eta_s"], seen["finish_eta_s"]) == (0, 0.0, 3.0)
+    assert seen["eligible_workers"] == ["big-0"]
+    assert (await api.http.get(url, headers=alice.headers)).json()["eligible_workers"] == []
+    assert (await api.http.get(url, headers=bob.headers)).status_code == 404
+    f = (await api.http.get(f"/api/jobs/{job_id}/forensics", headers=alice.headers)).json()
+    assert f["position"]["rank"] == 0

@@ -8,6 +8,7 @@ from studio_helpers import Account, Visitor
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
+from emp_core.registry.workers import WorkerRegistry
 
 
 def _worker(n: int) -> WorkerCapabilities:
@@ -92,3 +93,16 @@ async def test_bulk_dry_run_then_run(admin: Visitor, alice: Visitor, queue: Queu
     await alice.get("/")
     assert (await alice.get("/admin/operations")).status_code == 403
     assert (await alice.post("/admin/operations/bulk", form)).status_code == 403
+
+
+async def test_a_pending_job_shows_its_place_in_line(
+    alice: Visitor, accounts: dict[str, Account], queue: Queue
+) -> None:
+    job_id = await queue.submit({"service": "simulation", "customer_id": accounts["alice"].user_id})
+    page = (await alice.get(f"/jobs/{job_id}/forensics")).text
+    assert "No live worker can run this job" in page
+    await WorkerRegistry(queue.redis, queue.keys).register(_worker(1))
+    await queue.redis.lpush(queue.keys.runtimes("simulation"), 2000)
+    page = (await alice.get(f"/jobs/{job_id}/forensics")).text
+    assert 'data-testid="position-rank">0<' in page
+    assert 'data-testid="position-eta">' in page

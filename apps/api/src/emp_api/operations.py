@@ -12,6 +12,7 @@ from emp_api.deps import AdminDep, PrincipalDep, ServicesDep
 from emp_api.schemas import ERRORS, ErrorResponse
 from emp_core.jobs.capabilities import Service
 from emp_core.queue.bulk import JobFilter
+from emp_core.queue.position import QueuePosition
 from emp_sql.audit import AuditEntry
 from emp_sql.forensics import ForensicsReader, JobForensics
 from emp_sql.operations import Operations
@@ -88,6 +89,17 @@ async def job_forensics(
     the operator actions on the job. An owner sees their own job without worker, machine and
     pattern ids; another user's job is 404."""
     return await ForensicsReader(services.catalog).read(job_id, principal)
+
+
+@router.get("/api/jobs/{job_id}/position", summary="A pending job's place in line and ETA")
+async def job_position(
+    job_id: JobId, principal: PrincipalDep, services: ServicesDep
+) -> QueuePosition:
+    """`rank`: the jobs that the workers able to run this one would take first; `eta_s` (to
+    start) and `finish_eta_s` from the service's recent run times and those workers' slots;
+    `reason` instead of an ETA, e.g. "no live worker can run this job". Its cost does not grow
+    with the number of pending jobs."""
+    return await ForensicsReader(services.catalog).position(job_id, principal)
 
 
 def _ops(services: ServicesDep) -> Operations:

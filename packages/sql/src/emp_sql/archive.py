@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from emp_core.jobs.events import JobEvent
 from emp_core.jobs.job import TERMINAL, Job
+from emp_core.queue.position import RUNTIME_SAMPLES
 from emp_core.queue.queue import Queue
 from emp_sql.job_archive import JobArchiveRepository, archive_row
 from emp_sql.session import Database
@@ -53,6 +54,16 @@ def _events(stream: Any) -> list[dict[str, Any]]:
         | {_text(k): _text(v) for k, v in fields.items() if _text(k) != "preview"}
         for eid, fields in stream
     ]
+
+
+def _record_runtimes(pipe: Any, keys: Any, jobs: Sequence[Job]) -> None:
+    """The run times of completed jobs, newest first, the latest ``RUNTIME_SAMPLES`` per
+    service: what a pending job's ETA is estimated from (``emp_core.queue.position``)."""
+    for job in jobs:
+        if job.status.value == "completed" and job.claimed_at and job.finished_at:
+            ms = int((job.finished_at - job.claimed_at).total_seconds() * 1000)
+            pipe.lpush(keys.runtimes(job.service), max(0, ms))
+            pipe.ltrim(keys.runtimes(job.service), 0, RUNTIME_SAMPLES - 1)
 
 
 class LeaderLease:
@@ -172,7 +183,10 @@ class ArchiveProjector:
                     await outbox.enqueue_finished(jobs)
         # Only after the rows are committed: a crash in between leaves the ids to project again.
         if settled:
-            await self.redis.zrem(self.keys.finished(), *settled)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.keys.finished(), *settled)
+                _record_runtimes(pipe, self.keys, jobs)
+                await pipe.execute()
         return len(rows)
 
     async def catch_up(self) -> int:

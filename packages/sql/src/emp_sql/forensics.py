@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from emp_core.errors import NotFound
 from emp_core.jobs.events import JobEvent, replay
 from emp_core.jobs.forensics import Forensics, forensics
+from emp_core.queue.position import QueuePosition, position
 from emp_sql.audit import AuditEntry, AuditLog
 from emp_sql.auth import Principal
 from emp_sql.catalog import JobCatalog
@@ -21,6 +22,7 @@ from emp_sql.job_archive import JobArchiveRepository
 
 class JobForensics(BaseModel):
     forensics: Forensics
+    position: QueuePosition | None = None  # a pending job's place in line and ETA
     actions: list[AuditEntry] | None = None  # admins only
 
 
@@ -45,9 +47,12 @@ class ForensicsReader:
             live = await self.queue.get(job_id)
         except NotFound:
             live = None
+        place = None
         if live is not None:
             events = await replay(self.queue.redis, self.queue.keys, job_id)
             result = forensics(live, events, source="redis")
+            if live.status.value == "pending":
+                place = await position(self.queue, live)
         else:
             async with self.database.session() as session:
                 found = await JobArchiveRepository(session).get_with_events(job_id)
@@ -55,7 +60,15 @@ class ForensicsReader:
             archived = [JobEvent.from_fields(e.get("event_id", ""), job_id, e) for e in raw]
             result = forensics(job, archived, source="archive")
         if not viewer.is_admin:
-            return JobForensics(forensics=_redacted(result))
+            if place is not None:
+                place = place.model_copy(update={"eligible_workers": []})
+            return JobForensics(forensics=_redacted(result), position=place)
         async with self.database.session() as session:
             actions = await AuditLog(session).for_job(job_id)
-        return JobForensics(forensics=result, actions=actions)
+        return JobForensics(forensics=result, position=place, actions=actions)
+
+    async def position(self, job_id: str, viewer: Principal) -> QueuePosition:
+        """A job's place in line (``reason`` only, for a job that is not pending)."""
+        job = await self.catalog.get(job_id, viewer)
+        place = await position(self.queue, job)
+        return place if viewer.is_admin else place.model_copy(update={"eligible_workers": []})

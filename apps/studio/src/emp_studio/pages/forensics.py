@@ -50,6 +50,7 @@ async def _forensics_page(
         "job_id": job_id,
         "f": f,
         "actions": seen.actions,
+        "position": seen.position,
         "timeline": timeline.entries(f.events),
         "error": error,
         "done": done,

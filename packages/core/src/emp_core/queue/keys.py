@@ -159,6 +159,11 @@ class Keys:
         the Lua terminal transitions add them, the archive projector removes them."""
         return f"{self.base}:finished"
 
+    def runtimes(self, service: str) -> str:
+        """List: the run times (ms) of a service's latest completed jobs, newest first, capped;
+        what a pending job's ETA is estimated from (written by the archive projector)."""
+        return f"{self.base}:runtimes:{service}"
+
     def reaper_lock(self) -> str:
         """String with TTL: held by the process that swept expired leases in this interval, so
         N processes running the reaper cost one sweep per interval."""
