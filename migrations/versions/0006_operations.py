@@ -1,7 +1,7 @@
 """operations: the archived event stream of a job, and the operator actions' audit (issue 17)
 
 Revision ID: 0006_operations
-Revises: 0004_flat_file
+Revises: 0005_users_disabled
 Create Date: 2026-12-01
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0006_operations"
-down_revision: str | None = "0004_flat_file"
+down_revision: str | None = "0005_users_disabled"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
