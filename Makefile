@@ -128,7 +128,7 @@ e2e: $(VENV_STAMP) $(GPU_STAMP) chromium ## Browser tests against the real apps;
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-affinity bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-affinity bench-position bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -155,6 +155,9 @@ bench-sockets: $(VENV_STAMP) ## 1,000 WebSockets at once on one job, in one API 
 
 bench-patterns: $(VENV_STAMP) ## Error-pattern classification latency and save-to-worker time
 	$(UV) run --frozen python -m bench.patterns
+
+bench-position: $(VENV_STAMP) ## Redis cost of a pending job's place in line and ETA at 1k-100k pending
+	$(UV) run --frozen python -m bench.position
 
 bench-loras: $(VENV_STAMP) azurite ## LoRA upload throughput (MB/s) into the local store and Azurite
 	$(UV) run --frozen python -m bench.loras
