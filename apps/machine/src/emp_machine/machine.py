@@ -22,7 +22,15 @@ from redis.exceptions import RedisError
 from emp_core.queue.queue import Queue
 from emp_core.queue.reaper import Reaper
 from emp_core.redis.client import connect
-from emp_core.registry.machines import MachineRegistry, MachineState, MachineStatus, SlotState
+from emp_core.registry.control import CommandReply, reply
+from emp_core.registry.machines import (
+    CommandType,
+    MachineCommand,
+    MachineRegistry,
+    MachineState,
+    MachineStatus,
+    SlotState,
+)
 from emp_core.security.envcrypt import KEY_ENV
 from emp_machine import __version__
 from emp_machine.config import MachineSettings, Slot
@@ -130,9 +138,11 @@ class Machine:
         reaper = asyncio.create_task(
             Reaper(Queue(redis, s), owner=f"machine {self.id}").run(), name=f"{self.id}-reaper"
         )
+        control = asyncio.create_task(self._control_loop(redis), name=f"{self.id}-control")
         try:
             await self.supervisor.run()
         finally:
+            control.cancel()
             reaper.cancel()
             await asyncio.wait({reaper}, timeout=_FINAL_REPORT_SECONDS)
             # The reporter sees STOPPED, writes it and returns. It is not cancelled: redis-py
@@ -153,6 +163,57 @@ class Machine:
             return 1
         logger.info("machine %s stopped", self.id)
         return 0
+
+    # --- the control channel (issue 17) -----------------------------------------------------------
+    def handle(self, command: MachineCommand) -> CommandReply:
+        """Carry out one operator command; the answer the sender is shown."""
+
+        def answer(ok: bool, message: str, lines: list[str] | None = None) -> CommandReply:
+            return CommandReply(
+                command_id=command.command_id, ok=ok, message=message, lines=lines or []
+            )
+
+        sup = self.supervisor
+        if command.type == CommandType.DRAIN:
+            if sup.stopping:
+                return answer(True, f"machine {self.id} is already draining")
+            logger.info("machine %s draining on request", self.id)
+            self.stop()
+            return answer(
+                True, f"machine {self.id} is draining: no new claims, running jobs finish"
+            )
+        if command.type == CommandType.RESTART_ALL:
+            done = [w.slot.worker_id for w in sup.workers if sup.restart(w.slot.worker_id)]
+            return answer(bool(done), f"restarting {len(done)} worker(s)", done)
+        worker_id = command.worker_id or ""
+        if sup.find(worker_id) is None:
+            return answer(False, f"machine {self.id} has no worker {worker_id!r}")
+        if command.type == CommandType.RESTART_WORKER:
+            if sup.restart(worker_id):
+                return answer(True, f"restarting worker {worker_id}")
+            return answer(False, f"worker {worker_id} is not running")
+        lines = sup.tail(worker_id, command.lines) or []
+        return answer(True, f"the last {len(lines)} line(s) of worker {worker_id}", lines)
+
+    async def _control_loop(self, redis: Redis) -> None:
+        """Listen on the machine's command channel and answer each command."""
+        keys = self.settings.keys
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(keys.machine_commands(self.id))
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        try:
+                            command = MachineCommand.model_validate_json(message["data"])
+                        except ValueError as exc:
+                            logger.warning("machine %s: a command it cannot read: %s", self.id, exc)
+                            continue
+                        await reply(redis, keys, self.handle(command))
+            except (RedisError, OSError) as exc:
+                logger.warning("machine %s: control channel lost (%s); again in 1 s", self.id, exc)
+                await asyncio.sleep(1.0)
 
     async def _report_loop(self, registry: MachineRegistry) -> None:
         """Report now, then on each change or tick; return after reporting STOPPED."""

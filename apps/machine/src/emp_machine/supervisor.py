@@ -20,7 +20,9 @@ import contextlib
 import logging
 import random
 import signal
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +35,8 @@ logger = logging.getLogger(__name__)
 # How long a process gets to exit after the second SIGTERM before SIGKILL, and the margin a
 # worker gets beyond its grace period to hand its jobs back (seconds).
 _UNWIND_SECONDS = 10.0
+# The last lines of each worker's output kept in memory, served on request (issue 17).
+TAIL_LINES = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,9 @@ class WorkerProcess:
     started_at: datetime | None = None
     process: asyncio.subprocess.Process | None = field(default=None, repr=False)
     started_mono: float = 0.0
+    # The last lines of its output (stdout and stderr), bounded; copied to the machine's stderr.
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES), repr=False)
+    restart_requested: bool = False
 
     def snapshot(self) -> MachineWorker:
         return MachineWorker(
@@ -159,6 +166,11 @@ class Supervisor:
             if self._stopping.is_set():
                 break
             ran = time.monotonic() - w.started_mono
+            if w.restart_requested:  # an operator's restart: no crash, no backoff
+                w.restart_requested = False
+                w.restarts += 1
+                logger.info("worker %s restarted on request", w.slot.worker_id)
+                continue
             w.crashes_in_row = 1 if ran >= self.policy.stable_s else w.crashes_in_row + 1
             delay = self.policy.delay(w.crashes_in_row)
             what = "could not start" if code is None else describe_exit(code)
@@ -192,8 +204,9 @@ class Supervisor:
         try:
             # Same process group as the machine: a signal to the group reaches every worker.
             w.process = await asyncio.create_subprocess_exec(
-                *self.command, env=dict(self.env_for(w.slot)), stdin=asyncio.subprocess.DEVNULL
-            )
+                *self.command, env=dict(self.env_for(w.slot)), stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
         except OSError as exc:
             logger.error("worker %s could not start %s: %s", w.slot.worker_id, self.command, exc)
             w.last_exit_code = None
@@ -205,11 +218,34 @@ class Supervisor:
         if self._stopping.is_set():  # stop() came while this one was starting
             w.state = SlotState.STOPPING
             self._signal(w, signal.SIGTERM)
+        reader = asyncio.create_task(_copy_output(w), name=f"{w.slot.worker_id}-output")
         code = await w.process.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reader), 2.0)
         w.last_exit_code, w.pid = code, None
         if self._stopping.is_set():
             logger.info("worker %s %s", w.slot.worker_id, describe_exit(code))
         return code
+
+    # --- operator commands (issue 17) ----------------------------------------------------------
+    def find(self, worker_id: str) -> WorkerProcess | None:
+        return next((w for w in self.workers if w.slot.worker_id == worker_id), None)
+
+    def restart(self, worker_id: str) -> bool:
+        """Restart one worker: SIGTERM (it finishes or hands back its job), then started again at
+        once. False when no such worker is running."""
+        w = self.find(worker_id)
+        if w is None or not w.alive or self._stopping.is_set():
+            return False
+        w.restart_requested = True
+        w.state = SlotState.STOPPING
+        self._signal(w, signal.SIGTERM)
+        self.on_change()
+        return True
+
+    def tail(self, worker_id: str, lines: int) -> list[str] | None:
+        w = self.find(worker_id)
+        return None if w is None else list(w.tail)[-lines:]
 
     # --- shutdown --------------------------------------------------------------------------------
     def _signal(self, w: WorkerProcess, sig: signal.Signals) -> None:
@@ -252,6 +288,25 @@ class Supervisor:
         logger.error("workers %s did not stop: killing them", stuck)
         self._signal_all(signal.SIGKILL)
         await self._wait_all(self.unwind_s)
+
+
+async def _copy_output(w: WorkerProcess) -> None:
+    """Read a worker's output line by line into its tail and onto the machine's stderr."""
+    stream = w.process.stdout if w.process is not None else None
+    if stream is None:
+        return
+    prefix = f"[{w.slot.worker_id}] ".encode()
+    while True:
+        try:
+            line = await stream.readline()
+        except (ValueError, asyncio.LimitOverrunError):  # a line over the limit: drop it
+            continue
+        if not line:
+            return
+        w.tail.append(line.decode(errors="replace").rstrip("\n"))
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.buffer.write(prefix + line)
+            sys.stderr.buffer.flush()
 
 
 def _ordinal(n: int) -> str:

@@ -121,6 +121,8 @@ class MachineService(machine_pb2_grpc.MachineServiceServicer):  # type: ignore[m
         self, request: machine_pb2.WatchCommandsRequest, context: Any
     ) -> AsyncIterator[machine_pb2.WatchCommandsResponse]:
         async for command in guarded_stream(context, self._commands(request, context)):
+            if command.type not in _COMMANDS:  # restart_all and logs are for the supervisor
+                continue
             message = machine_pb2.Command(
                 command_id=command.command_id, type=_COMMANDS[command.type]
             )

@@ -140,6 +140,11 @@ class Keys:
         """Channel: commands to one machine supervisor (drain, restart a worker), JSON."""
         return f"{self.base}:machine-commands:{machine_id}"
 
+    def machine_reply(self, command_id: str) -> str:
+        """List with TTL: a machine supervisor's answer to one command (issue 17), popped by the
+        process that sent the command."""
+        return f"{self.base}:machine-reply:{command_id}"
+
     def machines(self) -> str:
         """Sorted set: machine id -> last report (ms), to list machines and spot lost ones."""
         return f"{self.base}:machines"

@@ -203,6 +203,8 @@ async def get_machine(
 class CommandType(StrEnum):
     DRAIN = "drain"  # finish running jobs, claim no more
     RESTART_WORKER = "restart_worker"
+    RESTART_ALL = "restart_all"  # every worker of the machine, one after another
+    LOGS = "logs"  # the last lines of one worker's output, from the supervisor's bounded tail
 
 
 class MachineCommand(BaseModel):
@@ -213,6 +215,7 @@ class MachineCommand(BaseModel):
     command_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
     type: CommandType
     worker_id: str | None = Field(default=None, max_length=128)
+    lines: int = Field(default=100, ge=1, le=1000)  # for ``logs``
 
 
 async def send_command(redis: Redis, keys: Keys, machine_id: str, command: MachineCommand) -> int:
