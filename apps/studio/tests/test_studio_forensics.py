@@ -4,10 +4,19 @@ audited and shown on the page."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from studio_helpers import Account, Visitor
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
+from emp_core.registry.machines import (
+    MachineRegistry,
+    MachineState,
+    MachineStatus,
+    MachineWorker,
+    SlotState,
+)
 from emp_core.registry.workers import WorkerRegistry
 
 
@@ -106,3 +115,27 @@ async def test_a_pending_job_shows_its_place_in_line(
     page = (await alice.get(f"/jobs/{job_id}/forensics")).text
     assert 'data-testid="position-rank">0<' in page
     assert 'data-testid="position-eta">' in page
+
+
+async def test_machine_page_controls_and_a_machine_that_does_not_answer(
+    admin: Visitor, alice: Visitor, queue: Queue
+) -> None:
+    status = MachineStatus(
+        machine_id="quiet", hostname="h", pid=1, version="0", gpus=1, state=MachineState.RUNNING,
+        workers=[MachineWorker(worker_id="quiet-simulation-0", service="simulation", index=0,
+                               state=SlotState.RUNNING, pid=5)],
+        started_at=datetime.now(UTC), last_seen=datetime.now(UTC),
+    )  # fmt: skip
+    await MachineRegistry(queue.redis, queue.keys).report(status)
+    page = (await admin.get("/admin/machines/quiet")).text
+    assert 'data-testid="drain-machine"' in page
+    assert "quiet-simulation-0" in page
+    # Nobody listens on its control channel: the page says so instead of hanging or failing.
+    answer = await admin.post("/admin/machines/quiet/control", {"type": "drain"})
+    assert answer.status_code == 200
+    assert 'data-answered="no"' in answer.text
+    assert "did not answer" in answer.text
+    assert (await admin.get("/admin/machines/nowhere")).status_code == 404
+    await alice.get("/")
+    assert (await alice.get("/admin/machines/quiet")).status_code == 403
+    assert (await alice.post("/admin/machines/quiet/control", {"type": "drain"})).status_code == 403

@@ -13,6 +13,8 @@ from emp_api.schemas import ERRORS, ErrorResponse
 from emp_core.jobs.capabilities import Service
 from emp_core.queue.bulk import JobFilter
 from emp_core.queue.position import QueuePosition
+from emp_core.registry.control import CommandReply
+from emp_core.registry.machines import MachineCommand
 from emp_sql.audit import AuditEntry
 from emp_sql.forensics import ForensicsReader, JobForensics
 from emp_sql.operations import Operations
@@ -140,6 +142,25 @@ async def bulk_action(body: BulkBody, admin: AdminDep, services: ServicesDep) ->
 async def purge_jobs(body: PurgeBody, admin: AdminDep, services: ServicesDep) -> PurgeOut:
     entry, archived, dead = await _ops(services).purge(admin, body.before, reason=body.reason)
     return PurgeOut(action=entry, archive_rows=archived, redis_jobs=dead)
+
+
+class ControlOut(BaseModel):
+    answered: bool
+    reply: CommandReply | None
+
+
+@router.post("/api/admin/machines/{machine_id}/control", summary="Command a machine and wait")
+async def control_machine(
+    machine_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")],
+    command: MachineCommand,
+    admin: AdminDep,
+    services: ServicesDep,
+) -> ControlOut:
+    """`drain`, `restart_worker` (`worker_id`), `restart_all` or `logs` (`worker_id`, `lines`),
+    carried out by the machine's supervisor, whose answer comes back within 5 s; `answered:
+    false` when the machine did not answer (gone, or not listening)."""
+    answer = await _ops(services).machine(admin, machine_id, command)
+    return ControlOut(answered=answer is not None, reply=answer)
 
 
 @router.get("/api/admin/actions", summary="Recent operator actions (admins)")

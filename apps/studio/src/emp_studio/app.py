@@ -27,6 +27,7 @@ from emp_studio.pages import (
     job,
     jobs,
     loras,
+    machine,
     machines,
     outputs,
     patterns,
@@ -135,8 +136,8 @@ def create_app(
     )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for module in (
-        health, auth, account, dashboard, generate, jobs, forensics, job, outputs, users,
-        patterns, webhooks, loras, machines,
+        health, auth, account, dashboard, generate, jobs, forensics, job, machine, outputs,
+        users, patterns, webhooks, loras, machines,
     ):  # fmt: skip
         app.include_router(module.router)
     app.include_router(loras.uploads)

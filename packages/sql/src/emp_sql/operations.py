@@ -15,6 +15,8 @@ from sqlalchemy import delete, select, update
 from emp_core.errors import InvalidInput
 from emp_core.queue.bulk import BulkActions, BulkResult, JobFilter, OnBatch
 from emp_core.queue.queue import Queue
+from emp_core.registry.control import CommandReply, command_and_wait
+from emp_core.registry.machines import CommandType, MachineCommand
 from emp_sql.audit import AuditEntry, AuditLog
 from emp_sql.auth import Principal
 from emp_sql.models import ArchivedJob, OperatorAction
@@ -160,6 +162,25 @@ class Operations:
         dead = await self.actions.purge_dead(before)
         params |= {"archive_rows": archived, "redis_jobs": dead.touched}
         return await self._close(entry, archived + dead.touched, params), archived, dead.touched
+
+    # --- machines --------------------------------------------------------------------------------
+    async def machine(
+        self, actor: Principal, machine_id: str, command: MachineCommand, *, timeout_s: float = 5.0
+    ) -> CommandReply | None:
+        """Send a command to a machine's supervisor and wait for its answer (None: it did not
+        answer). Drains and restarts are audited; reading a log is not."""
+        actor.require_admin()
+        params: dict[str, Any] = {"machine_id": machine_id, **command.model_dump(mode="json")}
+        entry = None
+        if command.type != CommandType.LOGS:
+            entry = await self._open(actor, f"machine_{command.type.value}", "", params)
+        answer = await command_and_wait(
+            self.queue.redis, self.queue.keys, machine_id, command, timeout_s=timeout_s
+        )
+        if entry is not None:
+            outcome = "no answer" if answer is None else answer.message
+            await self._close(entry, int(bool(answer and answer.ok)), params | {"answer": outcome})
+        return answer
 
     async def history(self, actor: Principal, job_id: str) -> list[AuditEntry]:
         actor.require_admin()
