@@ -28,7 +28,7 @@ async def _page(
     machine = await get_machine(services.queue.redis, services.queue.keys, machine_id)
     if machine is None:
         raise NotFound(f"machine {machine_id} is not reporting", field="machine_id")
-    return page(request, "machine.html", {"nav": "dashboard", "machine": machine, "result": result})
+    return page(request, "machine.html", {"nav": "machines", "machine": machine, "result": result})
 
 
 @router.get("/admin/machines/{machine_id}")
