@@ -14,6 +14,7 @@ from core_factories import claim_one, make_caps, make_spec
 from emp_core.errors import InvalidInput
 from emp_core.patterns.rules import Category, Classification
 from emp_core.queue.bulk import BulkActions, BulkResult, JobFilter
+from emp_core.queue.functions import Affinity
 from emp_core.queue.queue import Queue
 from emp_core.redis import connect
 from emp_core.settings import QueueSettings
@@ -46,7 +47,8 @@ async def dead_letter(queue: Queue, n: int, *, service: str = "batch", customer:
     # Python wrappers would parse each claimed job: slow for 10,000).
     caps = make_caps(worker_id=f"w-{service}", services=[service])
     k, s = queue.keys, queue.settings
-    ckeys = [k.worker(caps.worker_id), k.leases(), k.fence(), k.delayed(), k.classes(service)]
+    ckeys = [k.worker(caps.worker_id), k.leases(), k.fence(), k.delayed(), k.classes(service),
+             k.worker_loras(caps.worker_id)]  # fmt: skip
     c = (
         ("", "", "")
         if classification is None
@@ -56,8 +58,9 @@ async def dead_letter(queue: Queue, n: int, *, service: str = "batch", customer:
         async with queue.redis.pipeline(transaction=False) as pipe:
             for _ in range(min(500, n - start)):
                 pipe.fcall(
-                    "emp_claim", len(ckeys), *ckeys, k.base, caps.wire, 60_000, s.events_maxlen, 0
-                )
+                    "emp_claim", len(ckeys), *ckeys, k.base, caps.wire, 60_000, s.events_maxlen, 0,
+                    "", *Affinity().argv(),
+                )  # fmt: skip
             replies = await pipe.execute()
         async with queue.redis.pipeline(transaction=False) as pipe:
             for _kind, body in replies:

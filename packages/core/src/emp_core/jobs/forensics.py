@@ -62,7 +62,9 @@ class Forensics(BaseModel):
 
 
 def _seconds(a: datetime, b: datetime) -> float:
-    return round((b - a).total_seconds(), 3)
+    # Events of one call may read the clock twice (a due retry is requeued, then claimed): never
+    # a negative span.
+    return max(0.0, round((b - a).total_seconds(), 3))
 
 
 def build_attempts(events: Sequence[JobEvent], job: Job | None = None) -> list[Attempt]:
