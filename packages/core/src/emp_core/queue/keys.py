@@ -98,7 +98,8 @@ class Keys:
         return f"{self.base}:dead"
 
     def customer_jobs(self, customer_id: str) -> str:
-        """Sorted set: a customer's jobs by submit order, for listing without SCAN."""
+        """Sorted set: a customer's jobs by submit order, for listing without SCAN. The empty
+        customer (``customer::jobs``) holds the jobs submitted without an owner (CLI, demo)."""
         return f"{self.base}:customer:{customer_id}:jobs"
 
     def quarantine(self) -> str:
