@@ -43,6 +43,8 @@ async def test_no_live_worker_can_run_it(queue: Queue) -> None:
     job = await queue.submit(make_spec(requirements={"gpu_memory_gb": 80}))
     p = await position(queue, await queue.get(job))
     assert (p.reason, p.rank, p.eta_s, p.eligible_workers) == (NO_WORKER, None, None, [])
+    assert p.why is not None
+    assert "gpu_memory_gb" in p.why  # what no live worker has (emp_core.jobs.waiting)
     nobody = await queue.submit(make_spec(service="unserved"))
     assert (await position(queue, await queue.get(nobody))).reason == NO_WORKER
     await _runtimes(queue, "simulation", 1000)

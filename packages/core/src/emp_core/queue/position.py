@@ -29,6 +29,7 @@ from pydantic import BaseModel
 
 from emp_core.jobs.job import Job
 from emp_core.jobs.matching import class_matches, job_matches
+from emp_core.jobs.waiting import explain
 from emp_core.jobs.requirements import Requirements
 from emp_core.queue.queue import Queue
 from emp_core.registry.workers import WorkerRegistry
@@ -52,6 +53,7 @@ class QueuePosition(BaseModel):
     eta_s: float | None = None  # until it starts
     finish_eta_s: float | None = None  # until it ends
     reason: str | None = None  # why there is no ETA
+    why: str | None = None  # with no eligible worker: what the live ones lack (jobs.waiting)
 
 
 async def position(queue: Queue, job: Job) -> QueuePosition:
@@ -61,9 +63,10 @@ async def position(queue: Queue, job: Job) -> QueuePosition:
         out.reason = f"the job is {job.status.value}, not waiting"
         return out
     redis, keys = queue.redis, queue.keys
+    live = await WorkerRegistry(redis, keys).live()
     workers = [
         w
-        for w in await WorkerRegistry(redis, keys).live()
+        for w in live
         if w.state != "draining"
         and job.service in w.services
         and job_matches(job.service, job.requirements, job.customer_id, job.workflow_id,
@@ -72,6 +75,7 @@ async def position(queue: Queue, job: Job) -> QueuePosition:
     out.eligible_workers = [w.worker_id for w in workers]
     if not workers:
         out.reason = NO_WORKER
+        out.why = explain(job, [w.capabilities for w in live]).summary
         return out
     out.capacity = sum(max(1, w.slots) for w in workers)
     out.busy = sum(1 for w in workers if w.state == "busy")
