@@ -29,8 +29,8 @@ from pydantic import BaseModel
 
 from emp_core.jobs.job import Job
 from emp_core.jobs.matching import class_matches, job_matches
-from emp_core.jobs.waiting import explain
 from emp_core.jobs.requirements import Requirements
+from emp_core.jobs.waiting import explain
 from emp_core.queue.queue import Queue
 from emp_core.registry.workers import WorkerRegistry
 
