@@ -1,5 +1,6 @@
 """LoRAs in a real browser: upload with the progress bar, size and hash in the list, pick one on
-the New job form, delete with a confirmation; a bad file's error stays beside the form."""
+the New job form, delete with a confirmation; a bad file's error stays beside the form; a worker
+downloads a job's LoRA once and the next job with it runs there without a download."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import hashlib
 import uuid
 from pathlib import Path
 
+import redis
 from e2e_helpers import JOB_URL, Stack, shot, sign_in
 from playwright.sync_api import Page, expect
 
+from conftest import QUEUE
 from emp_core.loras.safetensors import encode
+from emp_core.queue.keys import Keys
 
 # Samples the upload's progress bar into sessionStorage, which outlives the reload that follows.
 _WATCH_UPLOAD = """() => {
@@ -80,3 +84,54 @@ def test_a_bad_file_is_refused_beside_the_form(page: Page, stack: Stack, artifac
     page.get_by_test_id("upload-lora").click()
     expect(page.get_by_test_id("upload-error")).to_contain_text("not a safetensors file")
     shot(page, artifacts, "31-lora-refused")
+
+
+def _downloads(stack: Stack, job_id: str) -> tuple[list[str], str]:
+    """The job's "downloading …" progress messages, from its event stream, and its worker."""
+    client = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+    try:
+        keys = Keys(queue=QUEUE)
+        entries = client.xrange(keys.events(job_id))
+        worker = client.hget(keys.job(job_id), "worker_id") or ""
+    finally:
+        client.close()
+    messages = [f.get("message", "") for _, f in entries if f.get("type") == "progress"]
+    return [m for m in messages if m.startswith("downloading")], worker
+
+
+def _run_with_lora(page: Page, name: str) -> str:
+    page.goto("/jobs/new")
+    option = page.get_by_test_id("lora-picker").locator(".lora-option", has_text=name)
+    option.get_by_test_id("pick-lora").check()
+    page.get_by_test_id("field-payload").fill('{"steps": 2, "step_time": 0.05}')
+    page.get_by_test_id("submit-job").click()
+    page.wait_for_url(JOB_URL)
+    expect(page.get_by_test_id("job-status")).to_have_text("completed", timeout=30_000)
+    return page.url.rsplit("/", 1)[1]
+
+
+def test_a_worker_downloads_a_lora_once_and_keeps_it(
+    page: Page, stack: Stack, artifacts: Path
+) -> None:
+    """ADR-010 end to end: upload in the studio, a job that uses it makes the worker download
+    it (its progress says so), and the next job with it runs on the worker that holds it, with
+    no download."""
+    sign_in(page, stack.people["alice"])
+    page.goto("/loras")
+    name = f"E2E cached {uuid.uuid4().hex[:6]}"
+    page.get_by_test_id("lora-name").fill(name)
+    page.get_by_test_id("lora-file").set_input_files(
+        {"name": "cached.safetensors", "mimeType": "application/octet-stream", "buffer": lora(2)}
+    )
+    page.get_by_test_id("upload-lora").click()
+    expect(page.get_by_test_id("loras-notice")).to_contain_text(name, timeout=60_000)
+
+    first = _run_with_lora(page, name)
+    downloads, holder = _downloads(stack, first)
+    assert downloads, "the first job's worker never reported downloading the LoRA"
+    shot(page, artifacts, "32-lora-downloaded")
+
+    second = _run_with_lora(page, name)
+    downloads, worker = _downloads(stack, second)
+    assert worker == holder, f"the second job ran on {worker}, not on {holder} that holds it"
+    assert downloads == [], f"the LoRA was downloaded again: {downloads}"
