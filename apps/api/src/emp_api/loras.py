@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from emp_api.deps import PrincipalDep, ServicesDep
 from emp_api.schemas import ERRORS
 from emp_core.errors import InvalidInput
-from emp_core.loras.safetensors import FileTooLarge
 from emp_sql.auth import Principal
 from emp_sql.models import FlatFile
 from emp_web.uploads import StreamedUpload
@@ -22,7 +21,6 @@ router = APIRouter(prefix="/api/loras", tags=["loras"], responses={**ERRORS})
 
 LoraId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="A LoRA id.")]
 # Room for the multipart boundaries and headers around the file.
-FORM_OVERHEAD = 64 * 1024
 DOWNLOAD_TTL_S = 600
 
 _UPLOAD_BODY: dict[str, Any] = {
@@ -95,13 +93,7 @@ async def upload_lora(
     streams to storage while it is checked to be a safetensors LoRA and hashed; anything else is
     refused with 422 naming the problem, and nothing is kept. The same bytes twice answer the
     first upload with `duplicate: true` (200)."""
-    limit = services.loras.settings.max_bytes
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
-        raise FileTooLarge(f"the file is over the limit of {limit:,} bytes", field="file")
-    upload = await StreamedUpload.open(
-        request, idle_timeout_s=services.loras.settings.upload_idle_seconds
-    )
+    upload = await StreamedUpload.open_lora(request, services.loras.settings)
     chosen = name if name is not None else upload.fields.get("name") or upload.filename or ""
     result = await services.loras.upload(principal, chosen, upload.chunks())
     if result.duplicate:

@@ -19,9 +19,14 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from emp_core.errors import EmpError, InvalidInput
+from emp_core.loras.safetensors import FileTooLarge
+from emp_core.loras.settings import LoraSettings
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 16
+
+# Room for the multipart form around the file (boundaries, part headers, the name field).
+FORM_OVERHEAD = 64 * 1024
 
 
 class UploadCutOff(InvalidInput):
@@ -99,6 +104,17 @@ class StreamedUpload:
         upload = cls(request, file_field, idle_timeout_s)
         await upload._until_file()
         return upload
+
+    @classmethod
+    async def open_lora(cls, request: Request, settings: LoraSettings) -> StreamedUpload:
+        """Open a LoRA upload: refuse at once a body that declares more than the size limit
+        (plus room for the form around the file), before reading any of it."""
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > settings.max_bytes + FORM_OVERHEAD:
+            raise FileTooLarge(
+                f"the file is over the limit of {settings.max_bytes:,} bytes", field="file"
+            )
+        return await cls.open(request, idle_timeout_s=settings.upload_idle_seconds)
 
     async def _pump(self) -> bool:
         """Feed the parser the next chunk of the body; False at the end of the body."""

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from emp_core.errors import EmpError, InvalidInput
-from emp_core.loras.safetensors import FileTooLarge
 from emp_sql.users import UserRepository
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
 from emp_studio.render import page, redirect
@@ -32,7 +31,6 @@ router = APIRouter(dependencies=[Depends(verify_csrf)])
 uploads = APIRouter()
 
 UPLOAD_PATH = "/loras/upload"
-FORM_OVERHEAD = 64 * 1024
 Notice = Annotated[str, Query(max_length=300)]
 
 
@@ -62,13 +60,7 @@ def _wants_json(request: Request) -> bool:
 @uploads.post(UPLOAD_PATH)
 async def upload_lora(request: Request, viewer: ViewerDep, services: ServicesDep) -> Response:
     try:
-        limit = services.loras.settings.max_bytes
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit + FORM_OVERHEAD:
-            raise FileTooLarge(f"the file is over the limit of {limit:,} bytes", field="file")
-        upload = await StreamedUpload.open(
-            request, idle_timeout_s=services.loras.settings.upload_idle_seconds
-        )
+        upload = await StreamedUpload.open_lora(request, services.loras.settings)
         check_csrf(
             request.session, request.headers.get(CSRF_HEADER) or upload.fields.get(CSRF_FIELD)
         )
