@@ -192,3 +192,34 @@ async def test_position_and_eta_of_a_pending_job(
     assert (await api.http.get(url, headers=bob.headers)).status_code == 404
     f = (await api.http.get(f"/api/jobs/{job_id}/forensics", headers=alice.headers)).json()
     assert f["position"]["rank"] == 0
+
+
+async def test_analytics_from_the_archive(
+    api: Api, accounts: dict[str, Account], queue: Queue, database_url: str
+) -> None:
+    alice, admin = accounts["alice"], accounts["admin"]
+    done = [await submit(api, alice, max_attempts=2) for _ in range(3)]
+    first = await take(queue, worker(1))
+    await queue.fail(first, "flaky", delay_s=0)  # retried, then completes
+    for _ in done:
+        await queue.complete(await take(queue, worker(2)), None)
+    lost = await submit(api, alice, max_attempts=1)
+    await queue.fail(await take(queue, worker(3)), "boom", retryable=False)
+    db = Database(DatabaseSettings(database_url=database_url))
+    try:
+        await ArchiveProjector(queue, db).project([*done, lost])
+    finally:
+        await db.dispose()
+    assert (await api.http.get("/api/admin/analytics", headers=alice.headers)).status_code == 403
+    stats = (await api.http.get("/api/admin/analytics?window=1h", headers=admin.headers)).json()
+    (sim,) = [s for s in stats["services"] if s["service"] == "simulation"]
+    assert (sim["completed"], sim["failed"], sim["retried"], sim["retried_completed"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
+    assert sim["run_p50_s"] is not None
+    assert stats["failures_by_worker"] == {"m3-simulation-0": 1}
+    bad = await api.http.get("/api/admin/analytics?window=1y", headers=admin.headers)
+    assert bad.status_code == 422

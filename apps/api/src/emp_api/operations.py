@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -15,6 +15,7 @@ from emp_core.queue.bulk import JobFilter
 from emp_core.queue.position import QueuePosition
 from emp_core.registry.control import CommandReply
 from emp_core.registry.machines import MachineCommand
+from emp_sql.analytics import Analytics, analytics
 from emp_sql.audit import AuditEntry
 from emp_sql.forensics import ForensicsReader, JobForensics
 from emp_sql.operations import Operations
@@ -161,6 +162,17 @@ async def control_machine(
     false` when the machine did not answer (gone, or not listening)."""
     answer = await _ops(services).machine(admin, machine_id, command)
     return ControlOut(answered=answer is not None, reply=answer)
+
+
+_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+
+@router.get("/api/admin/analytics", summary="Wait/run percentiles, throughput, failures (admins)")
+async def fleet_analytics(
+    admin: AdminDep, services: ServicesDep, window: Literal["1h", "24h", "7d"] = "24h"
+) -> Analytics:
+    """From the SQL archive of finished jobs in the window (at most 20,000, newest first)."""
+    return await analytics(services.database, _WINDOWS[window])
 
 
 @router.get("/api/admin/actions", summary="Recent operator actions (admins)")
