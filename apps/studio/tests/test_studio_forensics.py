@@ -139,3 +139,12 @@ async def test_machine_page_controls_and_a_machine_that_does_not_answer(
     await alice.get("/")
     assert (await alice.get("/admin/machines/quiet")).status_code == 403
     assert (await alice.post("/admin/machines/quiet/control", {"type": "drain"})).status_code == 403
+
+
+async def test_analytics_page(admin: Visitor, alice: Visitor, queue: Queue) -> None:
+    page = await admin.get("/admin/analytics?window=1h")
+    assert page.status_code == 200
+    assert 'data-testid="analytics-services"' in page.text
+    assert (await admin.get("/admin/analytics?window=1y")).status_code in (400, 422)
+    await alice.get("/")
+    assert (await alice.get("/admin/analytics")).status_code == 403

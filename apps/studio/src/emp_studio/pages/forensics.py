@@ -10,7 +10,7 @@ internals; every action is admin-only and audited (``emp_sql.operations``).
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -18,6 +18,7 @@ from fastapi.responses import Response
 
 from emp_core.errors import EmpError, InvalidInput
 from emp_core.queue.bulk import JobFilter
+from emp_sql.analytics import analytics
 from emp_sql.auth import Principal
 from emp_sql.forensics import ForensicsReader
 from emp_sql.operations import Operations
@@ -182,3 +183,20 @@ async def bulk_action(
     result = {"dry_run": entry.dry_run, "action": action, "matched": outcome.matched,
               "touched": outcome.touched, "batches": outcome.calls, "id": entry.id}  # fmt: skip
     return await _operations_page(request, services, admin, form=form, result=result)
+
+
+# --- analytics -----------------------------------------------------------------------------------
+_WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(hours=24), "7d": timedelta(days=7)}
+
+
+@router.get("/admin/analytics")
+async def analytics_page(
+    request: Request, admin: AdminDep, services: ServicesDep, window: str = "24h"
+) -> Response:
+    if window not in _WINDOWS:
+        raise InvalidInput("must be 1h, 24h or 7d", field="window")
+    stats = await analytics(services.database, _WINDOWS[window])
+    peak = max([*stats.failures_by_category.values(), 1])
+    context = {"nav": "operations", "stats": stats, "window": window, "windows": list(_WINDOWS),
+               "peak": peak}  # fmt: skip
+    return page(request, "analytics.html", context)
