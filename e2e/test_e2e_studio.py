@@ -150,19 +150,26 @@ def test_an_admin_watches_the_dashboard_and_adds_a_user(
     sign_in(page, admin)
     page.goto("/")
     expect(page.get_by_test_id("stat-busy")).to_have_text("0")
-    # Four jobs for two workers: the open dashboard shows both busy and two waiting, live.
+    # Four jobs for two workers: the open dashboard shows both busy and two waiting, live. Each
+    # job runs 20 s, longer than the waits below: with 3 s jobs the first pair could finish and
+    # the next pair start between two (throttled) dashboard updates, so "2 waiting" was skipped.
+    headers = {"Authorization": f"Bearer {admin.token}"}
+    ids = []
     for _ in range(4):
         response = httpx.post(
             f"{stack.api}/api/jobs",
-            json={"service": "simulation", "payload": {"steps": 30, "step_time": 0.1}},
-            headers={"Authorization": f"Bearer {admin.token}"},
+            json={"service": "simulation", "payload": {"steps": 200, "step_time": 0.1}},
+            headers=headers,
         )
         assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
     expect(page.get_by_test_id("stat-busy")).to_have_text("2")
     expect(page.get_by_test_id("stat-pending")).to_have_text("2")
     expect(page.locator("[data-testid=worker][data-state=busy]")).to_have_count(2)
     expect(page.get_by_test_id("machines-empty")).to_be_visible()
     shot(page, artifacts, "11-admin-dashboard")
+    for job_id in ids:  # the stack's workers are free again for whatever runs next
+        httpx.post(f"{stack.api}/api/jobs/{job_id}/cancel", headers=headers)
 
     page.goto("/jobs")
     expect(page.get_by_test_id("jobs-table")).to_contain_text(stack.people["bob"].email)
