@@ -150,6 +150,8 @@ def test_an_admin_watches_the_dashboard_and_adds_a_user(
     sign_in(page, admin)
     page.goto("/")
     expect(page.get_by_test_id("stat-busy")).to_have_text("0")
+    # The counts below are absolute: a job an earlier test left waiting would make them wrong.
+    expect(page.get_by_test_id("stat-pending")).to_have_text("0")
     # Four jobs for two workers: the open dashboard shows both busy and two waiting, live. Each
     # job runs 20 s, longer than the waits below: with 3 s jobs the first pair could finish and
     # the next pair start between two (throttled) dashboard updates, so "2 waiting" was skipped.
