@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '9'
+local VERSION = '10'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -994,12 +994,31 @@ local function check_loras(text)
   end
 end
 
--- KEYS: per job [job, events, seq, classes registry, pending, pending_count, workflow, customer jobs]
--- ARGV: base, njobs, events_maxlen, retention_s, then per job 14 fields (see SUBMIT_FIELDS).
+-- KEYS: per job [job, events, seq, classes registry, pending, pending_count, workflow, customer jobs],
+-- then, for a submit with an Idempotency-Key (one job), the key's record.
+-- ARGV: base, njobs, events_maxlen, retention_s, then per job 14 fields (see SUBMIT_FIELDS), then
+-- for an Idempotency-Key: owner, key digest, body digest, ttl_s.
+-- Returns the ids; with an Idempotency-Key {'submitted', id} or {'replayed', id of the earlier job}.
 local SUBMIT_FIELDS = {'id', 'service', 'priority', 'payload', 'requirements', 'class_id',
   'customer_id', 'workflow_id', 'step', 'total_steps', 'max_attempts', 'timeout_s', 'traceparent',
   'loras'}
 local SUBMIT_KEYS = 8
+local IDEMPOTENCY_TTL_MAX = 30 * 24 * 3600
+
+-- The Idempotency-Key tail of a submit's arguments (emp_core.queue.idempotency), checked.
+local function idempotency_args(base, key, args, i)
+  local owner, key_digest, body_digest = args[i], args[i + 1], args[i + 2]
+  need_ident(owner, 'owner')
+  for field, digest in pairs({key_digest = key_digest, body_digest = body_digest}) do
+    if type(digest) ~= 'string' or #digest < 16 or #digest > 64
+        or not string.match(digest, '^[0-9a-f]+$') then
+      bad('INVALID', field, 'must be 16-64 lowercase hex digits')
+    end
+  end
+  local ttl = int_arg(args[i + 3], 'ttl_s', 1, IDEMPOTENCY_TTL_MAX)
+  need_key(key, base .. ':idem:' .. owner .. ':' .. key_digest, 'idempotency')
+  return {key = key, body = body_digest, ttl = ttl}
+end
 
 local function emp_submit(keys, args)
   local base = need_base(args[1])
@@ -1007,7 +1026,21 @@ local function emp_submit(keys, args)
   local maxlen = int_arg(args[3], 'events_maxlen', 1)
   local retention = int_arg(args[4], 'retention_s', 1)
   local width = #SUBMIT_FIELDS
-  if #args ~= 4 + n * width or #keys ~= n * SUBMIT_KEYS then
+  local once = nil
+  if n == 1 and #args == 4 + width + 4 and #keys == SUBMIT_KEYS + 1 then
+    once = idempotency_args(base, keys[SUBMIT_KEYS + 1], args, 4 + width + 1)
+    -- The check and the submit are one atomic call: two requests carrying one key cannot both
+    -- submit, and a replay costs the client one round trip.
+    local earlier = redis.call('GET', once.key)
+    if earlier then
+      local earlier_id, earlier_body = string.match(earlier, '^(%S+) (%S+)$')
+      if earlier_body ~= once.body then
+        bad('IDEMPOTENCY', 'Idempotency-Key',
+          'this key was used with a different request; use a new key per job')
+      end
+      return {'replayed', earlier_id}
+    end
+  elseif #args ~= 4 + n * width or #keys ~= n * SUBMIT_KEYS then
     bad('INVALID', 'arguments', 'expected ' .. n .. ' jobs of ' .. SUBMIT_KEYS .. ' keys and '
       .. width .. ' values each')
   end
@@ -1110,6 +1143,10 @@ local function emp_submit(keys, args)
     redis.call('ZADD', j.keys.customer, seq, j.id)
     emit(base, j.id, j.keys.events, maxlen, j.service, {type = 'submitted', status = 'pending', at = now})
     ids[i] = j.id
+  end
+  if once then
+    redis.call('SET', once.key, ids[1] .. ' ' .. once.body, 'EX', once.ttl)
+    return {'submitted', ids[1]}
   end
   return ids
 end

@@ -8,15 +8,13 @@ is reported as missing, so its existence does not leak.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from emp_core.errors import Conflict, InvalidInput, NotFound
 from emp_core.jobs.job import Job, JobSpec, JobStatus
-from emp_core.queue.idempotency import IdempotencyKeys, fingerprint
+from emp_core.queue.idempotency import IdempotencyRecord
 from emp_core.queue.queue import Queue
 from emp_core.registry.workers import unserved_warning
 from emp_sql.auth import Forbidden, Principal
@@ -27,8 +25,6 @@ MAX_PAGE = 200
 # A filtered listing reads at most this many of the owner's jobs per request; when it stops early
 # it still returns a cursor, so the work of one request stays bounded however rare the match.
 _LIST_BUDGET = 1000
-# How long a retried submit waits for the job of a concurrent first attempt to appear (s).
-_REPLAY_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +60,6 @@ class JobCatalog:
         self.redis = queue.redis
         self.keys = queue.keys
         self.database = database
-        self.idempotency = IdempotencyKeys(self.redis, self.keys)
 
     # --- submit ----------------------------------------------------------------------------------
     def _owned_spec(self, spec: JobSpec, owner: Principal) -> JobSpec:
@@ -91,40 +86,23 @@ class JobCatalog:
         returns the job of the first one instead of submitting again."""
         spec = self._owned_spec(spec, owner)
         args = self.queue.prepare(spec, traceparent=traceparent)
-        digest = ""
-        if idempotency_key is not None:
+        if idempotency_key is None:
+            job = await self.queue.submit_prepared(args)
+        else:
             # Without the LoRAs' signed URLs: they are minted afresh for every request, and a
             # retry with the same key must still be recognised as the same request.
-            digest = fingerprint(
-                spec.model_dump(mode="json", exclude={"loras": {"__all__": {"url"}}})
+            record = IdempotencyRecord.of(
+                owner.user_id,
+                idempotency_key,
+                spec.model_dump(mode="json", exclude={"loras": {"__all__": {"url"}}}),
             )
-            earlier = await self.idempotency.reserve(
-                owner.user_id, idempotency_key, args.id, digest
-            )
-            if earlier is not None:
-                return Submitted(await self._await_job(earlier), replayed=True)
-        try:
-            job = await self.queue.submit_prepared(args)
-        except BaseException:
-            if idempotency_key is not None:
-                await self.idempotency.release(owner.user_id, idempotency_key, args.id, digest)
-            raise
+            job_id, replayed = await self.queue.submit_once(args, record)
+            if replayed:
+                # Redis may have forgotten the earlier job (retention): then the archive has it.
+                return Submitted(await self._load(job_id), replayed=True)
+            job = await self.queue.get(job_id)
         warning = await unserved_warning(self.redis, self.keys, job.service)
         return Submitted(job, warnings=(warning,) if warning else ())
-
-    async def _await_job(self, job_id: str) -> Job:
-        """The job of an earlier request with the same key; it may still be on its way in."""
-        deadline = time.monotonic() + _REPLAY_WAIT
-        while True:
-            try:
-                return await self._load(job_id)
-            except NotFound:
-                if time.monotonic() >= deadline:
-                    raise Conflict(
-                        "a request with this Idempotency-Key is still being processed",
-                        field="Idempotency-Key",
-                    ) from None
-                await asyncio.sleep(0.02)
 
     # --- read ------------------------------------------------------------------------------------
     async def _load(self, job_id: str) -> Job:

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from emp_core.errors import Conflict, EmpError, InvalidInput, LibraryMismatch, NotFound, StaleToken
+from emp_core.queue.idempotency import IdempotencyKeyReused, IdempotencyRecord
 from emp_core.queue.keys import Keys
 from emp_core.redis.cluster import is_cluster, on_each_primary
 
@@ -30,6 +31,7 @@ _KINDS: dict[str, type[EmpError]] = {
     "NOT_FOUND": NotFound,
     "CONFLICT": Conflict,
     "STALE": StaleToken,
+    "IDEMPOTENCY": IdempotencyKeyReused,
 }
 
 
@@ -166,9 +168,7 @@ class Functions:
                 )
 
     # --- one method per function -----------------------------------------------------------------
-    async def submit(
-        self, jobs: Sequence[SubmitArgs], events_maxlen: int, retention_s: int
-    ) -> list[str]:
+    def _submit_args(self, jobs: Sequence[SubmitArgs]) -> tuple[list[str], list[Any]]:
         k = self.keys
         keys: list[str] = []
         argv: list[Any] = []
@@ -184,8 +184,28 @@ class Functions:
                 k.customer_jobs(job.customer_id),
             ]
             argv += job.argv()
+        return keys, argv
+
+    async def submit(
+        self, jobs: Sequence[SubmitArgs], events_maxlen: int, retention_s: int
+    ) -> list[str]:
+        keys, argv = self._submit_args(jobs)
         ids = await self._call("emp_submit", keys, len(jobs), events_maxlen, retention_s, *argv)
-        return [i.decode() if isinstance(i, bytes) else i for i in ids]
+        return [_str(i) for i in ids]
+
+    async def submit_once(
+        self, job: SubmitArgs, record: IdempotencyRecord, events_maxlen: int, retention_s: int
+    ) -> tuple[str, bool]:
+        """``emp_submit`` with an Idempotency-Key: the check and the submit in one call. Returns
+        the job id and whether it is an earlier request's job (a replay); a key used with another
+        body raises ``IdempotencyKeyReused``."""
+        keys, argv = self._submit_args([job])
+        keys.append(self.keys.idempotency(record.owner_id, record.key_digest))
+        outcome, job_id = await self._call(
+            "emp_submit", keys, 1, events_maxlen, retention_s, *argv, record.owner_id,
+            record.key_digest, record.body_digest, record.ttl_s,
+        )  # fmt: skip
+        return _str(job_id), _str(outcome) == "replayed"
 
     async def claim(
         self,
@@ -353,6 +373,10 @@ class Functions:
             "emp_requeue", [k.job(job_id), k.leases(), k.delayed()], job_id, reason, events_maxlen
         )
         return previous.decode() if isinstance(previous, bytes) else str(previous)
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _not_found(exc: ResponseError) -> bool:

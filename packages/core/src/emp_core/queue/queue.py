@@ -20,6 +20,7 @@ from emp_core.jobs.job import Job, JobSpec, new_job_id, retry_delay
 from emp_core.jobs.loras import encode_loras
 from emp_core.patterns.rules import Classification
 from emp_core.queue.functions import Affinity, Functions, NextClaim, SubmitArgs
+from emp_core.queue.idempotency import IdempotencyRecord
 from emp_core.settings import QueueSettings
 
 _PROMOTE_LIMIT = 100
@@ -127,6 +128,13 @@ class Queue:
         s = self.settings
         await self.functions.submit([args], s.events_maxlen, s.retention_seconds)
         return await self.get(args.id)
+
+    async def submit_once(self, args: SubmitArgs, record: IdempotencyRecord) -> tuple[str, bool]:
+        """Enqueue a job made by ``prepare`` unless ``record``'s key was used before: then answer
+        with that earlier job's id (``replayed`` True), or refuse a different body with
+        ``IdempotencyKeyReused``. One atomic call, one round trip."""
+        s = self.settings
+        return await self.functions.submit_once(args, record, s.events_maxlen, s.retention_seconds)
 
     async def submit(self, data: JobSpec | Mapping[str, Any], *, traceparent: str = "") -> str:
         """Validate and enqueue one job; returns its id. Invalid input raises ``InvalidInput``
