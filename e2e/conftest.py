@@ -192,7 +192,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # The diffusers worker registers once torch and its model are loaded: tens of seconds
         # on a busy 2-core machine.
         _wait_workers(server.url, WORKERS + 1, processes[2:], time.monotonic() + MODEL_TIMEOUT)
-        yield Stack(studio, api, server.url, people)
+        yield Stack(studio, api, server.url, people, env)
     finally:
         _stop(processes)
         server.stop()

@@ -31,6 +31,7 @@ class Stack:
     api: str
     redis_url: str
     people: dict[str, Person]
+    env: dict[str, str]  # what the stack's processes were started with, for a test's own
 
 
 def sign_in(page: Page, person: Person) -> None:

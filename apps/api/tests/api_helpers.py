@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from emp_api.app import create_app
@@ -22,8 +20,12 @@ from emp_api.settings import ApiSettings
 from emp_core.blobs.local import LocalBlobStore
 from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
-from emp_sql import DatabaseSettings
-from emp_web.testing import Account, ServedApp, claim, create_account, sample_accounts, serve
+from emp_web.settings import WebSettings
+from emp_web.testing import (
+    ServedApp,
+    serve,
+    web_settings_for,
+)
 from emp_web.webhooks.settings import WebhookSettings
 
 # EMP_TEST_POSTGRES_URL, else the URL scripts/ensure-postgres.sh wrote for the cluster it runs (its
@@ -67,22 +69,9 @@ class Api(ServedApp):
     http: httpx.AsyncClient = None  # type: ignore[assignment]  # set by running_api
 
 
-def create_app_for(
-    settings: QueueSettings,
-    database_url: str,
-    *,
-    webhooks: WebhookSettings | None = None,
-    blob_settings: BlobSettings | None = None,
-    **api_options: Any,
-) -> Any:
+def create_app_for(web: WebSettings, **api_options: Any) -> Any:
     options = {"auth_cache_seconds": 0.0, "archive_catch_up_seconds": 0.5, **api_options}
-    return create_app(
-        queue_settings=settings,
-        database_settings=DatabaseSettings(database_url=database_url),
-        api_settings=ApiSettings(**options),
-        webhook_settings=webhooks or WebhookSettings(run_dispatcher=False),
-        blob_settings=blob_settings,
-    )
+    return create_app(web, ApiSettings(**options))
 
 
 @asynccontextmanager
@@ -91,15 +80,13 @@ async def running_api(
     database_url: str,
     *,
     blob_settings: BlobSettings | None = None,
+    webhooks: WebhookSettings | None = None,
     **api_options: Any,
 ) -> AsyncIterator[Api]:
     """The API served on a free port. Blobs go to a local store in a temporary folder unless
     ``blob_settings`` says otherwise; its signed URLs point at this server."""
-    with tempfile.TemporaryDirectory(prefix="emp-api-blobs-") as blobs:
-        blob_settings = blob_settings or BlobSettings(
-            url=f"file://{blobs}", signing_key=SecretStr("test-signing-key")
-        )
-        app = create_app_for(settings, database_url, blob_settings=blob_settings, **api_options)
+    with web_settings_for(settings, database_url, webhooks=webhooks, blobs=blob_settings) as web:
+        app = create_app_for(web, **api_options)
         async with serve(app) as host, httpx.AsyncClient(base_url=f"http://{host}") as http:
             store = app.state.services.backends.blobs
             if isinstance(store, LocalBlobStore):
@@ -109,6 +96,3 @@ async def running_api(
 
 def job_body(**overrides: Any) -> dict[str, Any]:
     return {"service": "simulation", "payload": {"steps": 3}, **overrides}
-
-
-__all__ = ["Account", "claim", "create_account", "sample_accounts", "serve"]

@@ -7,10 +7,11 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from api_helpers import Account, Api, postgres_database, running_api, sample_accounts
+from api_helpers import Api, postgres_database, running_api
 
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings, migrate
+from emp_web.testing import Account, sample_accounts
 
 
 @pytest.fixture(scope="module")

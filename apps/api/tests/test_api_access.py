@@ -7,11 +7,12 @@ import asyncio
 import logging
 
 import pytest
-from api_helpers import Account, Api, create_account, job_body, running_api
+from api_helpers import Api, job_body, running_api
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from emp_core.settings import QueueSettings
+from emp_web.testing import Account, create_account
 
 
 async def test_a_ticket_opens_one_socket_once(api: Api, accounts: dict[str, Account]) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from api_helpers import Account, Api, job_body
+from api_helpers import Api, job_body
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
 from emp_core.registry.workers import WorkerRegistry
+from emp_web.testing import Account
 
 
 async def test_workers_and_queue(api: Api, accounts: dict[str, Account], queue: Queue) -> None:

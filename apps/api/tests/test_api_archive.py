@@ -7,13 +7,14 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from api_helpers import Account, Api, claim, job_body, running_api
+from api_helpers import Api, job_body, running_api
 from sqlalchemy import func, select
 
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 from emp_sql import ArchivedJob, Database, DatabaseSettings
 from emp_sql.archive import ArchiveProjector
+from emp_web.testing import Account, claim
 
 
 @pytest.fixture

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from api_helpers import Account, Api, create_account, job_body
+from api_helpers import Api, job_body
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from emp_sql import Database, DatabaseSettings, TokenRepository
+from emp_web.testing import Account, create_account
 
 PROTECTED = [
     ("POST", "/api/jobs"),

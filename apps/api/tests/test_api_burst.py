@@ -8,11 +8,12 @@ import asyncio
 from typing import Any
 
 import orjson
-from api_helpers import claim, create_account, job_body, running_api
+from api_helpers import job_body, running_api
 from websockets.asyncio.client import connect
 
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
+from emp_web.testing import create_account, crowd, small_pool
 
 SOCKETS = 200
 
@@ -30,17 +31,10 @@ async def test_200_sockets_on_one_job_all_get_every_event(
     settings: QueueSettings, database_url: str, queue: Queue
 ) -> None:
     user = await create_account(database_url, name="crowd")
-    small_pool = settings.model_copy(update={"redis_max_connections": 8})
-    async with running_api(small_pool, database_url) as api:
+    async with running_api(small_pool(settings), database_url) as api:
         job = (await api.http.post("/api/jobs", json=job_body(), headers=user.headers)).json()
         url = f"{api.ws}/ws/jobs/{job['id']}"
-        opened = [asyncio.Event() for _ in range(SOCKETS)]
-        tasks = [asyncio.create_task(_follow(url, user.headers, e)) for e in opened]
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 120)
-        claimed = await claim(queue)
-        await queue.progress(claimed, 50, "half way")
-        await queue.complete(claimed, {"text": "done"})
-        results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        results = await crowd(lambda opened: _follow(url, user.headers, opened), queue, SOCKETS)
     assert len(results) == SOCKETS
     assert all(r == ["submitted", "claimed", "progress", "completed"] for r in results), {
         tuple(r) for r in results

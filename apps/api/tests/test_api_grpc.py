@@ -10,13 +10,14 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from api_helpers import Account, Api, claim, running_api
+from api_helpers import Api, running_api
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from emp.v1 import job_pb2, job_pb2_grpc
 from emp_core.settings import QueueSettings
 from emp_rpc.metadata import ERROR_FIELD, bearer
+from emp_web.testing import Account, claim
 
 SUBMIT = job_pb2.SubmitJobRequest(service="simulation", payload_json='{"steps": 3}')
 

@@ -9,11 +9,12 @@ from typing import Any
 
 import grpc
 import pytest
-from api_helpers import Account, Api, running_api
+from api_helpers import Api, running_api
 
 from emp.v1 import machine_pb2, machine_pb2_grpc
 from emp_core.settings import QueueSettings
 from emp_rpc.metadata import bearer
+from emp_web.testing import Account
 
 
 @pytest.fixture

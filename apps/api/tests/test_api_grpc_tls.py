@@ -8,7 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from api_helpers import Account, running_api
+from api_helpers import running_api
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -17,6 +17,7 @@ from cryptography.x509.oid import NameOID
 from emp.v1 import job_pb2, job_pb2_grpc
 from emp_core.settings import QueueSettings
 from emp_rpc.metadata import bearer
+from emp_web.testing import Account
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

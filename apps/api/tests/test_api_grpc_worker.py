@@ -11,12 +11,13 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from api_helpers import Account, Api, claim, running_api
+from api_helpers import Api, running_api
 
 from emp.v1 import worker_pb2, worker_pb2_grpc
 from emp_core.jobs.job import JobStatus
 from emp_core.settings import QueueSettings
 from emp_rpc.metadata import bearer
+from emp_web.testing import Account, claim
 
 
 @pytest.fixture

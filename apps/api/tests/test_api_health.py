@@ -11,6 +11,7 @@ from emp_api.app import create_app
 from emp_core.redis.server import RedisServer
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings
+from emp_web.settings import WebSettings
 
 
 async def test_health_reports_a_stopped_redis(tmp_path: Path, database_url: str) -> None:
@@ -50,9 +51,7 @@ async def test_health_reports_a_missing_database(
 
 async def test_refuses_to_start_on_an_unmigrated_database(settings: QueueSettings) -> None:
     with postgres_database() as url:
-        app = create_app(
-            queue_settings=settings, database_settings=DatabaseSettings(database_url=url)
-        )
+        app = create_app(WebSettings(queue=settings, database=DatabaseSettings(database_url=url)))
         with pytest.raises(RuntimeError, match="run `emp db upgrade`"):
             async with app.router.lifespan_context(app):
                 pass

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from api_helpers import Account, Api, job_body
+from api_helpers import Api, job_body
 
 from emp_core.queue.queue import Queue
+from emp_web.testing import Account
 
 
 async def _count(queue: Queue, account: Account) -> int:

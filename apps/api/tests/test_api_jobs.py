@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from api_helpers import Account, Api, claim, job_body
+from api_helpers import Api, job_body
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
 from emp_core.registry.workers import WorkerRegistry
+from emp_web.testing import Account, claim
 
 
 async def test_submit_get_and_cancel(api: Api, accounts: dict[str, Account], queue: Queue) -> None:
@@ -101,7 +102,7 @@ async def test_bad_input_names_the_field(api: Api, accounts: dict[str, Account])
 
 async def test_body_and_payload_limits(api: Api, accounts: dict[str, Account]) -> None:
     headers = accounts["alice"].headers
-    limit = api.services.api.max_body_bytes
+    limit = api.services.settings.max_body_bytes
     big = job_body(payload={"blob": "x" * (limit + 10)})
     response = await api.http.post("/api/jobs", json=big, headers=headers)
     assert response.status_code == 413

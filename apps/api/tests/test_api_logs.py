@@ -14,13 +14,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from api_helpers import create_account, job_body
+from api_helpers import job_body
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from emp_core.redis.server import free_port
 from emp_core.settings import QueueSettings
 from emp_sql.tokens import new_token
+from emp_web.testing import create_account
 
 
 @asynccontextmanager

@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from api_helpers import Account, Api, job_body, running_api
+from api_helpers import Api, job_body, running_api
 
 from emp_core.blobs.settings import BlobSettings
 from emp_core.loras.safetensors import encode
 from emp_core.loras.settings import LoraSettings
 from emp_core.settings import QueueSettings
+from emp_web.testing import Account
 
 LAYERS = {
     "lora_unet_mid.lora_down.weight": ("F16", [4, 64]),

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from api_helpers import Account, Api, create_app_for, running_api, serve
+from api_helpers import Api, create_app_for, running_api
 
 from emp_core.jobs.jsonvalue import MAX_DEPTH
 from emp_core.queue import Queue
 from emp_core.settings import QueueSettings
+from emp_web.testing import Account, serve, web_settings_for
 
 DEEP = "[" * 10_000 + "]" * 10_000
 
@@ -86,12 +87,13 @@ async def test_a_body_that_dribbles_in_is_refused_with_408(
 async def test_a_head_that_dribbles_in_is_cut_off(
     settings: QueueSettings, database_url: str
 ) -> None:
-    async with serve(create_app_for(settings, database_url), head_timeout=0.3) as host:
-        reader, writer = await _raw(host, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        answer = await asyncio.wait_for(reader.read(), 10)  # closed by the server
-        writer.close()
-        assert answer == b""
-        # A prompt client on the same server is served as usual.
-        reader, writer = await _raw(host, b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
-        writer.close()
+    with web_settings_for(settings, database_url) as web:
+        async with serve(create_app_for(web), head_timeout=0.3) as host:
+            reader, writer = await _raw(host, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            answer = await asyncio.wait_for(reader.read(), 10)  # closed by the server
+            writer.close()
+            assert answer == b""
+            # A prompt client on the same server is served as usual.
+            reader, writer = await _raw(host, b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+            writer.close()

@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from api_helpers import Account, Api, job_body
+from api_helpers import Api, job_body
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.registry.workers import WorkerRegistry
 from emp_sql import Database, DatabaseSettings
 from emp_sql.archive import ArchiveProjector
+from emp_web.testing import Account
 
 
 def worker(n: int) -> WorkerCapabilities:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from api_helpers import Account, Api, claim
+from api_helpers import Api
 
 from emp_core.queue.queue import Queue
+from emp_web.testing import Account, claim
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from api_helpers import Account, Api
+from api_helpers import Api
 
 from emp_core.patterns import Category, Classification
 from emp_core.patterns.counts import record
@@ -15,6 +15,7 @@ from emp_core.patterns.store import read_snapshot
 from emp_core.queue.queue import Queue
 from emp_sql import Database, DatabaseSettings
 from emp_sql.patterns_admin import PatternAdmin
+from emp_web.testing import Account
 
 URL = "/api/error-patterns"
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from api_helpers import Account, Api, create_account, job_body, running_api
+from api_helpers import Api, job_body, running_api
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from emp_core.settings import QueueSettings
 from emp_sql import Database, DatabaseSettings, TokenRepository
 from emp_sql.revocations import Revocation, publish
+from emp_web.testing import Account, create_account
 
 
 async def _revoke(database_url: str, api: Api, account: Account) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import schemathesis
 import uvicorn
-from api_helpers import Account
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -26,20 +25,22 @@ from emp_core.blobs.settings import BlobSettings
 from emp_core.redis.server import free_port
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings
+from emp_web.settings import WebSettings
+from emp_web.testing import Account
 
 EXAMPLES = 40
 
 
 @pytest.fixture
 def base_url(settings: QueueSettings, database_url: str, tmp_path: Path) -> Iterator[str]:
-    app = create_app(
-        queue_settings=settings,
-        database_settings=DatabaseSettings(database_url=database_url),
-        # No limit on bad tokens: a third of the calls carry none, and once the address is
-        # limited every later operation would only see 429 (this test is about 5xx).
-        api_settings=ApiSettings(max_body_bytes=200_000, token_failure_limits=""),
-        blob_settings=BlobSettings(url=f"file://{tmp_path}", signing_key=SecretStr("k")),
+    web = WebSettings(
+        queue=settings,
+        database=DatabaseSettings(database_url=database_url),
+        blobs=BlobSettings(url=f"file://{tmp_path}", signing_key=SecretStr("k")),
     )
+    # No limit on bad tokens: a third of the calls carry none, and once the address is limited
+    # every later operation would only see 429 (this test is about 5xx).
+    app = create_app(web, ApiSettings(max_body_bytes=200_000, token_failure_limits=""))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -12,12 +12,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from api_helpers import Account, Api, claim, job_body, running_api
+from api_helpers import Api, job_body, running_api
 from standardwebhooks import Webhook
 from webhook_helpers import Receiver, eventually, local_settings, receiving
 
 from emp_core.settings import QueueSettings
 from emp_sql import Database, DatabaseSettings
+from emp_web.testing import Account, claim
 from emp_web.webhooks.dispatcher import WebhookDispatcher
 
 ENDS = ["job.completed", "job.failed", "job.cancelled"]

@@ -7,12 +7,13 @@ import asyncio
 from typing import Any
 
 import orjson
-from api_helpers import Account, Api, claim, job_body
+from api_helpers import Api, job_body
 from websockets.asyncio.client import ClientConnection, connect
 
 from emp_core.jobs.events import replay
 from emp_core.queue.queue import Queue
 from emp_web.hub import EventHub, Subscription
+from emp_web.testing import Account, claim
 
 
 async def _until_closed(socket: ClientConnection) -> list[dict[str, Any]]:

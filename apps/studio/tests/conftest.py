@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from studio_helpers import Account, Studio, Visitor, running_studio, sample_accounts
+from studio_helpers import Studio, Visitor, running_studio
 
 from emp_core.settings import QueueSettings
 from emp_sql import DatabaseSettings, migrate
+from emp_web.testing import Account, sample_accounts
 
 
 def _run(coroutine: Coroutine[Any, Any, Any]) -> Any:

@@ -4,7 +4,6 @@ visitor-like client that signs in and carries the CSRF token."""
 from __future__ import annotations
 
 import re
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,19 +13,14 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from emp_core.blobs.settings import BlobSettings
 from emp_core.settings import QueueSettings
-from emp_sql import DatabaseSettings
 from emp_studio.app import SESSION_COOKIE, create_app
 from emp_studio.settings import StudioSettings
 from emp_web.testing import (
-    PASSWORD,
     Account,
     ServedApp,
-    claim,
-    create_account,
-    sample_accounts,
     serve,
+    web_settings_for,
 )
 from emp_web.webhooks.settings import WebhookSettings
 
@@ -100,18 +94,10 @@ async def running_studio(
             **options,
         }
     )
-    with tempfile.TemporaryDirectory(prefix="emp-studio-blobs-") as blobs:
-        app = create_app(
-            queue_settings=settings,
-            database_settings=DatabaseSettings(database_url=database_url),
-            studio_settings=studio_settings,
-            webhook_settings=webhooks,
-            blob_settings=BlobSettings(
-                url=f"file://{blobs}",
-                signing_key=SecretStr("test-signing-key"),
-                public_url="http://127.0.0.1:9/blobs",  # where an API would serve them
-            ),
-        )
+    # Signed blob URLs point where an API would serve them.
+    blobs_url = "http://127.0.0.1:9/blobs"
+    with web_settings_for(settings, database_url, webhooks=webhooks, blobs_url=blobs_url) as web:
+        app = create_app(web, studio_settings)
         async with serve(app) as host:
             yield Studio(app, host)
 
@@ -125,6 +111,3 @@ def job_form(**overrides: Any) -> dict[str, Any]:
         "payload": '{"steps": 3}',
         **overrides,
     }
-
-
-__all__ = ["PASSWORD", "Account", "claim", "create_account", "sample_accounts"]

@@ -6,7 +6,9 @@ import re
 import uuid
 
 import pytest
-from studio_helpers import Account, Studio, Visitor
+from studio_helpers import Studio, Visitor
+
+from emp_web.testing import Account
 
 
 async def test_an_admin_adds_a_user_who_can_then_sign_in(admin: Visitor, studio: Studio) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from studio_helpers import Account, Studio, Visitor
+from studio_helpers import Studio, Visitor
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from emp_sql import Database, DatabaseSettings, UserRepository
 from emp_studio.pages.auth import safe_next
+from emp_web.testing import Account
 
 
 async def test_health_and_sign_in_page_need_no_session(visitor: Visitor) -> None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 
-from studio_helpers import Studio, Visitor, claim, create_account, job_form, running_studio
+from studio_helpers import Studio, Visitor, job_form, running_studio
 from websockets.asyncio.client import ClientConnection, connect
 
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
+from emp_web.testing import create_account, crowd, small_pool
 
 SOCKETS = int(os.environ.get("EMP_TEST_SOCKETS", "200"))
 
@@ -39,22 +40,15 @@ async def test_200_sockets_on_one_job_all_get_every_event(
     settings: QueueSettings, database_url: str, queue: Queue
 ) -> None:
     account = await create_account(database_url, name="crowd")
-    small_pool = settings.model_copy(update={"redis_max_connections": 8})
-    async with running_studio(small_pool, database_url) as studio:
+    async with running_studio(small_pool(settings), database_url) as studio:
         visitor: Visitor = studio.visitor()
         await visitor.sign_in(account)
         await visitor.get("/jobs/new")
         job_id = (await visitor.post("/jobs", job_form())).headers["location"].split("/")[-1]
-        events = [asyncio.Event() for _ in range(SOCKETS)]
-        tasks = [
-            asyncio.create_task(_follow(studio, visitor.cookie_header, job_id, events[i]))
-            for i in range(SOCKETS)
-        ]
-        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in events)), 120)
-        claimed = await claim(queue)
-        await queue.progress(claimed, 40, "step 4 of 10")
-        await queue.complete(claimed, {"text": "done"})
-        results = await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        cookie = visitor.cookie_header
+        results = await crowd(
+            lambda opened: _follow(studio, cookie, job_id, opened), queue, SOCKETS
+        )
         assert len(results) == SOCKETS
         for frames in results:
             assert "pending" in frames[0] or "claimed" in frames[0]

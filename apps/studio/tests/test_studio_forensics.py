@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from studio_helpers import Account, Visitor
+from studio_helpers import Visitor
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
@@ -18,6 +18,7 @@ from emp_core.registry.machines import (
     SlotState,
 )
 from emp_core.registry.workers import WorkerRegistry
+from emp_web.testing import Account
 
 
 def _worker(n: int) -> WorkerCapabilities:

@@ -69,7 +69,7 @@ async def test_bad_fields_come_back_next_to_their_input(
 async def _finished_image_job(alice: Visitor, queue: Queue, store) -> str:
     """An image job submitted through the page and completed as a diffusers worker would:
     a PNG in the blob store, listed in the result."""
-    from studio_helpers import claim
+    from emp_web.testing import claim
 
     await alice.get("/generate")
     response = await alice.post("/generate", generate_form(model=""))

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from studio_helpers import Visitor, claim, job_form
+from studio_helpers import Visitor, job_form
 
 from emp_core.jobs.job import JobStatus
 from emp_core.queue.queue import Queue
+from emp_web.testing import claim
 
 
 async def _submit(visitor: Visitor, **fields: str) -> str:
@@ -119,7 +120,7 @@ async def test_my_jobs_lists_only_mine_and_admins_see_everyone(
 
 
 async def test_the_list_pages_with_a_cursor(alice: Visitor, studio, queue: Queue) -> None:
-    studio.app.state.services.studio.page_size = 2
+    studio.app.state.services.settings.page_size = 2
     ids = [await _submit(alice) for _ in range(5)]
     seen: list[str] = []
     url: str | None = "/jobs"
@@ -206,7 +207,7 @@ async def test_cancel_a_job(alice: Visitor, queue: Queue) -> None:
 async def test_everyones_jobs_page_in_submit_order(
     alice: Visitor, bob: Visitor, admin: Visitor, studio
 ) -> None:
-    studio.app.state.services.studio.page_size = 2
+    studio.app.state.services.settings.page_size = 2
     ids = []
     for who in (alice, bob, bob, alice, bob):
         ids.append(await _submit(who))

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from studio_helpers import Visitor, create_account, job_form, running_studio
+from studio_helpers import Visitor, job_form, running_studio
 
 from emp_core.settings import QueueSettings
+from emp_web.testing import create_account
 
 
 async def _attempt(visitor: Visitor, email: str, password: str) -> tuple[int, str]:

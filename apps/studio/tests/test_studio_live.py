@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 
 import pytest
-from studio_helpers import Studio, Visitor, claim, job_form
+from studio_helpers import Studio, Visitor, job_form
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -15,6 +15,7 @@ from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
 from emp_core.registry.machines import MachineRegistry, MachineState, MachineStatus
 from emp_core.registry.workers import WorkerRegistry
+from emp_web.testing import claim
 
 
 async def _submit(visitor: Visitor) -> str:

@@ -10,7 +10,7 @@ import re
 
 import httpx
 import pytest
-from studio_helpers import Account, Studio, Visitor, create_account, job_form, running_studio
+from studio_helpers import Studio, Visitor, job_form, running_studio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -18,6 +18,7 @@ from emp_core.settings import QueueSettings
 from emp_sql import Database, DatabaseSettings, TokenRepository
 from emp_sql.tokens import hash_token
 from emp_studio.app import SESSION_COOKIE
+from emp_web.testing import Account, create_account
 
 
 def _socket(studio: Studio, cookie: str, path: str = "/ws/dashboard") -> connect:

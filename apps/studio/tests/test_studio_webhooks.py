@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import update
-from studio_helpers import Account, Studio, Visitor, running_studio
+from studio_helpers import Studio, Visitor, running_studio
 
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 from emp_sql import Database, DatabaseSettings
 from emp_sql.archive import ArchiveProjector
 from emp_sql.models import WebhookDelivery
-from emp_web.testing import claim
+from emp_web.testing import Account, claim
 from emp_web.webhooks.settings import WebhookSettings
 
 

@@ -25,16 +25,13 @@ from emp_api.background import Background
 from emp_api.rpc.server import RpcServer
 from emp_api.settings import ApiSettings
 from emp_api.state import Services
-from emp_core.blobs.settings import BlobSettings
 from emp_core.jobs import jsonvalue
-from emp_core.settings import QueueSettings
 from emp_core.telemetry import setup_telemetry
-from emp_sql.settings import DatabaseSettings
 from emp_web import logs
 from emp_web.body import BodyGuard
 from emp_web.headers import SecurityHeaders
 from emp_web.services import lifespan
-from emp_web.webhooks.settings import WebhookSettings
+from emp_web.settings import WebSettings
 
 logger = logging.getLogger(__name__)
 
@@ -52,16 +49,10 @@ _HEADERS = {
 }
 
 
-def create_app(
-    *,
-    queue_settings: QueueSettings | None = None,
-    database_settings: DatabaseSettings | None = None,
-    api_settings: ApiSettings | None = None,
-    webhook_settings: WebhookSettings | None = None,
-    blob_settings: BlobSettings | None = None,
-) -> FastAPI:
-    queue_settings = queue_settings or QueueSettings()
-    database_settings = database_settings or DatabaseSettings()
+def create_app(web: WebSettings | None = None, api_settings: ApiSettings | None = None) -> FastAPI:
+    """The API on ``web``'s queue and database (each part read from the environment when left
+    out) with ``api_settings`` (``EMP_API_*``)."""
+    web = web or WebSettings()
     api_settings = api_settings or ApiSettings()
     # ADR-003: the heartbeat, job metrics and traces; exported only when OTEL_* configures it.
     telemetry = setup_telemetry("emp-api")
@@ -80,14 +71,7 @@ def create_app(
         await app.state.background.stop()
 
     async def start() -> Services:
-        return await Services.start(
-            queue_settings,
-            database_settings,
-            api_settings,
-            telemetry,
-            webhook_settings,
-            blob_settings=blob_settings,
-        )
+        return await Services.start(web, api_settings, telemetry)
 
     app = FastAPI(
         title="EMP API",
@@ -95,7 +79,7 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan(
             start,
-            ready=f"EMP API {__version__} serving queue {queue_settings.queue}",
+            ready=f"EMP API {__version__} serving queue {web.queue.queue}",
             after_start=start_background,
             before_stop=stop_background,
         ),

@@ -73,7 +73,7 @@ class Background:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        s, api = self.services, self.services.api
+        s, api = self.services, self.services.settings
         if api.run_reaper:
             interval = s.queue.settings.reap_interval_seconds
             self._tasks.append(

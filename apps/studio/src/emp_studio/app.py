@@ -13,9 +13,6 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import Scope
 
-from emp_core.blobs.settings import BlobSettings
-from emp_core.settings import QueueSettings
-from emp_sql.settings import DatabaseSettings
 from emp_studio import __version__, errors
 from emp_studio.pages import (
     account,
@@ -40,7 +37,7 @@ from emp_web import logs
 from emp_web.body import BodyGuard
 from emp_web.headers import SecurityHeaders
 from emp_web.services import lifespan
-from emp_web.webhooks.settings import WebhookSettings
+from emp_web.settings import WebSettings
 
 logger = logging.getLogger(__name__)
 
@@ -71,32 +68,20 @@ def _secret(settings: StudioSettings) -> str:
 
 
 def create_app(
-    *,
-    queue_settings: QueueSettings | None = None,
-    database_settings: DatabaseSettings | None = None,
-    studio_settings: StudioSettings | None = None,
-    webhook_settings: WebhookSettings | None = None,
-    blob_settings: BlobSettings | None = None,
+    web: WebSettings | None = None, studio_settings: StudioSettings | None = None
 ) -> FastAPI:
-    queue_settings = queue_settings or QueueSettings()
-    database_settings = database_settings or DatabaseSettings()
+    """The studio on ``web``'s queue and database (each part read from the environment when
+    left out) with ``studio_settings`` (``EMP_STUDIO_*``)."""
+    web = web or WebSettings()
     settings = studio_settings or StudioSettings()
 
     async def start() -> Services:
-        return await Services.start(
-            queue_settings,
-            database_settings,
-            settings,
-            webhook_settings,
-            blob_settings=blob_settings,
-        )
+        return await Services.start(web, settings)
 
     app = FastAPI(
         title="EMP studio",
         version=__version__,
-        lifespan=lifespan(
-            start, ready=f"EMP studio {__version__} serving queue {queue_settings.queue}"
-        ),
+        lifespan=lifespan(start, ready=f"EMP studio {__version__} serving queue {web.queue.queue}"),
         docs_url=None,
         redoc_url=None,
         openapi_url=None,

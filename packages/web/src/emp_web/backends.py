@@ -8,15 +8,14 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from emp_core.blobs.settings import BlobSettings, open_store
+from emp_core.blobs.settings import open_store
 from emp_core.blobs.store import BlobStore
 from emp_core.queue.queue import Queue
 from emp_core.redis.client import connect
-from emp_core.settings import QueueSettings
 from emp_sql.migrate import check_schema
 from emp_sql.session import Database
-from emp_sql.settings import DatabaseSettings
 from emp_web.hub import EventHub
+from emp_web.settings import WebSettings
 
 
 @dataclass(slots=True)
@@ -30,15 +29,14 @@ class Backends:
     @classmethod
     async def open(
         cls,
-        queue_settings: QueueSettings,
-        db_settings: DatabaseSettings,
+        settings: WebSettings,
         *,
         ws_backlog: int,
-        blob_settings: BlobSettings | None = None,
     ) -> Backends:
         """Refuse a database not at head, install the library (never downgrading a newer one)
         and subscribe the hub to the events channel; on failure close what was opened."""
-        await check_schema(db_settings)
+        queue_settings = settings.queue
+        await check_schema(settings.database)
         redis = connect(
             queue_settings.redis_url,
             max_connections=queue_settings.redis_max_connections,
@@ -48,11 +46,11 @@ class Backends:
             socket_connect_timeout=10.0,
         )
         queue = Queue(redis, queue_settings)
-        database = Database(db_settings)
+        database = Database(settings.database)
         blobs: BlobStore | None = None
         try:
             await queue.functions.load()
-            blobs = await open_store(blob_settings)
+            blobs = await open_store(settings.blobs)
             keys = queue.keys
             hub = EventHub(
                 redis, keys.events_channel(), backlog=ws_backlog,

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Self, cast
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import RedisStorage
@@ -53,6 +53,24 @@ class Rule:
     @classmethod
     def parse(cls, name: str, text: str) -> Rule:
         return cls(name, tuple(parse_many(text)) if text.strip() else ())
+
+
+class RuleSet:
+    """Base of an app's rate limits: a frozen dataclass whose fields are ``Rule``s. Each field
+    is read from the settings attribute ``<field>_limits`` (or the one its ``setting`` metadata
+    names) and counted under the field's name with dashes (``signin_account`` →
+    ``signin-account``), so renaming a field restarts its counters."""
+
+    @classmethod
+    def of(cls, settings: object) -> Self:
+        rules = {
+            f.name: Rule.parse(
+                f.name.replace("_", "-"),
+                getattr(settings, f.metadata.get("setting", f"{f.name}_limits")),
+            )
+            for f in fields(cast(Any, cls))
+        }
+        return cls(**rules)
 
 
 class RateLimiter:

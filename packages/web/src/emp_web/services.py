@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypedDict, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
@@ -22,7 +22,8 @@ from emp_sql.patterns_admin import PatternAdmin
 from emp_sql.session import Database
 from emp_web.backends import Backends
 from emp_web.hub import EventHub
-from emp_web.ratelimit import RateLimiter
+from emp_web.ratelimit import RateLimiter, RuleSet
+from emp_web.settings import WebSettings
 from emp_web.webhooks.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
@@ -35,10 +36,18 @@ class WebParts(TypedDict):
     loras: LoraLibrary
     limiter: RateLimiter
     backends: Backends
+    webhooks: WebhookSettings
+
+
+SettingsT = TypeVar("SettingsT")
+RulesT = TypeVar("RulesT", bound=RuleSet)
 
 
 @dataclass(slots=True)
-class WebServices:
+class WebServices(Generic[SettingsT, RulesT]):
+    """What both apps build; an app's ``Services`` names its own settings and rate limits as
+    the type parameters and adds what only it needs."""
+
     catalog: JobCatalog
     workers: WorkerRegistry
     patterns: PatternAdmin
@@ -48,6 +57,8 @@ class WebServices:
     backends: Backends
     # Which webhook URLs are allowed, and how deliveries are sent (EMP_WEBHOOK_*).
     webhooks: WebhookSettings = field(default_factory=WebhookSettings, kw_only=True)
+    settings: SettingsT = field(kw_only=True)  # the app's own: ApiSettings, StudioSettings
+    rules: RulesT = field(kw_only=True)
 
     # The connections live in ``backends``; these name them the way the routes use them.
     @property
@@ -67,10 +78,11 @@ class WebServices:
         return self.backends.hub
 
     @staticmethod
-    def parts(backends: Backends) -> WebParts:
+    def parts(backends: Backends, settings: WebSettings) -> WebParts:
         """The services every web app builds on its backends, as keyword arguments for the
         app's own ``Services`` (which adds its settings and services of its own)."""
         return {
+            "webhooks": settings.webhooks,
             "catalog": JobCatalog(backends.queue, backends.database),
             "workers": WorkerRegistry(backends.redis, backends.queue.keys),
             "patterns": PatternAdmin(backends.database, backends.redis, backends.queue.keys),
@@ -83,9 +95,10 @@ class WebServices:
 
     async def stop(self) -> None:
         await self.backends.close()
+        self.telemetry.shutdown()
 
 
-S = TypeVar("S", bound=WebServices)
+S = TypeVar("S", bound=WebServices[Any, Any])
 
 
 def lifespan(

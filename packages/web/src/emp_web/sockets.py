@@ -110,7 +110,7 @@ async def serve_feed(websocket: WebSocket, feed: Awaitable[None]) -> None:
 
 async def serve_job_socket(
     websocket: WebSocket,
-    services: WebServices,
+    services: WebServices[Any, Any],
     job_id: str,
     *,
     admit: Callable[[], Awaitable[Principal | None]],

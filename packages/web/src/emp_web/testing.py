@@ -8,21 +8,27 @@ not import each other and both test suites need it.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
+from pydantic import SecretStr
 from starlette.types import ASGIApp
 
+from emp_core.blobs.settings import BlobSettings
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue import ClaimedJob, Queue
 from emp_core.redis.server import free_port
+from emp_core.settings import QueueSettings
 from emp_sql import Database, DatabaseSettings, Role, TokenRepository, UserRepository
 from emp_web.logs import log_config
 from emp_web.server import server_options
+from emp_web.settings import WebSettings
+from emp_web.webhooks.settings import WebhookSettings
 
 PASSWORD = "correct horse battery"  # noqa: S105 - the test accounts' password
 
@@ -113,3 +119,50 @@ async def claim(queue: Queue, *, service: str = "simulation") -> ClaimedJob:
     result = await queue.claim(caps)
     assert result.claimed is not None, "nothing to claim"
     return result.claimed
+
+
+T = TypeVar("T")
+
+
+def small_pool(settings: QueueSettings, connections: int = 8) -> QueueSettings:
+    """``settings`` with a Redis pool far smaller than the number of sockets a test opens."""
+    return settings.model_copy(update={"redis_max_connections": connections})
+
+
+async def crowd(
+    follow: Callable[[asyncio.Event], Coroutine[Any, Any, T]], queue: Queue, sockets: int
+) -> list[T]:
+    """Start ``sockets`` followers of one pending job at once (``follow`` sets its event on its
+    first frame), wait until every one has it, then take the job to its end (claimed, one
+    progress, completed) and return what each follower saw."""
+    opened = [asyncio.Event() for _ in range(sockets)]
+    tasks = [asyncio.create_task(follow(event)) for event in opened]
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in opened)), 120)
+    claimed = await claim(queue)
+    await queue.progress(claimed, 40, "step 4 of 10")
+    await queue.complete(claimed, {"text": "done"})
+    return await asyncio.wait_for(asyncio.gather(*tasks), 120)
+
+
+@contextmanager
+def web_settings_for(
+    queue: QueueSettings,
+    database_url: str,
+    *,
+    webhooks: WebhookSettings | None = None,
+    blobs: BlobSettings | None = None,
+    blobs_url: str | None = None,
+) -> Iterator[WebSettings]:
+    """A test app's ``WebSettings``: the test's queue and database, webhooks without the
+    dispatcher unless ``webhooks`` says otherwise, and blobs in a temporary folder (its signed
+    URLs under ``blobs_url``) unless ``blobs`` names a store."""
+    with tempfile.TemporaryDirectory(prefix="emp-test-blobs-") as folder:
+        yield WebSettings(
+            queue=queue,
+            database=DatabaseSettings(database_url=database_url),
+            webhooks=webhooks or WebhookSettings(run_dispatcher=False),
+            blobs=blobs or BlobSettings(
+                url=f"file://{folder}", signing_key=SecretStr("test-signing-key"),
+                public_url=blobs_url,
+            ),
+        )  # fmt: skip

@@ -100,7 +100,7 @@ async def _drain(sub: Subscription, wait_s: float) -> bool:
 
 
 async def _feed(websocket: WebSocket, services: Services, viewer: Principal) -> None:
-    settings = services.studio
+    settings = services.settings
     last_html = ""
     sub = services.hub.follow_all(viewer)
     try:

@@ -63,7 +63,7 @@ async def _listing(
     service: str | None,
     cursor: str | None,
 ) -> JobPage:
-    catalog, limit = services.catalog, services.studio.page_size
+    catalog, limit = services.catalog, services.settings.page_size
     if viewer.is_admin and owner == EVERYONE:
         # "" is the owner of jobs submitted without one (the CLI's, make dev's demo jobs).
         return await catalog.list_merged(
