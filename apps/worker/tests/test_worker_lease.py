@@ -1,14 +1,14 @@
-"""Leases are renewed from a thread: a connector that blocks the event loop keeps its job, and a
-renewal refused (the job was reassigned) stops the connector at once."""
+"""Leases are renewed from a thread: a connector that blocks the event loop keeps its job. (A
+renewal refused because the job was reassigned stops the connector: ``test_worker_transports.py``,
+over both transports.)"""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 
 import redis as sync_redis
-from worker_helpers import job_events, make_worker_settings
+from worker_helpers import make_worker_settings
 
 from emp_core.jobs.job import JobStatus
 from emp_core.queue.queue import Queue
@@ -78,41 +78,3 @@ async def test_a_connector_blocking_the_event_loop_keeps_its_lease(redis, queue:
     job = await queue.get(job_id)
     assert (job.status, job.attempts) == (JobStatus.COMPLETED, 1)
     assert stats.completed == 1
-
-
-async def test_a_refused_renewal_stops_the_connector(redis, queue: Queue, settings):
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    class Quiet:
-        """Reports no progress, so only the lease thread can notice the job is gone."""
-
-        service = "simulation"
-
-        async def run(self, job, ctx):
-            started.set()
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-
-    job_id = await queue.submit({"service": "simulation"})
-    worker = Worker(
-        make_worker_settings(settings, lease_seconds=LEASE),
-        redis=redis,
-        connectors={"simulation": Quiet()},
-    )
-    run = asyncio.create_task(worker.run())
-    await asyncio.wait_for(started.wait(), 5)
-    # As if the reaper had handed the job to another worker: the fencing token moved on.
-    await redis.hset(queue.keys.job(job_id), "token", "999999")
-
-    await asyncio.wait_for(cancelled.wait(), 5)  # within one renewal interval (LEASE / 3)
-    stats = await asyncio.wait_for(run, 10)
-
-    assert stats.lost == 1
-    assert (stats.completed, stats.failed, stats.retried) == (0, 0, 0)
-    types = [e["type"] for e in await job_events(redis, queue, job_id)]
-    assert "completed" not in types
-    assert "retrying" not in types
-    assert "failed" not in types

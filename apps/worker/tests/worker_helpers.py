@@ -20,6 +20,7 @@ from emp_core.jobs.requirements import Requirements
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 from emp_worker.config import WorkerSettings
+from emp_worker.connectors import SimulationConnector
 from emp_worker.failures import Classification
 
 # Tests' workers keep their LoRA caches here (a folder per worker id), never in the home folder.
@@ -73,6 +74,25 @@ def make_job(
         created_at=datetime.now(UTC),
         class_id="test",
     )
+
+
+class Watched:
+    """The simulation connector (three instant steps unless the payload asks for others), noting
+    when a run starts and when it is cancelled."""
+
+    def __init__(self, service: str = "simulation") -> None:
+        self.service = service
+        self.inner = SimulationConnector(steps=3, step_time=0)
+        self.started = asyncio.Event()
+        self.cancelled = asyncio.Event()
+
+    async def run(self, job: Job, ctx: Any) -> Any:
+        self.started.set()
+        try:
+            return await self.inner.run(job, ctx)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
 
 
 def text(value: Any) -> str:

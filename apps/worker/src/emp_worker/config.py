@@ -25,7 +25,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, JsonValue, field_validator
+from pydantic import Field, JsonValue, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -122,6 +122,17 @@ class WorkerSettings(QueueSettings):
     workflow_id: Identifier | None = None
     capabilities: dict[str, JsonValue] = Field(default_factory=dict)
 
+    # --- how the worker reaches the queue ---------------------------------------------------------
+    # redis: Redis itself (EMP_REDIS_URL); grpc: the API's WorkerService (a host that reaches only
+    # the API), which needs the emp-worker[grpc] extra, the API's gRPC address and an admin token.
+    transport: Literal["redis", "grpc"] = "redis"
+    api_address: str | None = Field(default=None, min_length=1, max_length=300)  # HOST:PORT
+    # The token is read from the environment or the config file, never a flag (ps shows flags).
+    api_token: SecretStr | None = None
+    api_tls: bool = False  # TLS to the API; api_ca_file trusts a private CA (else system roots)
+    api_ca_file: Path | None = None
+    api_connect_timeout_seconds: float = Field(default=10.0, gt=0)
+
     # --- running ---------------------------------------------------------------------------------
     slots: int = Field(default=1, ge=1, le=64)
     grace_seconds: float = Field(default=30.0, ge=0)
@@ -173,6 +184,23 @@ class WorkerSettings(QueueSettings):
         if self.diffusers_model is None:
             return None
         return self.diffusers_model_name or self.diffusers_model.resolve().name
+
+    @model_validator(mode="after")
+    def _grpc_needs_an_address(self) -> WorkerSettings:
+        if self.transport != "grpc":
+            return self
+        if not self.api_address:
+            raise InvalidInput(
+                "--transport grpc needs the API's gRPC address: --api HOST:PORT "
+                "(or EMP_API_ADDRESS)",
+                field="api_address",
+            )
+        if self.api_token is None or not self.api_token.get_secret_value().strip():
+            raise InvalidInput(
+                "--transport grpc needs an admin API token in EMP_API_TOKEN (or the config file)",
+                field="api_token",
+            )
+        return self
 
     @field_validator("services", "allowed_customers", "denied_customers", mode="before")
     @classmethod

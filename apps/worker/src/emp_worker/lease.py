@@ -30,7 +30,42 @@ logger = logging.getLogger(__name__)
 LostHandler = Callable[[str, str, str], None]
 
 
-class LeaseKeeper:
+class HeldLeases:
+    """The claims whose leases a thread renews (job id -> fencing token), safe across threads."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def hold(self, claimed: ClaimedJob) -> None:
+        """Renew this claim's lease from now on."""
+        with self._lock:
+            self._held[claimed.id] = claimed.token
+
+    def drop(self, job_id: str, token: str) -> bool:
+        """Stop renewing a claim (it finished, or was handed back); False if not held."""
+        with self._lock:
+            if self._held.get(job_id) != token:
+                return False
+            del self._held[job_id]
+            return True
+
+    def take(self, job_id: str) -> str | None:
+        """Stop renewing a job whatever its token; the token it had, if held."""
+        with self._lock:
+            return self._held.pop(job_id, None)
+
+    def take_all(self) -> dict[str, str]:
+        with self._lock:
+            held, self._held = self._held, {}
+        return held
+
+    def held(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._held)
+
+
+class LeaseKeeper(HeldLeases):
     """Renews the leases of the jobs this worker holds until told to drop them."""
 
     def __init__(
@@ -43,6 +78,7 @@ class LeaseKeeper:
         on_lost: LostHandler,
         worker_id: str = "",
     ) -> None:
+        super().__init__()
         self.keys = keys
         self.lease_ms = max(1, int(lease_seconds * 1000))
         self.interval = lease_seconds / 3
@@ -55,8 +91,6 @@ class LeaseKeeper:
         )
         self._loop = loop
         self._on_lost = on_lost
-        self._held: dict[str, str] = {}  # job id -> token
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -74,21 +108,6 @@ class LeaseKeeper:
             self._thread.join(wait_s)
             self._thread = None
         self._client.close()
-
-    def hold(self, claimed: ClaimedJob) -> None:
-        """Renew this claim's lease from now on."""
-        with self._lock:
-            self._held[claimed.id] = claimed.token
-
-    def drop(self, job_id: str, token: str) -> None:
-        """Stop renewing a claim (the job finished, or was handed back)."""
-        with self._lock:
-            if self._held.get(job_id) == token:
-                del self._held[job_id]
-
-    def held(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._held)
 
     def renew_all(self) -> None:
         """Renew every held lease once (the thread calls this every ``interval`` seconds)."""

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from emp_core.errors import EmpError, InvalidInput, invalid_from_validation
 from emp_core.telemetry import setup_telemetry
 from emp_worker.config import WorkerSettings
+from emp_worker.transport import TransportError
 from emp_worker.worker import Worker
 
 logger = logging.getLogger("emp_worker")
@@ -67,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--grace", type=float, help="Seconds running jobs get after SIGTERM (default 30).")
     add("--burst", action=argparse.BooleanOptionalAction, help="Exit once nothing is left.")
     add("--config", type=Path, help="A .toml or .json settings file.")
+    add("--transport", choices=["redis", "grpc"], help="How to reach the queue (default redis).")
+    add("--api", help="grpc transport: the API's gRPC HOST:PORT (EMP_API_ADDRESS); the admin "
+        "token comes from EMP_API_TOKEN.")  # fmt: skip
+    add("--api-tls", action=argparse.BooleanOptionalAction, help="grpc transport: TLS.")
+    add("--api-ca-file", type=Path, help="grpc transport: a CA bundle to trust (PEM).")
     add("--redis-url", help="Default: EMP_REDIS_URL.")
     add("--queue", help="Queue name (default: default).")
     add("--gpu-memory-gb", type=float)
@@ -105,6 +111,10 @@ def run(argv: list[str] | None = None) -> None:
         "burst": args.burst,
         "config_file": args.config,
         "redis_url": args.redis_url,
+        "transport": args.transport,
+        "api_address": args.api,
+        "api_tls": args.api_tls,
+        "api_ca_file": args.api_ca_file,
         "queue": args.queue,
         "gpu_memory_gb": args.gpu_memory_gb,
         "cpu_cores": args.cpu_cores,
@@ -150,6 +160,8 @@ def run(argv: list[str] | None = None) -> None:
     )
     try:
         asyncio.run(_serve(worker))
+    except TransportError as exc:  # it names what it could not reach
+        _exit(f"worker {worker.id}: {exc}", 1)
     except (RedisError, OSError) as exc:
         _exit(f"worker {worker.id} cannot reach Redis at {settings.redis_url}: {exc}", 1)
     except EmpError as exc:

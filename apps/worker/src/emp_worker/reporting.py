@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 from pydantic import JsonValue
 
-from emp_core.blobs.retention import keep_until, output_paths
+from emp_core.blobs.retention import output_paths
 from emp_core.errors import StaleToken
 from emp_core.jobs.capabilities import WorkerCapabilities
-from emp_core.patterns import PatternCache
-from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue
+from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_core.telemetry import Telemetry
 from emp_worker.failures import Classifier, JobTimedOut, classify, decide, describe
 from emp_worker.running import RunningJob
+from emp_worker.transport.base import Failure, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +46,11 @@ class WorkerStats:
 class Reporter:
     """Records job outcomes for one worker; ``stopping`` says whether to claim a next job."""
 
-    queue: Queue
+    transport: Transport
     caps: WorkerCapabilities
     stats: WorkerStats
     telemetry: Telemetry
     classifier: Classifier
-    patterns: PatternCache | None
     stopping: Callable[[], bool]
 
     @property
@@ -109,26 +107,21 @@ class Reporter:
         # Output files leave the blob store with the job: recorded before the result is stored
         # (a crash in between leaks nothing), and due at once if the result is not kept.
         outputs = output_paths(result)
-        if outputs:
-            due = int(time.time() * 1000) + self.queue.settings.retention_seconds * 1000
-            await keep_until(self.queue.redis, self.queue.keys, outputs, due)
+        await self.transport.keep_outputs(outputs, keep=True)
         try:
-            if self.stopping():
-                await self.queue.complete(claimed, result)
-            else:
-                following = await self.queue.complete(
-                    claimed, result, then_claim=self.caps, slot=running.slot
-                )
+            following = await self.transport.complete(
+                claimed, result, next_for_slot=None if self.stopping() else running.slot
+            )
         except StaleToken as exc:
             self.stats.lost += 1
             logger.warning(
                 "job %s finished on worker %s but is no longer its claim (%s); result dropped",
                 claimed.id, self.worker_id, exc.message,
             )  # fmt: skip
-            await keep_until(self.queue.redis, self.queue.keys, outputs, 0)
+            await self.transport.keep_outputs(outputs, keep=False)
             return None
         except orjson.JSONEncodeError as exc:
-            await keep_until(self.queue.redis, self.queue.keys, outputs, 0)
+            await self.transport.keep_outputs(outputs, keep=False)
             await self.fail(claimed, TypeError(f"the connector's result is not JSON: {exc}"))
             return None
         self.stats.completed += 1
@@ -141,14 +134,15 @@ class Reporter:
     async def fail(self, claimed: ClaimedJob, exc: BaseException) -> None:
         message = describe(exc)
         classifier = self.classifier
-        if classifier is classify and self.patterns is not None:
+        patterns = self.transport.patterns
+        if classifier is classify and patterns is not None:
             # The job's service names its connector: connector-scoped patterns apply first.
-            patterns, service = self.patterns, claimed.job.service
+            service = claimed.job.service
             classifier = lambda m: classify(m, patterns, service)  # noqa: E731
         retryable, delay_s, classified = decide(exc, classifier)
         try:
-            outcome = await self.queue.fail(
-                claimed, message, retryable=retryable, delay_s=delay_s, classification=classified
+            outcome = await self.transport.fail(
+                claimed, Failure(message, retryable, delay_s, classified)
             )
         except StaleToken as exc2:
             self.stats.lost += 1
@@ -157,8 +151,8 @@ class Reporter:
                 claimed.id, self.worker_id, message, exc2.message,
             )  # fmt: skip
             return
-        if classified is not None and self.patterns is not None:
-            await self.patterns.record(classified, message, claimed.job.service)
+        if classified is not None and patterns is not None:
+            await patterns.record(classified, message, claimed.job.service)
         self.telemetry.jobs.failed(
             claimed.job.service,
             category=classified.category if classified is not None else "unknown",
@@ -182,7 +176,7 @@ class Reporter:
 
     async def release(self, claimed: ClaimedJob, reason: str) -> None:
         try:
-            await self.queue.release(claimed, reason)
+            await self.transport.release(claimed, reason)
         except StaleToken as exc:
             self.stats.lost += 1
             logger.warning(

@@ -8,11 +8,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import JsonValue
 
-from emp_core.queue.queue import ClaimedJob, Queue
+from emp_core.queue.queue import ClaimedJob
+
+if TYPE_CHECKING:
+    from emp_worker.transport.base import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +66,16 @@ class RunningJob:
 
 
 class QueueJobContext:
-    """The ``JobContext`` of a job claimed from the queue: progress goes to Redis."""
+    """The ``JobContext`` of a job claimed from the queue: progress goes through the transport."""
 
-    def __init__(self, queue: Queue, claimed: ClaimedJob, worker_id: str) -> None:
-        self._queue = queue
+    def __init__(self, transport: Transport, claimed: ClaimedJob, worker_id: str) -> None:
+        self._transport = transport
         self._claimed = claimed
         self.worker_id = worker_id
         self.lora_paths: dict[str, Path] = {}  # filled by the LoRA cache before the connector runs
 
     async def progress(self, pct: float, message: str = "", *, preview: str | None = None) -> None:
-        await self._queue.progress(
+        await self._transport.progress(
             self._claimed, min(100.0, max(0.0, float(pct))), message, preview=preview
         )
 

@@ -1,14 +1,16 @@
 """The worker loop: claim a job the worker can run, drive its connector, report the outcome.
 
-One ``Worker`` per process (per GPU). It has ``slots`` slot tasks, each running one job at a time:
+One ``Worker`` per process (per GPU). It reaches the queue through a ``Transport``
+(``transport/``: Redis itself by default, or the API's gRPC ``WorkerService``), the same loop over
+either. It has ``slots`` slot tasks, each running one job at a time:
 
 - an idle slot clears its ``WakeSignal``, claims, and when nothing is there waits on the signal
   (a submit rings it within milliseconds) or the claim's ``retry_in`` hint, never a polling sleep;
-- a claimed job's lease is renewed by the ``LeaseKeeper`` thread; the connector runs in a task of
+- a claimed job's lease is renewed from a thread of the transport; the connector runs in a task of
   its own, under the job's timeout, and is cancelled when the job is cancelled (control channel),
   its lease is lost (fencing), or the worker shuts down past its grace period;
-- besides the slots, the worker refreshes its registry entry and runs the (idempotent) reaper
-  (``background.py``); how a job ended is reported by a ``Reporter`` (``reporting.py``).
+- besides the slots, the transport's loops run (over Redis: the registry entry, the idempotent
+  reaper, ``background.py``); how a job ended is reported by a ``Reporter`` (``reporting.py``).
 
 ``stop()`` (SIGTERM) stops claiming and lets running jobs finish within ``grace_seconds``; jobs
 still running then are cancelled and released back to pending, not failed. ``burst`` workers
@@ -26,29 +28,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from emp_core.errors import EmpError
-from emp_core.loras.advert import withdraw_loras
 from emp_core.loras.cache import LoraCache
 from emp_core.patterns import PatternCache
-from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue
-from emp_core.queue.wake import Waker, WakeSignal
-from emp_core.redis.client import connect
-from emp_core.registry.workers import WorkerRegistry
+from emp_core.queue.queue import ClaimedJob, ClaimResult
+from emp_core.queue.wake import WakeSignal
 from emp_core.telemetry import Telemetry, job_span, setup_telemetry
-from emp_worker.background import (
-    reap_periodically,
-    refresh_registration,
-    sweep_outputs_periodically,
-)
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors import Connector, build_connectors
 from emp_worker.failures import Classifier, classify
-from emp_worker.lease import LeaseKeeper
-from emp_worker.loras import advertise_periodically, run_with_loras
+from emp_worker.loras import run_with_loras
 from emp_worker.reporting import Reporter, WorkerStats
 from emp_worker.running import QueueJobContext, RunningJob, cancel_until_done
+from emp_worker.transport import Transport, open_transport
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +67,7 @@ class Worker:
         classifier: Classifier = classify,
         redis: Redis | None = None,
         telemetry: Telemetry | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.settings = settings
         self.caps = settings.to_capabilities()
@@ -89,16 +84,12 @@ class Worker:
         self.stats = WorkerStats()
         self.ready = asyncio.Event()  # set once registered and subscribed: claims are live
         self._redis = redis
+        self._transport = transport
         self._running: dict[str, RunningJob] = {}
         self._early_cancels: OrderedDict[str, str] = OrderedDict()
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()
-        self._queue: Queue | None = None
         self._reporter: Reporter | None = None
-        self._waker: Waker | None = None
-        self._leases: LeaseKeeper | None = None
-        self._registry: WorkerRegistry | None = None
-        self.patterns: PatternCache | None = None
         self.loras = LoraCache(
             settings.lora_cache_path,
             budget_bytes=int(settings.lora_cache_gb * 10**9),
@@ -115,15 +106,20 @@ class Worker:
         return list(self._running)
 
     @property
-    def queue(self) -> Queue:
-        if self._queue is None:
+    def transport(self) -> Transport:
+        if self._transport is None:
             raise RuntimeError("the worker is not running")
-        return self._queue
+        return self._transport
+
+    @property
+    def patterns(self) -> PatternCache | None:
+        """The error patterns the worker holds (None before ``run`` or over gRPC)."""
+        return self._transport.patterns if self._transport is not None else None
 
     @property
     def lease_renewals(self) -> int:
         """Lease renewals the lease thread has made (0 before ``run``)."""
-        return self._leases.renewals if self._leases is not None else 0
+        return self._transport.lease_renewals if self._transport is not None else 0
 
     @property
     def reporter(self) -> Reporter:
@@ -145,101 +141,51 @@ class Worker:
         self._stop_requested.set()
         if force:
             self._force.set()
-        if self._waker is not None:
-            self._waker.wake_all()
+        if self._transport is not None:
+            self._transport.wake_all()
 
     # --- the loop --------------------------------------------------------------------------------
     async def run(self) -> WorkerStats:
-        """Register, subscribe, run the slots until stopped (or drained), then clean up."""
+        """Connect, register, run the slots until stopped (or drained), then clean up."""
         s = self.settings
-        redis = self._redis or connect(s.redis_url)
-        queue = self._queue = Queue(redis, s)
-        registry = self._registry = WorkerRegistry(redis, queue.keys, ttl_s=s.registry_ttl_seconds)
-        waker = self._waker = Waker(
-            redis, queue.keys, self.caps.services, self.id, on_control=self._on_control
-        )
-        leases = self._leases = LeaseKeeper(
-            s.redis_url, queue.keys, s.lease_seconds, loop=asyncio.get_running_loop(),
-            on_lost=self._on_lease_lost, worker_id=self.id,
-        )  # fmt: skip
-        background: list[asyncio.Task[None]] = []
-        patterns = self.patterns = PatternCache(
-            redis, queue.keys, refresh_s=s.patterns_refresh_seconds
-        )
+        transport = self._transport
+        if transport is None:
+            transport = self._transport = open_transport(
+                s, redis=self._redis, stopping=self._stop_requested
+            )
         self._reporter = Reporter(
-            queue, self.caps, self.stats, self.telemetry, self.classifier, patterns,
+            transport, self.caps, self.stats, self.telemetry, self.classifier,
             stopping=lambda: self.stopping,
         )  # fmt: skip
+        background: list[asyncio.Task[None]] = []
         try:
-            await queue.functions.load()
-            await patterns.start()
+            await transport.open(self._on_control, self._on_lease_lost)
             await self.loras.open()
             for connector in self.connectors.values():
                 start = getattr(connector, "start", None)
                 if start is not None:  # an optional hook: load a model before the first claim
                     await start()
-            await registry.register(self.caps, slots=s.slots)
-            await waker.start()  # subscribed before the first claim: no wake-up is lost
-            leases.start()
-            background = [
-                asyncio.create_task(
-                    refresh_registration(
-                        registry,
-                        self.caps,
-                        slots=s.slots,
-                        every_s=s.registry_refresh_seconds,
-                        stop_requested=self._stop_requested,
-                    ),
-                    name=f"{self.id}-registry",
-                ),
-                asyncio.create_task(
-                    reap_periodically(queue, self.id),
-                    name=f"{self.id}-reaper",
-                ),
-                asyncio.create_task(
-                    advertise_periodically(
-                        self.loras,
-                        redis,
-                        queue.keys,
-                        self.id,
-                        every_s=s.registry_refresh_seconds,
-                        ttl_s=s.registry_ttl_seconds,
-                    ),
-                    name=f"{self.id}-loras",
-                ),
-            ]
+            await transport.go_live(s.slots)
             stores = {id(c.store): c.store for c in self.connectors.values() if hasattr(c, "store")}
-            background += [
-                asyncio.create_task(
-                    sweep_outputs_periodically(queue, store, self.id), name=f"{self.id}-outputs"
-                )
-                for store in stores.values()
+            background = [
+                asyncio.create_task(loop, name=f"{self.id}-background")
+                for loop in transport.background(self.loras, stores.values())
             ]
             slots = [
                 asyncio.create_task(self._slot(i), name=f"{self.id}-slot{i}")
                 for i in range(s.slots)
             ]
             logger.info(
-                "worker %s started on queue %s: services %s, %d slot%s%s",
-                self.id, s.queue, ", ".join(self.caps.services), s.slots,
+                "worker %s started on %s, queue %s: services %s, %d slot%s%s",
+                self.id, transport.where, s.queue, ", ".join(self.caps.services), s.slots,
                 "" if s.slots == 1 else "s", ", burst" if s.burst else "",
             )  # fmt: skip
             self.ready.set()
             await self._supervise(slots)
         finally:
             await cancel_until_done(background, within=_UNWIND_SECONDS)
-            await patterns.stop()
-            leases.stop()
-            await waker.close()
-            with contextlib.suppress(RedisError, OSError, EmpError):
-                # Out of the idle sets: no job's wake-up goes to a slot that will not claim.
-                await queue.rest(self.caps, s.slots)
+            await transport.close(s.slots)
             await self.loras.close()
-            with contextlib.suppress(RedisError, OSError):
-                await registry.deregister(self.id)
-                await withdraw_loras(redis, queue.keys, self.id)
-            if self._redis is None:
-                await redis.aclose()
             if self.ready.is_set():
                 self._log_totals()
         return self.stats
@@ -280,8 +226,8 @@ class Worker:
 
     async def _slot(self, index: int) -> None:
         """Claim and run jobs one at a time until stopped (or, in burst, until none is left)."""
-        assert self._waker is not None
-        signal = self._waker.signal(index)
+        transport = self.transport
+        signal = transport.signal(index)
         try:
             while not self.stopping:
                 try:
@@ -289,36 +235,23 @@ class Worker:
                         return  # burst: drained
                 except (RedisError, OSError) as exc:
                     logger.warning(
-                        "worker %s slot %d lost Redis (%s); trying again in %g s",
-                        self.id, index, exc, _ERROR_BACKOFF,
+                        "worker %s slot %d lost %s (%s); trying again in %g s",
+                        self.id, index, transport.where, exc, _ERROR_BACKOFF,
                     )  # fmt: skip
-                    if isinstance(exc, ResponseError) and "function not found" in str(exc).lower():
-                        await self._reload_library()
+                    await transport.recover(exc)
                     await signal.wait(_ERROR_BACKOFF)
                 except Exception:
                     logger.exception("worker %s slot %d failed; carrying on", self.id, index)
                     await signal.wait(_ERROR_BACKOFF)
         finally:
-            self._waker.discard(signal)
-
-    async def _reload_library(self) -> None:
-        """Redis lost the Function library (restarted without persistence): load it again, and
-        register again rather than at the next refresh, since the registry went with it."""
-        try:
-            await self.queue.functions.load()
-            if self._registry is not None:
-                await self._registry.refresh(self.caps, slots=self.settings.slots)
-        except (EmpError, RedisError, OSError) as exc:
-            logger.warning("worker %s could not load the emp library: %s", self.id, exc)
-        else:
-            logger.warning("worker %s loaded the emp library again: Redis had lost it", self.id)
+            transport.discard(signal)
 
     async def _claim_and_run(self, signal: WakeSignal, slot: int) -> bool:
         """One turn of a slot. False when a burst worker has nothing left to do."""
         signal.clear()  # before the claim: a wake-up from now on is not lost
         sent_ns = time.time_ns()
         # An empty claim enters this slot as idle: the next job it can run wakes it alone.
-        result = await self.queue.claim(self.caps, slot=slot)
+        result = await self.transport.claim(slot)
         self.stats.claims += 1
         while result.claimed is not None:
             # Completing a job claims the next in the same call (see Reporter.complete): a wake-up
@@ -367,13 +300,13 @@ class Worker:
         if self.stopping:  # the claim raced with stop(): hand it straight back
             await self.reporter.release(claimed, "worker shutting down")
             return None
-        assert self._leases is not None
-        self._leases.hold(claimed)
+        transport = self.transport
+        transport.hold(claimed)
         logger.info(
             "worker %s claimed job %s (%s, attempt %d of %d)",
             self.id, job.id, job.service, job.attempts, job.max_attempts,
         )  # fmt: skip
-        ctx = QueueJobContext(self.queue, claimed, self.id)
+        ctx = QueueJobContext(transport, claimed, self.id)
         task = asyncio.create_task(
             run_with_loras(self.connectors[job.service], job, ctx, self.loras), name=f"job-{job.id}"
         )
@@ -389,16 +322,16 @@ class Worker:
             except asyncio.CancelledError:
                 # The slot itself is torn down: its connector ignored cancellation at shutdown.
                 running.stop("shutdown", "worker shutting down")
-                with contextlib.suppress(EmpError, RedisError, OSError):
+                with contextlib.suppress(EmpError, RedisError, OSError):  # OSError: TransportError
                     await self.reporter.release(claimed, "worker shutting down")
                 raise
             return await self.reporter.report(running)
         finally:
             timer.cancel()
             self._running.pop(job.id, None)
-            self._leases.drop(job.id, claimed.token)
+            transport.drop(job.id, claimed.token)
 
-    # --- messages from Redis and from the lease thread --------------------------------------------
+    # --- messages from the transport and its lease thread ----------------------------------------
     def _on_control(self, message: dict[str, Any]) -> None:
         if message.get("type") != "cancel":
             logger.debug("worker %s ignored control message %r", self.id, message)

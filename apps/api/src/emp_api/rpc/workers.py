@@ -1,9 +1,14 @@
 """``emp.v1.WorkerService.Connect``: a worker that cannot reach Redis works through one stream.
 
 The server runs the same Lua claims, leases and fencing on the worker's behalf (``Queue``): a
-``Ready`` claims with the worker's capabilities (waiting, while nothing is there, until
-something is or the stream ends), each report carries the job's fencing token, and a stale one
-is answered with ``Refused``, and a cancelled job's worker is told with ``CancelAssignment``.
+``Ready`` claims for one of the worker's slots with its capabilities and is answered with an
+``Assignment`` or ``NoJob``; a slot that found nothing is in the idle set like a Redis worker's,
+and the Lua's wake-up for it (on the worker's control channel) goes down the stream as ``Wake``,
+so an idle gRPC worker is not polled for. Each report carries the job's fencing token, and a
+stale one is answered with ``Refused``; a cancelled job's worker is told with
+``CancelAssignment``. A message with a ``request_id`` gets exactly one answer carrying it as
+``reply_to`` (``Done``, ``Refused``, or for a claim ``Assignment``/``NoJob``): the worker's
+transport awaits it as it would await a Redis call.
 Leases are renewed only by the worker's ``Heartbeat`` messages, so a stream that drops (or a
 worker that stops sending) loses its lease exactly like a dead Redis worker: the reaper returns
 the job to pending and it runs elsewhere.
@@ -21,19 +26,21 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from emp.v1 import worker_pb2, worker_pb2_grpc
 from emp_api.rpc.errors import abort
 from emp_api.state import Services
 from emp_core.errors import EmpError, InvalidInput, StaleToken, invalid_from_validation
 from emp_core.jobs.capabilities import WorkerCapabilities
-from emp_core.queue.queue import ClaimedJob
+from emp_core.queue.queue import ClaimedJob, ClaimResult
+from emp_rpc.assignments import assignment_to_proto
 from emp_rpc.metadata import token_from
 
 logger = logging.getLogger(__name__)
 
-# While nothing can be claimed, try again this often at most (the claim's retry hint may be sooner).
-_IDLE_POLL_S = 0.25
+# A worker's slots are numbered from 0; more than this is not a worker (settings allow 64).
+_MAX_SLOTS = 64
 
 
 def _capabilities(hello: worker_pb2.Hello) -> WorkerCapabilities:
@@ -53,20 +60,6 @@ def _capabilities(hello: worker_pb2.Hello) -> WorkerCapabilities:
         raise invalid_from_validation(exc, root="hello") from None
 
 
-def _assignment(claimed: ClaimedJob) -> worker_pb2.ConnectResponse:
-    job = claimed.job
-    message = worker_pb2.Assignment(
-        job_id=job.id, token=claimed.token, service=job.service,
-        payload_json=orjson.dumps(job.payload).decode(), attempt=job.attempts,
-        timeout_s=job.timeout_s,
-    )  # fmt: skip
-    if job.workflow_id:
-        message.workflow_id = job.workflow_id
-    if job.traceparent:
-        message.traceparent = job.traceparent
-    return worker_pb2.ConnectResponse(assignment=message)
-
-
 class _Session:
     """One connected worker: the jobs it holds and the answers waiting to go out."""
 
@@ -75,7 +68,7 @@ class _Session:
         self.caps = caps
         self.held: dict[str, ClaimedJob] = {}
         self.out: asyncio.Queue[worker_pb2.ConnectResponse | None] = asyncio.Queue()
-        self._claiming: asyncio.Task[None] | None = None
+        self.slots = 0  # 1 + the highest slot that claimed: what leaves the idle sets at the end
         self._control: asyncio.Task[None] | None = None
 
     async def listen(self) -> None:
@@ -94,71 +87,108 @@ class _Session:
                     if body.get("type") == "cancel" and self.held.pop(job_id, None) is not None:
                         cancel = worker_pb2.CancelAssignment(job_id=job_id)
                         self.out.put_nowait(worker_pb2.ConnectResponse(cancel=cancel))
+                    elif body.get("type") == "wake":
+                        # The Lua woke one idle slot of this worker; -1: any slot may look.
+                        slot = body.get("slot")
+                        wake = worker_pb2.Wake(slot=slot if isinstance(slot, int) else -1)
+                        self.out.put_nowait(worker_pb2.ConnectResponse(wake=wake))
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
         self._control = asyncio.create_task(forward())
 
-    def _refused(self, job_id: str, reason: str) -> None:
+    def _answer(self, reply_to: int, **kind: Any) -> None:
+        self.out.put_nowait(worker_pb2.ConnectResponse(reply_to=reply_to, **kind))
+
+    def _refused(self, reply_to: int, job_id: str, reason: str) -> None:
         self.held.pop(job_id, None)
-        self.out.put_nowait(
-            worker_pb2.ConnectResponse(refused=worker_pb2.Refused(job_id=job_id, reason=reason))
-        )
+        self._answer(reply_to, refused=worker_pb2.Refused(job_id=job_id, reason=reason))
 
-    async def _claim(self) -> None:
-        queue = self.services.queue
-        while True:
-            result = await queue.claim(self.caps)
-            if result.claimed is not None:
-                self.held[result.claimed.id] = result.claimed
-                self.out.put_nowait(_assignment(result.claimed))
-                return
-            wait = _IDLE_POLL_S if result.retry_in is None else min(result.retry_in, _IDLE_POLL_S)
-            await asyncio.sleep(max(wait, 0.005))
+    def _claimed(self, reply_to: int, slot: int, result: ClaimResult) -> None:
+        """Answer a claim: the job (now held by this stream), or when to look again."""
+        if result.claimed is not None:
+            self.held[result.claimed.id] = result.claimed
+            self._answer(reply_to, assignment=assignment_to_proto(result.claimed, slot))
+            return
+        none = worker_pb2.NoJob(slot=slot)
+        if result.retry_in is not None:
+            none.retry_in = result.retry_in
+        self._answer(reply_to, no_job=none)
 
-    def _held(self, job_id: str, token: str) -> ClaimedJob | None:
-        claimed = self.held.get(job_id)
-        if claimed is None or claimed.token != token:
-            self._refused(job_id, "not a job this stream holds under that token")
-            return None
-        return claimed
+    def _slot(self, slot: int) -> int:
+        if not 0 <= slot < _MAX_SLOTS:
+            raise InvalidInput(f"slot must be 0-{_MAX_SLOTS - 1}, got {slot}", field="slot")
+        self.slots = max(self.slots, slot + 1)
+        return slot
 
     async def handle(self, request: worker_pb2.ConnectRequest) -> None:
         queue = self.services.queue
         kind = request.WhichOneof("message")
+        rid = request.request_id
         if kind == "ready":
-            if self._claiming is None or self._claiming.done():
-                self._claiming = asyncio.create_task(self._claim())
+            slot = self._slot(request.ready.slot)
+            self._claimed(rid, slot, await queue.claim(self.caps, slot=slot))
             return
-        if kind not in ("heartbeat", "progress", "complete", "fail"):
+        if kind not in ("heartbeat", "progress", "complete", "fail", "release"):
             raise InvalidInput(f"unexpected message {kind!r}", field="message")
         body = getattr(request, kind)
-        claimed = self._held(body.job_id, body.token)
-        if claimed is None:
+        claimed = self.held.get(body.job_id)
+        if claimed is None or claimed.token != body.token:
+            self._refused(rid, body.job_id, "not a job this stream holds under that token")
             return
         try:
-            if kind == "heartbeat":
-                await queue.heartbeat(claimed)
-            elif kind == "progress":
-                await queue.progress(claimed, body.progress, body.message)
-            elif kind == "complete":
-                result = orjson.loads(body.result_json) if body.result_json else None
-                await queue.complete(claimed, result)
-                self.held.pop(claimed.id, None)
-            else:
-                await queue.fail(claimed, body.error or "failed", retryable=body.retryable)
-                self.held.pop(claimed.id, None)
+            outcome = await self._apply(kind, body, claimed, rid)
         except StaleToken as exc:
-            self._refused(claimed.id, exc.message)
+            self._refused(rid, claimed.id, exc.message)
+            return
+        if outcome is not None and rid:
+            self._answer(rid, done=worker_pb2.Done(job_id=claimed.id, outcome=outcome))
+
+    async def _apply(self, kind: str, body: Any, claimed: ClaimedJob, rid: int) -> str | None:
+        """Apply one report under its token; the outcome to answer with (None: answered)."""
+        queue = self.services.queue
+        if kind == "heartbeat":
+            await queue.heartbeat(claimed)
+            return "renewed"
+        if kind == "progress":
+            preview = body.preview if body.HasField("preview") else None
+            await queue.progress(claimed, body.progress, body.message, preview=preview)
+            return "progress"
+        if kind == "release":
+            await queue.release(claimed, body.reason or "released")
+            self.held.pop(claimed.id, None)
+            return "released"
+        if kind == "fail":
+            delay = body.delay_s if body.HasField("delay_s") else None
+            outcome = await queue.fail(
+                claimed, body.error or "failed", retryable=body.retryable, delay_s=delay
+            )
+            self.held.pop(claimed.id, None)
+            return outcome
+        try:
+            result = orjson.loads(body.result_json) if body.result_json else None
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"result_json is not JSON: {exc}", field="result_json") from None
+        if not body.claim_next:
+            await queue.complete(claimed, result)
+            self.held.pop(claimed.id, None)
+            return "completed"
+        # Completing claims this slot's next job in the same Lua call (one round trip per job).
+        slot = self._slot(body.slot)
+        following = await queue.complete(claimed, result, then_claim=self.caps, slot=slot)
+        self.held.pop(claimed.id, None)
+        self._claimed(rid, slot, following)
+        return None
 
     async def close(self) -> None:
-        for task in (self._claiming, self._control):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        if self._control is not None:
+            self._control.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control
+        if self.slots:
+            # Out of the idle sets: no job's wake-up goes to a slot whose stream is gone.
+            with contextlib.suppress(EmpError, RedisError, OSError):
+                await self.services.queue.rest(self.caps, self.slots)
         if self.held:
             logger.info(
                 "worker %s's stream ended holding %s: their leases will run out and the reaper "

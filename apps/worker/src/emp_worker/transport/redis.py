@@ -1,0 +1,200 @@
+"""The default transport: the worker talks to Redis itself.
+
+Claims and reports are the Lua functions (``emp_core.queue.Queue``); leases are renewed by the
+``LeaseKeeper`` thread; wake-ups and cancels arrive on one pub/sub connection (``Waker``); the
+worker keeps its registry entry and LoRA advertisement alive, runs the shared reaper and the
+output sweep, and holds the error patterns in memory (``PatternCache``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+from pydantic import JsonValue
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from emp_core.blobs.retention import keep_until
+from emp_core.errors import EmpError
+from emp_core.loras.advert import withdraw_loras
+from emp_core.loras.cache import LoraCache
+from emp_core.patterns import PatternCache
+from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue
+from emp_core.queue.wake import Waker, WakeSignal
+from emp_core.redis.client import connect
+from emp_core.registry.workers import WorkerRegistry
+from emp_worker.background import (
+    reap_periodically,
+    refresh_registration,
+    sweep_outputs_periodically,
+)
+from emp_worker.config import WorkerSettings
+from emp_worker.lease import LeaseKeeper
+from emp_worker.loras import advertise_periodically
+from emp_worker.outputs import BlobWriter
+from emp_worker.transport.base import ControlHandler, Failure, LostHandler
+
+logger = logging.getLogger(__name__)
+
+
+class RedisTransport:
+    """One worker's connection to Redis: a client, a subscription and the lease thread."""
+
+    name = "redis"
+
+    def __init__(
+        self, settings: WorkerSettings, *, redis: Redis | None = None, stopping: asyncio.Event
+    ) -> None:
+        self.settings = settings
+        self.caps = settings.to_capabilities()
+        self._own_client = redis is None
+        self.redis = redis or connect(settings.redis_url)
+        self.queue = Queue(self.redis, settings)
+        self.registry = WorkerRegistry(
+            self.redis, self.queue.keys, ttl_s=settings.registry_ttl_seconds
+        )
+        self._patterns = PatternCache(
+            self.redis, self.queue.keys, refresh_s=settings.patterns_refresh_seconds
+        )
+        self._stopping = stopping
+        self._waker: Waker | None = None
+        self._leases: LeaseKeeper | None = None
+
+    @property
+    def where(self) -> str:
+        return f"Redis at {self.settings.redis_url}"
+
+    @property
+    def patterns(self) -> PatternCache | None:
+        return self._patterns
+
+    @property
+    def lease_renewals(self) -> int:
+        return self._leases.renewals if self._leases is not None else 0
+
+    async def open(self, on_control: ControlHandler, on_lost: LostHandler) -> None:
+        s = self.settings
+        self._waker = Waker(
+            self.redis, self.queue.keys, self.caps.services, self.caps.worker_id,
+            on_control=on_control,
+        )  # fmt: skip
+        self._leases = LeaseKeeper(
+            s.redis_url, self.queue.keys, s.lease_seconds, loop=asyncio.get_running_loop(),
+            on_lost=on_lost, worker_id=self.caps.worker_id,
+        )  # fmt: skip
+        await self.queue.functions.load()
+        await self._patterns.start()
+
+    async def go_live(self, slots: int) -> None:
+        assert self._waker is not None
+        assert self._leases is not None
+        await self.registry.register(self.caps, slots=slots)
+        await self._waker.start()  # subscribed before the first claim: no wake-up is lost
+        self._leases.start()
+
+    def background(
+        self, loras: LoraCache, stores: Iterable[BlobWriter]
+    ) -> list[Coroutine[Any, Any, None]]:
+        s, worker_id = self.settings, self.caps.worker_id
+        return [
+            refresh_registration(
+                self.registry, self.caps, slots=s.slots, every_s=s.registry_refresh_seconds,
+                stop_requested=self._stopping,
+            ),
+            reap_periodically(self.queue, worker_id),
+            advertise_periodically(
+                loras, self.redis, self.queue.keys, worker_id,
+                every_s=s.registry_refresh_seconds, ttl_s=s.registry_ttl_seconds,
+            ),
+            *(sweep_outputs_periodically(self.queue, store, worker_id) for store in stores),
+        ]  # fmt: skip
+
+    async def close(self, slots: int) -> None:
+        await self._patterns.stop()
+        if self._leases is not None:
+            self._leases.stop()
+        if self._waker is not None:
+            await self._waker.close()
+        with contextlib.suppress(RedisError, OSError, EmpError):
+            # Out of the idle sets: no job's wake-up goes to a slot that will not claim.
+            await self.queue.rest(self.caps, slots)
+        with contextlib.suppress(RedisError, OSError):
+            await self.registry.deregister(self.caps.worker_id)
+            await withdraw_loras(self.redis, self.queue.keys, self.caps.worker_id)
+        if self._own_client:
+            await self.redis.aclose()
+
+    # --- wake-ups --------------------------------------------------------------------------------
+    def signal(self, slot: int) -> WakeSignal:
+        assert self._waker is not None
+        return self._waker.signal(slot)
+
+    def discard(self, signal: WakeSignal) -> None:
+        if self._waker is not None:
+            self._waker.discard(signal)
+
+    def wake_all(self) -> None:
+        if self._waker is not None:
+            self._waker.wake_all()
+
+    async def recover(self, exc: BaseException) -> None:
+        """Redis lost the Function library (restarted without persistence): load it again, and
+        register again rather than at the next refresh, since the registry went with it."""
+        if not (isinstance(exc, ResponseError) and "function not found" in str(exc).lower()):
+            return
+        try:
+            await self.queue.functions.load()
+            await self.registry.refresh(self.caps, slots=self.settings.slots)
+        except (EmpError, RedisError, OSError) as exc2:
+            logger.warning(
+                "worker %s could not load the emp library: %s", self.caps.worker_id, exc2
+            )
+        else:
+            logger.warning(
+                "worker %s loaded the emp library again: Redis had lost it", self.caps.worker_id
+            )
+
+    # --- jobs ------------------------------------------------------------------------------------
+    async def claim(self, slot: int) -> ClaimResult:
+        return await self.queue.claim(self.caps, slot=slot)
+
+    def hold(self, claimed: ClaimedJob) -> None:
+        assert self._leases is not None
+        self._leases.hold(claimed)
+
+    def drop(self, job_id: str, token: str) -> None:
+        if self._leases is not None:
+            self._leases.drop(job_id, token)
+
+    async def progress(
+        self, claimed: ClaimedJob, pct: float, message: str, *, preview: str | None
+    ) -> None:
+        await self.queue.progress(claimed, pct, message, preview=preview)
+
+    async def complete(
+        self, claimed: ClaimedJob, result: JsonValue, *, next_for_slot: int | None
+    ) -> ClaimResult | None:
+        if next_for_slot is None:
+            await self.queue.complete(claimed, result)
+            return None
+        return await self.queue.complete(claimed, result, then_claim=self.caps, slot=next_for_slot)
+
+    async def fail(self, claimed: ClaimedJob, failure: Failure) -> str:
+        return await self.queue.fail(
+            claimed, failure.message, retryable=failure.retryable, delay_s=failure.delay_s,
+            classification=failure.classification,
+        )  # fmt: skip
+
+    async def release(self, claimed: ClaimedJob, reason: str) -> None:
+        await self.queue.release(claimed, reason)
+
+    async def keep_outputs(self, paths: list[str], *, keep: bool) -> None:
+        if not paths:
+            return
+        due = int(time.time() * 1000) + self.settings.retention_seconds * 1000 if keep else 0
+        await keep_until(self.redis, self.queue.keys, paths, due)
