@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from machine_helpers import Machines, eventually, machine_env, machines_in, wait_exit
 
 from emp_core.queue.queue import Queue
+from emp_core.redis import text, text_list, text_map
 from emp_core.registry.machines import SlotState, list_machines
 from emp_core.settings import QueueSettings
 
@@ -40,21 +41,17 @@ def machines(tmp_path: Path) -> Iterator[Machines]:
         yield m
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def _redis_ms(redis: aioredis.Redis) -> int:
     seconds, micros = await redis.time()
     return int(seconds) * 1000 + int(micros) // 1000
 
 
 async def _held_by(redis: aioredis.Redis, queue: Queue, worker_id: str) -> list[str]:
-    ids = [_text(j) for j in await redis.zrange(queue.keys.leases(), 0, -1)]
+    ids = text_list(await redis.zrange(queue.keys.leases(), 0, -1))
     held = []
     for job_id in ids:
         worker, status = await redis.hmget(queue.keys.job(job_id), "worker_id", "status")
-        if worker and _text(worker) == worker_id and _text(status) in {"claimed", "running"}:
+        if worker and text(worker) == worker_id and text(status) in {"claimed", "running"}:
             held.append(job_id)
     return held
 
@@ -151,7 +148,7 @@ async def test_a_worker_killed_every_3_s_for_a_minute_loses_no_job(
             pipe.xrange(queue.keys.events(job_id))
         streams = dict(zip(submitted, await pipe.execute(), strict=True))
     for job_id, entries in streams.items():
-        types = [_text(f[b"type"]) for _, f in entries]
+        types = [text(f[b"type"]) for _, f in entries]
         assert types.count("completed") == 1, f"job {job_id}: {types}"
 
     # Every job a killed worker held (and had not finished) was re-queued by the reaper without
@@ -159,7 +156,7 @@ async def test_a_worker_killed_every_3_s_for_a_minute_loses_no_job(
     reruns: list[float] = []
     for at, victim, held in kills:
         for job_id in held:
-            events = [{_text(k): _text(v) for k, v in f.items()} for _, f in streams[job_id]]
+            events = [text_map(f) for _, f in streams[job_id]]
             done_at = next(int(e["at"]) for e in events if e["type"] == "completed")
             if done_at <= at:
                 continue  # it finished between the look and the kill

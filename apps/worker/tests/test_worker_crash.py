@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from worker_helpers import text, worker_command, worker_env
+from worker_helpers import worker_command, worker_env
 
 from emp_core.queue.queue import Queue
+from emp_core.redis import text
 
 JOBS = 500
 WORKERS = 4

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 from redis.exceptions import RedisClusterException, RedisError
-from worker_helpers import text, worker_command, worker_env
+from worker_helpers import worker_command, worker_env
 
 from emp_core.queue.queue import Queue
-from emp_core.redis import connect
+from emp_core.redis import connect, text
 from emp_core.redis.server import LocalCluster
 from emp_core.settings import QueueSettings
 

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from emp_core.jobs.job import Job, JobStatus
 from emp_core.jobs.requirements import Requirements
 from emp_core.queue.queue import Queue
+from emp_core.redis import text_map
 from emp_core.settings import QueueSettings
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors import SimulationConnector
@@ -95,14 +96,10 @@ class Watched:
             raise
 
 
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def job_events(redis: aioredis.Redis, queue: Queue, job_id: str) -> list[dict[str, str]]:
     """A job's event stream, oldest first, as dicts of text."""
     entries = await redis.xrange(queue.keys.events(job_id))
-    return [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
+    return [text_map(fields) for _, fields in entries]
 
 
 async def eventually(

@@ -58,15 +58,27 @@ def test_the_pure_matching_rules_are_used_outside_tests() -> None:
     assert any(p.name == "waiting.py" for p in users)
 
 
+def _outside_the_redis_package(pattern: str) -> list[str]:
+    """Source modules outside ``emp_core/redis/`` whose text matches ``pattern``."""
+    redis_package = ROOT / "packages" / "core" / "src" / "emp_core" / "redis"
+    return [
+        str(p.relative_to(ROOT)) for p in SOURCES
+        if redis_package not in p.parents and re.search(pattern, p.read_text())
+    ]  # fmt: skip
+
+
 def test_every_process_opens_redis_through_connect() -> None:
     assert "Every process opens Redis through `emp_core/redis/client.py`" in DOC
-    redis_package = ROOT / "packages" / "core" / "src" / "emp_core" / "redis"
-    direct = [
-        str(p.relative_to(ROOT)) for p in SOURCES
-        if redis_package not in p.parents
-        and re.search(r"Redis(Cluster)?\.from_url\(", p.read_text())
-    ]  # fmt: skip
-    assert direct == []
+    assert _outside_the_redis_package(r"Redis(Cluster)?\.from_url\(") == []
+
+
+def test_redis_replies_are_decoded_in_one_place() -> None:
+    # The client keeps bytes (decode_responses=False); a reply read as text goes through
+    # emp_core.redis.text/text_map/text_list, not a helper of each module's own.
+    assert "`emp_core/redis/replies.py`" in DOC
+    helpers = _outside_the_redis_package(r"\.decode\([^)]*\) if isinstance\(\w+, bytes\)")
+    # emp_rpc's is gRPC call metadata, not a Redis reply.
+    assert helpers == ["packages/rpc/src/emp_rpc/metadata.py"]
 
 
 def test_bench_imports_what_the_layout_table_says() -> None:

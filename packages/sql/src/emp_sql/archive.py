@@ -34,6 +34,7 @@ from emp_core.jobs.events import JobEvent
 from emp_core.jobs.job import TERMINAL, Job
 from emp_core.queue.position import RUNTIME_SAMPLES
 from emp_core.queue.queue import Queue
+from emp_core.redis import text, text_map
 from emp_sql.job_archive import JobArchiveRepository, archive_row
 from emp_sql.session import Database
 from emp_sql.webhook_outbox import WebhookOutbox
@@ -43,15 +44,11 @@ logger = logging.getLogger(__name__)
 _BATCH = 200
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _events(stream: Any) -> list[dict[str, Any]]:
     """A job's stream entries as the archive keeps them (forensics): id and fields, no previews."""
     return [
-        {"event_id": _text(eid)}
-        | {_text(k): _text(v) for k, v in fields.items() if _text(k) != "preview"}
+        {"event_id": text(eid)}
+        | {text(k): text(v) for k, v in fields.items() if text(k) != "preview"}
         for eid, fields in stream
     ]
 
@@ -82,7 +79,7 @@ class LeaderLease:
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(self.key)
-                if _text(await pipe.get(self.key) or b"") != self.holder:
+                if text(await pipe.get(self.key) or b"") != self.holder:
                     return False
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.pexpire(self.key, self.ttl_ms)
@@ -95,7 +92,7 @@ class LeaderLease:
         async with self.redis.pipeline(transaction=True) as pipe:
             try:
                 await pipe.watch(self.key)
-                if _text(await pipe.get(self.key) or b"") == self.holder:
+                if text(await pipe.get(self.key) or b"") == self.holder:
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.delete(self.key)
                     await pipe.execute()
@@ -157,7 +154,7 @@ class ArchiveProjector:
         jobs: list[Job] = []
         settled: list[str] = []
         for job_id, raw, stream in zip(ids, hashes, streams, strict=True):
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields = text_map(raw)
             if not fields:
                 settled.append(job_id)
                 continue
@@ -193,7 +190,7 @@ class ArchiveProjector:
         """Archive the oldest batch of the outbox; returns how many jobs were written. What is
         written leaves the outbox, so each call starts at its head."""
         ids: Any = await self.redis.zrange(self.keys.finished(), 0, _BATCH - 1)
-        return await self.project([_text(i) for i in ids])
+        return await self.project([text(i) for i in ids])
 
     # --- running ---------------------------------------------------------------------------------
     async def run(self, *, poll_seconds: float = 1.0) -> None:

@@ -16,6 +16,7 @@ from emp_core.errors import Conflict, InvalidInput, NotFound
 from emp_core.jobs.job import Job, JobSpec, JobStatus
 from emp_core.queue.idempotency import IdempotencyRecord
 from emp_core.queue.queue import Queue
+from emp_core.redis import text, text_map
 from emp_core.registry.workers import unserved_warning
 from emp_sql.auth import Forbidden, Principal
 from emp_sql.job_archive import JobArchiveRepository
@@ -40,12 +41,8 @@ class JobPage:
     next_cursor: str | None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return {_text(k): _text(v) for k, v in raw.items()}
+    return text_map(raw)
 
 
 def _not_found(job_id: str) -> NotFound:
@@ -156,13 +153,13 @@ class JobCatalog:
             entries: Any = await self.redis.zrevrangebyscore(
                 key, upper, "-inf", start=0, num=want, withscores=True
             )
-            found = await self._jobs(_text(member) for member, _ in entries)
+            found = await self._jobs(text(member) for member, _ in entries)
             for member, score in entries:
                 if len(jobs) == limit:  # one more exists: this page ends at the previous entry
                     return JobPage(jobs, upper.lstrip("("))
                 read += 1
                 upper = f"({int(score)}"
-                job = found.get(_text(member))
+                job = found.get(text(member))
                 if job is None:
                     continue
                 if (status is None or job.status == status) and (
@@ -213,7 +210,7 @@ class JobCatalog:
             # queue-wide submit order: no two jobs share one).
             floor = max((int(a[-1][1]) for a in answers if len(a) == want), default=None)
             merged = sorted(
-                ((int(score), _text(member)) for a in answers for member, score in a
+                ((int(score), text(member)) for a in answers for member, score in a
                  if floor is None or int(score) >= floor),
                 reverse=True,
             )  # fmt: skip
@@ -249,7 +246,7 @@ class JobCatalog:
         missing: list[str] = []
         for job_id, raw in zip(ids, hashes, strict=True):
             if raw:
-                found[job_id] = Job.from_redis(_decode(raw))
+                found[job_id] = Job.from_redis(text_map(raw))
             else:
                 missing.append(job_id)
         if missing:

@@ -37,6 +37,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from emp_core.jobs.events import EventType, JobEvent
+from emp_core.redis import text
 from emp_sql.auth import Principal
 from emp_sql.revocations import Revocation
 
@@ -261,7 +262,7 @@ class EventHub:
                 async for message in pubsub.listen():
                     if message["type"] != "message":
                         continue
-                    if self.revocations is not None and _text(message["channel"]) == (
+                    if self.revocations is not None and text(message["channel"]) == (
                         self.revocations
                     ):
                         self._revocation(message["data"])
@@ -347,19 +348,15 @@ class EventHub:
 
     def _forward_other(self, data: bytes | str) -> None:
         """A message that is not a job event (a worker event, say) goes to admin sockets as is."""
-        text = data.decode() if isinstance(data, bytes) else data
+        raw = text(data)
         try:
-            body = orjson.loads(text)
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            logger.debug("event hub ignored a message that is not JSON: %.200s", text)
+            logger.debug("event hub ignored a message that is not JSON: %.200s", raw)
             return
         if not isinstance(body, dict):
             return
-        item = Outgoing(text, _OTHER, service=body.get("service"), status=body.get("status"))
+        item = Outgoing(raw, _OTHER, service=body.get("service"), status=body.get("status"))
         for sub in self._firehose:
             if sub.wants(item):
                 sub.push(item)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

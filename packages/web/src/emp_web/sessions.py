@@ -23,6 +23,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from emp_core.queue.keys import Keys
+from emp_core.redis import text_list, text_map
 from emp_sql.revocations import Revocation, publish
 
 
@@ -39,12 +40,6 @@ class SessionRecord:
 
 def session_id(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()[:32]
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 class SessionStore:
@@ -96,7 +91,7 @@ class SessionStore:
         return record
 
     def _record(self, sid: str, raw: dict[Any, Any]) -> SessionRecord | None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = text_map(raw)
         if not fields.get("user_id"):
             return None
         try:
@@ -111,7 +106,7 @@ class SessionStore:
     async def list(self, user_id: str) -> list[SessionRecord]:
         """A user's live sessions, newest first (ids of ended ones are pruned on the way)."""
         index = self.keys.user_sessions(user_id)
-        ids = [_text(i) for i in await self.redis.zrevrange(index, 0, 999)]
+        ids = text_list(await self.redis.zrevrange(index, 0, 999))
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -144,5 +139,5 @@ class SessionStore:
     ) -> builtins.list[str]:
         """End every session of ``user_id`` (but ``keep``, the id of the one asking)."""
         index = self.keys.user_sessions(user_id)
-        ids = [_text(i) for i in await self.redis.zrange(index, 0, -1)]
+        ids = text_list(await self.redis.zrange(index, 0, -1))
         return await self.end(user_id, [i for i in ids if i != keep], reason)

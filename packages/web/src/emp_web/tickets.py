@@ -15,6 +15,7 @@ import secrets
 from redis.asyncio import Redis
 
 from emp_core.queue.keys import Keys
+from emp_core.redis import text
 
 TICKET_PREFIX = "wst_"
 TICKET_SECONDS = 30
@@ -37,4 +38,4 @@ async def redeem(redis: Redis, keys: Keys, ticket: str) -> str | None:
     value = await redis.getdel(keys.ws_ticket(_digest(ticket)))
     if value is None:
         return None
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return text(value)

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from emp_core.queue.keys import Keys
+from emp_core.redis import text
 
 OUTPUTS_PREFIX = "outputs/"
 
@@ -50,7 +51,7 @@ async def sweep(
     now = int(time.time() * 1000) if now_ms is None else now_ms
     due: list[Any] = await redis.zrangebyscore(keys.outputs(), "-inf", now, start=0, num=limit)
     for raw in due:
-        path = raw.decode() if isinstance(raw, bytes) else str(raw)
+        path = text(raw)
         await store.delete(path)
         await redis.zrem(keys.outputs(), raw)
     return len(due)

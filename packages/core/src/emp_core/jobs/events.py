@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 
 from emp_core.errors import NotFound
 from emp_core.queue.keys import Keys
+from emp_core.redis import text
 
 
 class EventType(StrEnum):
@@ -72,30 +73,30 @@ class JobEvent(BaseModel):
     def from_fields(cls, event_id: str, job_id: str, fields: Mapping[str, Any]) -> JobEvent:
         """Build from a stream entry's or a published message's fields (strings or numbers)."""
 
-        def text(name: str) -> str | None:
+        def field(name: str) -> str | None:
             value = fields.get(name)
             if value is None or value == "":
                 return None
-            return value.decode() if isinstance(value, bytes) else str(value)
+            return text(value)
 
-        at_ms = int(float(text("at") or 0))
-        attempt, progress, retry_at = text("attempt"), text("progress"), text("retry_at")
+        at_ms = int(float(field("at") or 0))
+        attempt, progress, retry_at = field("attempt"), field("progress"), field("retry_at")
         return cls(
             event_id=event_id,
             job_id=job_id,
-            type=EventType(text("type") or ""),
-            status=text("status") or "",
+            type=EventType(field("type") or ""),
+            status=field("status") or "",
             at=datetime.fromtimestamp(at_ms / 1000, UTC),
-            service=text("service"),
+            service=field("service"),
             attempt=int(float(attempt)) if attempt else None,
-            worker_id=text("worker_id"),
+            worker_id=field("worker_id"),
             progress=float(progress) if progress else None,
-            message=text("message"),
-            error=text("error"),
-            reason=text("reason"),
-            preview=text("preview"),
-            machine_id=text("machine_id"),
-            category=text("category"),
+            message=field("message"),
+            error=field("error"),
+            reason=field("reason"),
+            preview=field("preview"),
+            machine_id=field("machine_id"),
+            category=field("category"),
             retry_at=(
                 datetime.fromtimestamp(int(float(retry_at)) / 1000, UTC) if retry_at else None
             ),
@@ -108,16 +109,12 @@ class JobEvent(BaseModel):
         return cls.from_fields(body["event_id"], body["job_id"], body)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def replay(redis: Redis, keys: Keys, job_id: str, after: str = "-") -> list[JobEvent]:
     """The job's stored events after ``after`` (exclusive), oldest first."""
     start = "-" if after == "-" else f"({after}"
     entries: Any = await redis.xrange(keys.events(job_id), min=start)
     return [
-        JobEvent.from_fields(_text(eid), job_id, {_text(k): v for k, v in fields.items()})
+        JobEvent.from_fields(text(eid), job_id, {text(k): v for k, v in fields.items()})
         for eid, fields in entries
     ]
 
@@ -135,8 +132,8 @@ async def follow(
         batches: Any = await redis.xread({stream: last}, block=block_ms, count=100)
         for _stream, entries in batches or []:
             for eid, fields in entries:
-                last = _text(eid)
-                event = JobEvent.from_fields(last, job_id, {_text(k): v for k, v in fields.items()})
+                last = text(eid)
+                event = JobEvent.from_fields(last, job_id, {text(k): v for k, v in fields.items()})
                 yield event
                 if event.is_terminal:
                     return

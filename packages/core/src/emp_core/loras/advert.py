@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 
 from emp_core.queue.keys import Keys
+from emp_core.redis import text_list
 
 
 async def advertise_loras(
@@ -22,7 +23,7 @@ async def advertise_loras(
 ) -> None:
     """Replace the worker's advertised set with ``hashes``, and update the holder sets."""
     key = keys.worker_loras(worker_id)
-    before = {m.decode() if isinstance(m, bytes) else m for m in await redis.smembers(key)}
+    before = set(text_list(await redis.smembers(key)))
     after = set(hashes)
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)

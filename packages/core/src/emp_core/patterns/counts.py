@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from emp_core.patterns.engine import truncate
 from emp_core.patterns.rules import Classification
 from emp_core.queue.keys import Keys
+from emp_core.redis import text
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ _SEP = "|"
 _KEEP_SECONDS = 8 * 24 * 3600  # day hashes outlive a week of folder downtime
 UNMATCHED_KEPT = 200  # messages per day in the unmatched set
 _ORPHAN_AFTER_MS = 60_000  # a hand-off older than this belongs to a folder that died
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def day_of(now_s: float) -> str:
@@ -79,7 +76,7 @@ def parse_counts(day: date, fields: Mapping[Any, Any]) -> list[DayCount]:
     counts: dict[tuple[str, str], int] = {}
     last: dict[tuple[str, str], int] = {}
     for raw_field, raw_value in fields.items():
-        name = raw_field.decode() if isinstance(raw_field, bytes) else str(raw_field)
+        name = text(raw_field)
         kind, pattern_id, connector = name.split(_SEP, 2)
         target = counts if kind == "c" else last
         target[(pattern_id, connector)] = int(raw_value)
@@ -120,7 +117,7 @@ async def fold(
     # Hand-offs of a folder that died mid-way come first.
     stale = await redis.zrangebyscore(keys.pattern_folding(), 0, now_s * 1000 - _ORPHAN_AFTER_MS)
     for member in stale:
-        token, day_text = _text(member).split(_SEP)
+        token, day_text = text(member).split(_SEP)
         total += await _fold_key(redis, keys, token, date.fromisoformat(day_text), sql)
     for day in days if days is not None else (today - timedelta(days=1), today):
         token = uuid.uuid4().hex
@@ -145,5 +142,5 @@ async def unmatched(redis: Redis, keys: Keys, *, days: int = 7, limit: int = 50,
     if not existing:
         return []
     rows: Any = await redis.zunion(existing, withscores=True)
-    ranked = sorted(((_text(m), int(s)) for m, s in rows), key=lambda r: (-r[1], r[0]))
+    ranked = sorted(((text(m), int(s)) for m, s in rows), key=lambda r: (-r[1], r[0]))
     return ranked[:limit]

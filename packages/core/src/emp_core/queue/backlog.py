@@ -12,6 +12,7 @@ from typing import Any
 
 from emp_core.jobs.job import PRIORITY_MAX, pending_score
 from emp_core.queue.queue import Queue
+from emp_core.redis import text
 
 # Score distance between two adjacent priorities (a whole band of submit order).
 _BAND = pending_score(PRIORITY_MAX - 1, 0)
@@ -26,10 +27,6 @@ class ServiceBacklog:
     oldest_pending_age_s: float | None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def _band_heads(queue: Queue, pending_key: str) -> list[str]:
     """The first job of each priority band of one pending set."""
     heads: list[str] = []
@@ -41,7 +38,7 @@ async def _band_heads(queue: Queue, pending_key: str) -> list[str]:
         if not entry:
             break
         member, score = entry[0]
-        heads.append(_text(member))
+        heads.append(text(member))
         lower = (int(score) // _BAND + 1) * _BAND
     return heads
 
@@ -56,7 +53,7 @@ async def backlog(queue: Queue) -> list[ServiceBacklog]:
     for service in sorted(counts):
         heads: list[str] = []
         for class_id in await redis.hkeys(keys.classes(service)):
-            heads += await _band_heads(queue, keys.pending(_text(class_id)))
+            heads += await _band_heads(queue, keys.pending(text(class_id)))
         oldest: int | None = None
         if heads:
             async with redis.pipeline(transaction=False) as pipe:

@@ -20,14 +20,11 @@ from typing import Any, Literal
 
 from emp_core.errors import InvalidInput
 from emp_core.queue.queue import Queue
+from emp_core.redis import text
 
 Status = Literal["pending", "retrying", "running", "failed"]
 MAX_BATCH = 500
 _FIELDS = ("status", "service", "customer_id", "error_category", "created_at")
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +105,11 @@ class BulkActions:
         if flt.service is not None:
             services = [flt.service]
         else:
-            services = [_text(s) for s in await self.redis.hkeys(k.pending_count())]
+            services = [text(s) for s in await self.redis.hkeys(k.pending_count())]
         out: list[str] = []
         for service in services:
             classes: Any = await self.redis.hkeys(k.classes(service))
-            out += [k.pending(_text(c)) for c in classes]
+            out += [k.pending(text(c)) for c in classes]
         return out
 
     async def pages(self, flt: JobFilter) -> AsyncIterator[list[str]]:
@@ -125,7 +122,7 @@ class BulkActions:
                 entries: Any = await self.redis.zrangebyscore(
                     key, low, "+inf", start=0, num=self.batch + len(seen_at_low), withscores=True
                 )
-                fresh = [(_text(m), s) for m, s in entries if _text(m) not in seen_at_low]
+                fresh = [(text(m), s) for m, s in entries if text(m) not in seen_at_low]
                 fresh = fresh[: self.batch]
                 if not fresh:
                     break
@@ -138,7 +135,7 @@ class BulkActions:
                     job_id
                     for job_id, row in zip(ids, rows, strict=True)
                     if flt.matches(
-                        {n: _text(v) for n, v in zip(_FIELDS, row, strict=True) if v is not None}
+                        {n: text(v) for n, v in zip(_FIELDS, row, strict=True) if v is not None}
                     )
                 ]
                 last_score = fresh[-1][1]
@@ -229,7 +226,7 @@ class BulkActions:
         cutoff = int(before.timestamp() * 1000)
         while True:
             ids = [
-                _text(m)
+                text(m)
                 for m in await self.redis.zrangebyscore(
                     k.dead(), "-inf", f"({cutoff}", start=0, num=self.batch
                 )
@@ -245,7 +242,7 @@ class BulkActions:
                 for job_id, customer in zip(ids, customers, strict=True):
                     pipe.delete(k.job(job_id), k.events(job_id))
                     if customer:
-                        pipe.zrem(k.customer_jobs(_text(customer)), job_id)
+                        pipe.zrem(k.customer_jobs(text(customer)), job_id)
                 pipe.zrem(k.dead(), *ids)
                 await pipe.execute()
             result.calls += 1

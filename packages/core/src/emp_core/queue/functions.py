@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 from emp_core.errors import Conflict, EmpError, InvalidInput, LibraryMismatch, NotFound, StaleToken
 from emp_core.queue.idempotency import IdempotencyKeyReused, IdempotencyRecord
 from emp_core.queue.keys import Keys
+from emp_core.redis import text, text_list
 from emp_core.redis.cluster import is_cluster, on_each_primary
 
 _ERROR = re.compile(
@@ -191,7 +192,7 @@ class Functions:
     ) -> list[str]:
         keys, argv = self._submit_args(jobs)
         ids = await self._call("emp_submit", keys, len(jobs), events_maxlen, retention_s, *argv)
-        return [_str(i) for i in ids]
+        return text_list(ids)
 
     async def submit_once(
         self, job: SubmitArgs, record: IdempotencyRecord, events_maxlen: int, retention_s: int
@@ -205,7 +206,7 @@ class Functions:
             "emp_submit", keys, 1, events_maxlen, retention_s, *argv, record.owner_id,
             record.key_digest, record.body_digest, record.ttl_s,
         )  # fmt: skip
-        return _str(job_id), _str(outcome) == "replayed"
+        return text(job_id), text(outcome) == "replayed"
 
     async def claim(
         self,
@@ -321,7 +322,7 @@ class Functions:
             "emp_fail", keys, job_id, token, error, int(retryable), delay_ms, avoid_grace_ms,
             retention_s, events_maxlen, *classification,
         )  # fmt: skip
-        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        return text(outcome)
 
     async def release(
         self, worker_id: str, job_id: str, token: str, reason: str, events_maxlen: int
@@ -334,7 +335,7 @@ class Functions:
         k = self.keys
         keys = [k.job(job_id), k.events(job_id), k.leases(), k.delayed(), k.finished()]
         previous = await self._call("emp_cancel", keys, job_id, reason, retention_s, events_maxlen)
-        return previous.decode() if isinstance(previous, bytes) else str(previous)
+        return text(previous)
 
     async def reap(
         self,
@@ -364,7 +365,7 @@ class Functions:
             "emp_retry", [self.keys.dead()], events_maxlen,
             "" if priority is None else priority, reason, *job_ids,
         )  # fmt: skip
-        return int(retried), [s.decode() if isinstance(s, bytes) else str(s) for s in skipped]
+        return int(retried), text_list(skipped)
 
     async def requeue(self, job_id: str, reason: str, events_maxlen: int) -> str:
         """A claimed, running or retrying job back to pending now; returns its former status."""
@@ -372,11 +373,7 @@ class Functions:
         previous = await self._call(
             "emp_requeue", [k.job(job_id), k.leases(), k.delayed()], job_id, reason, events_maxlen
         )
-        return previous.decode() if isinstance(previous, bytes) else str(previous)
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+        return text(previous)
 
 
 def _not_found(exc: ResponseError) -> bool:

@@ -23,7 +23,6 @@ pending jobs.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -32,14 +31,11 @@ from emp_core.jobs.matching import class_matches, job_matches
 from emp_core.jobs.requirements import Requirements
 from emp_core.jobs.waiting import explain
 from emp_core.queue.queue import Queue
+from emp_core.redis import text
 from emp_core.registry.workers import WorkerRegistry
 
 RUNTIME_SAMPLES = 100
 NO_WORKER = "no live worker can run this job"
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class QueuePosition(BaseModel):
@@ -87,13 +83,13 @@ async def position(queue: Queue, job: Job) -> QueuePosition:
         *registries, samples = await pipe.execute()
     ahead_in: list[str] = []
     for service, registry in zip(services, registries, strict=True):
-        for class_id, text in registry.items():
-            cid = _text(class_id)
+        for class_id, encoded in registry.items():
+            cid = text(class_id)
             if cid == job.class_id:
                 ahead_in.append(cid)
                 continue
             try:
-                req = Requirements.model_validate_json(text)
+                req = Requirements.model_validate_json(encoded)
             except ValueError:
                 continue  # a bad stored class: the claim quarantines it
             if any(service in w.services and class_matches(service, req, w.capabilities)
@@ -107,7 +103,7 @@ async def position(queue: Queue, job: Job) -> QueuePosition:
             pipe.zcount(keys.pending(cid), "-inf", f"({score}")
         counts = await pipe.execute()
     out.rank = int(sum(counts))
-    runs = [int(_text(s)) for s in samples if _text(s).isdigit()]
+    runs = [int(text(s)) for s in samples if text(s).isdigit()]
     out.run_samples = len(runs)
     if not runs:
         out.reason = f"no recent run times of {job.service} to estimate from"

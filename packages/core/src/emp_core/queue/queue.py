@@ -21,6 +21,7 @@ from emp_core.jobs.loras import encode_loras
 from emp_core.patterns.rules import Classification
 from emp_core.queue.functions import Affinity, Functions, NextClaim, SubmitArgs
 from emp_core.queue.idempotency import IdempotencyRecord
+from emp_core.redis import text, text_map
 from emp_core.settings import QueueSettings
 
 _PROMOTE_LIMIT = 100
@@ -64,11 +65,9 @@ def _claim_result(reply: list[Any]) -> ClaimResult:
 
 
 def _decode_hash(flat: list[Any]) -> dict[str, str]:
+    """A flat ``[field, value, …]`` reply (a hash the Lua read with HGETALL) as str to str."""
     it = iter(flat)
-    return {
-        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-        for k, v in zip(it, it, strict=True)
-    }
+    return text_map(dict(zip(it, it, strict=True)))
 
 
 def _classification_args(c: Classification | None) -> tuple[str, str, str]:
@@ -165,7 +164,7 @@ class Queue:
         fields = await self.redis.hgetall(self.keys.job(job_id))
         if not fields:
             raise NotFound(f"job {job_id} does not exist", field="job_id")
-        return Job.from_redis(_decode_hash(list(sum(fields.items(), ()))))
+        return Job.from_redis(text_map(fields))
 
     async def depth(self) -> dict[str, int]:
         """Pending jobs per service."""
@@ -173,7 +172,7 @@ class Queue:
         out = {}
         for k, v in raw.items():
             if int(v) > 0:
-                out[k.decode() if isinstance(k, bytes) else k] = int(v)
+                out[text(k)] = int(v)
         return out
 
     # --- working ---------------------------------------------------------------------------------

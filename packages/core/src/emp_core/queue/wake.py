@@ -35,6 +35,7 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from emp_core.queue.keys import Keys
+from emp_core.redis import text
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ class Waker:
                 if message is None:
                     continue
                 if message["type"] == "subscribe":
-                    pending.discard(_text(message["channel"]))
+                    pending.discard(text(message["channel"]))
                 else:
                     self._dispatch(message)
         self._listener = asyncio.create_task(self._listen(pubsub), name="emp-waker")
@@ -187,7 +188,7 @@ class Waker:
             return
         if kind != "message":
             return
-        channel = _text(message["channel"])
+        channel = text(message["channel"])
         if channel == self.control_channel:
             self._control(message["data"])
             return
@@ -218,7 +219,3 @@ class Waker:
             self.on_control(decoded)
         except Exception:
             logger.exception("control message %r could not be handled", decoded)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -21,6 +20,7 @@ from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
 from emp_core.queue.keys import Keys
+from emp_core.redis import text_list, text_map
 
 LOST_AFTER_SECONDS = 30.0
 STATUS_TTL_SECONDS = 600.0
@@ -51,10 +51,6 @@ def _ms(value: datetime) -> int:
 
 def _from_ms(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class MachineWorker(BaseModel):
@@ -169,7 +165,7 @@ async def list_machines(
     """Every machine whose status has not expired, most recent report first; a machine silent
     for more than ``lost_after_s`` reads as ``lost``. Ids whose hash expired leave the index."""
     now = now or datetime.now(UTC)
-    ids = [_text(i) for i in await redis.zrange(keys.machines(), 0, -1, desc=True)]
+    ids = text_list(await redis.zrange(keys.machines(), 0, -1, desc=True))
     if not ids:
         return []
     async with redis.pipeline(transaction=False) as pipe:
@@ -179,7 +175,7 @@ async def list_machines(
     out: list[MachineStatus] = []
     gone: list[str] = []
     for machine_id, raw in zip(ids, hashes, strict=True):
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = text_map(raw)
         if "workers" not in fields:
             gone.append(machine_id)
             continue
@@ -193,7 +189,7 @@ async def get_machine(
     redis: Redis, keys: Keys, machine_id: str, *, lost_after_s: float = LOST_AFTER_SECONDS
 ) -> MachineStatus | None:
     raw = await redis.hgetall(keys.machine(machine_id))
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+    fields = text_map(raw)
     if "workers" not in fields:
         return None
     status = MachineStatus.from_redis(fields)

@@ -22,14 +22,11 @@ from redis.typing import EncodableT, FieldT
 from emp_core import __version__
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.keys import Keys
+from emp_core.redis import text_list, text_map
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class WorkerInfo(BaseModel):
@@ -148,13 +145,13 @@ class WorkerRegistry:
 
     async def get(self, worker_id: str) -> WorkerInfo | None:
         raw = await self.redis.hgetall(self.keys.worker(worker_id))
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = text_map(raw)
         return WorkerInfo.from_redis(fields) if "capabilities" in fields else None
 
     async def live(self) -> list[WorkerInfo]:
         """Every worker whose hash has not expired, most recently seen first. Ids whose hash has
         expired are removed from the index on the way."""
-        ids = [_text(i) for i in await self.redis.zrange(self.keys.workers(), 0, -1, desc=True)]
+        ids = text_list(await self.redis.zrange(self.keys.workers(), 0, -1, desc=True))
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -164,7 +161,7 @@ class WorkerRegistry:
         out: list[WorkerInfo] = []
         gone: list[str] = []
         for worker_id, raw in zip(ids, hashes, strict=True):
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields = text_map(raw)
             if "capabilities" in fields:
                 out.append(WorkerInfo.from_redis(fields))
             else:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from emp_core.jobs.events import EventType, JobEvent
 from emp_core.queue.keys import Keys
+from emp_core.redis import text
 from emp_sql.session import Database
 from emp_sql.webhook_outbox import WebhookOutbox
 
@@ -54,7 +55,7 @@ class ProgressFeed:
         if not self._wanting:
             return 0
         customer = await self.redis.hget(self.keys.job(event.job_id), "customer_id")
-        owner = customer.decode() if isinstance(customer, bytes) else customer
+        owner = "" if customer is None else text(customer)
         if not owner or owner not in self._wanting:
             return 0
         async with self.database.session() as session:
