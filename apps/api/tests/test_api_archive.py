@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from api_helpers import Api, job_body, running_api
 from sqlalchemy import func, select
+from webhook_helpers import eventually
 
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
@@ -51,15 +52,35 @@ async def test_projection_is_idempotent_across_projectors(queue: Queue, database
 
 
 async def test_one_leader_at_a_time(queue: Queue, database: Database) -> None:
-    first = ArchiveProjector(queue, database, lease_seconds=0.3)
-    second = ArchiveProjector(queue, database, lease_seconds=0.3)
+    first = ArchiveProjector(queue, database, lease_seconds=30)
+    second = ArchiveProjector(queue, database, lease_seconds=30)
     assert await first.lease.acquire_or_renew()
     assert not await second.lease.acquire_or_renew()
     assert await first.lease.acquire_or_renew()  # renewing keeps it
     await first.lease.release()
     assert await second.lease.acquire_or_renew()
-    await asyncio.sleep(0.4)  # the holder died without releasing: the lease runs out
+    # The holder dies without releasing: its lease runs out (deleted here rather than waited for).
+    await queue.redis.delete(queue.keys.archive_leader())
     assert await first.lease.acquire_or_renew()
+    assert not await second.lease.acquire_or_renew()  # the old leader notices it lost the lead
+
+
+async def test_a_stopped_projector_gives_up_the_lead(queue: Queue, database: Database) -> None:
+    leader = ArchiveProjector(queue, database, lease_seconds=30)
+    standby = ArchiveProjector(queue, database, lease_seconds=30)
+    task = asyncio.create_task(leader.run(poll_seconds=0.05))
+
+    async def leading() -> bool:
+        return leader.leading
+
+    await eventually(leading)
+    assert not await standby.lease.acquire_or_renew()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Released on stop: the standby takes over now, not after the 30 s lease.
+    assert await queue.redis.exists(queue.keys.archive_leader()) == 0
+    assert await standby.lease.acquire_or_renew()
 
 
 async def test_catch_up_finds_what_no_projector_saw(

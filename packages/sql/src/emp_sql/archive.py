@@ -21,13 +21,11 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from emp_core.jobs.events import JobEvent
@@ -35,6 +33,7 @@ from emp_core.jobs.job import TERMINAL, Job
 from emp_core.queue.position import RUNTIME_SAMPLES
 from emp_core.queue.queue import Queue
 from emp_core.redis import text, text_map
+from emp_core.redis.leader import LeaderLease
 from emp_sql.job_archive import JobArchiveRepository, archive_row
 from emp_sql.session import Database
 from emp_sql.webhook_outbox import WebhookOutbox
@@ -61,43 +60,6 @@ def _record_runtimes(pipe: Any, keys: Any, jobs: Sequence[Job]) -> None:
             ms = int((job.finished_at - job.claimed_at).total_seconds() * 1000)
             pipe.lpush(keys.runtimes(job.service), max(0, ms))
             pipe.ltrim(keys.runtimes(job.service), 0, RUNTIME_SAMPLES - 1)
-
-
-class LeaderLease:
-    """A lease in Redis held by at most one process at a time (SET NX PX, renewed under WATCH)."""
-
-    def __init__(self, redis: Redis, key: str, *, ttl_s: float, holder: str | None = None) -> None:
-        self.redis = redis
-        self.key = key
-        self.ttl_ms = max(1, int(ttl_s * 1000))
-        self.holder = holder or uuid.uuid4().hex
-
-    async def acquire_or_renew(self) -> bool:
-        """True while this process holds the lease (taken now or renewed)."""
-        if await self.redis.set(self.key, self.holder, nx=True, px=self.ttl_ms):
-            return True
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(self.key)
-                if text(await pipe.get(self.key) or b"") != self.holder:
-                    return False
-                pipe.multi()  # type: ignore[no-untyped-call]
-                pipe.pexpire(self.key, self.ttl_ms)
-                await pipe.execute()
-            except WatchError:
-                return False
-        return True
-
-    async def release(self) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            try:
-                await pipe.watch(self.key)
-                if text(await pipe.get(self.key) or b"") == self.holder:
-                    pipe.multi()  # type: ignore[no-untyped-call]
-                    pipe.delete(self.key)
-                    await pipe.execute()
-            except WatchError:
-                pass
 
 
 class ArchiveProjector:
