@@ -128,7 +128,7 @@ e2e: $(VENV_STAMP) $(GPU_STAMP) chromium ## Browser tests against the real apps;
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-affinity bench-position bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-peers bench-affinity bench-position bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -138,6 +138,22 @@ test: lint typecheck test-cli test-worker test-api test-studio test-machine e2e 
 
 bench: $(VENV_STAMP) ## Run the benchmarks; prints a table, writes bench/results/latest.json
 	$(UV) run --frozen python -m bench
+
+# The peers live in environments of their own (never in the workspace's lock), from pinned lists;
+# arq's redis-py cap (< 6) conflicts with Celery's (>= 6.4), so arq has a second one.
+PEERS_VENV := .data/bench-peers-venv
+PEERS_ARQ_VENV := .data/bench-peers-arq-venv
+$(PEERS_VENV)/.installed: bench/peers/requirements.txt $(VENV_STAMP)
+	rm -rf $(PEERS_VENV) && $(UV) venv -q --python .venv/bin/python $(PEERS_VENV)
+	$(UV) pip install -q --python $(PEERS_VENV)/bin/python --compile-bytecode -r $<
+	@touch $@
+$(PEERS_ARQ_VENV)/.installed: bench/peers/requirements-arq.txt $(VENV_STAMP)
+	rm -rf $(PEERS_ARQ_VENV) && $(UV) venv -q --python .venv/bin/python $(PEERS_ARQ_VENV)
+	$(UV) pip install -q --python $(PEERS_ARQ_VENV)/bin/python --compile-bytecode -r $<
+	@touch $@
+
+bench-peers: $(VENV_STAMP) $(PEERS_VENV)/.installed $(PEERS_ARQ_VENV)/.installed ## EMP vs SAQ, arq, RQ, Celery, Dramatiq: enqueue, drain 5,000 (1 and 2 processes), pickup
+	$(UV) run --frozen python -m bench.peers
 
 bench-affinity: $(VENV_STAMP) ## LoRA affinity on a simulated fleet: bytes downloaded, hit rate, waits (off/on/window)
 	$(UV) run --frozen python -m bench.affinity

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from worker_helpers import make_job, make_worker_settings
 
+from emp_worker.config import WorkerSettings
 from emp_worker.connectors import (
     Abort,
     Connector,
@@ -29,10 +30,12 @@ CONTRACT = {
 # real tiny pipeline (test_diffusers_connector.py) and a ComfyUI test server
 # (test_comfyui_connector.py): progress that only grows to 100, JSON results, cancellation.
 COVERED_ELSEWHERE = {"diffusers", "comfyui"}
+# Runs nothing, so it reports no progress: its own test below.
+NO_WORK = {"noop"}
 
 
 def test_every_registered_connector_has_a_contract_case():
-    assert sorted(set(CONTRACT) | COVERED_ELSEWHERE) == available_connectors()
+    assert sorted(set(CONTRACT) | COVERED_ELSEWHERE | NO_WORK) == available_connectors()
 
 
 @pytest.mark.parametrize("name", sorted(CONTRACT))
@@ -64,6 +67,15 @@ async def test_contract_honours_cancellation(name):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
+
+
+async def test_noop_returns_none_at_once_without_progress():
+    (connector,) = build_connectors(WorkerSettings(services=["noop"])).values()
+    assert isinstance(connector, Connector)
+    assert connector.service == "noop"
+    ctx = RecordingContext()
+    assert await connector.run(make_job(service="noop", payload={"steps": 5}), ctx) is None
+    assert ctx.reports == []
 
 
 async def test_simulation_payload_overrides_steps_and_step_time():

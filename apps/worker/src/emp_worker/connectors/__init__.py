@@ -8,6 +8,7 @@ from collections.abc import Callable
 from emp_core.errors import InvalidInput
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors.base import Abort, Connector, JobContext, RecordingContext, Retry
+from emp_worker.connectors.noop import NoopConnector
 from emp_worker.connectors.simulation import SimulationConnector
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Connector",
     "ConnectorFactory",
     "JobContext",
+    "NoopConnector",
     "RecordingContext",
     "Retry",
     "SimulationConnector",
@@ -32,6 +34,10 @@ def _simulation(settings: WorkerSettings) -> Connector:
     )
 
 
+def _noop(settings: WorkerSettings) -> Connector:
+    return NoopConnector()
+
+
 def _diffusers(settings: WorkerSettings) -> Connector:
     # Imported here: torch and diffusers load only in a worker that serves diffusers.
     from emp_worker.connectors.diffusers import connector_from_settings
@@ -47,6 +53,7 @@ def _comfyui(settings: WorkerSettings) -> Connector:
 
 _FACTORIES: dict[str, ConnectorFactory] = {
     "simulation": _simulation,
+    "noop": _noop,
     "diffusers": _diffusers,
     "comfyui": _comfyui,
 }
