@@ -21,7 +21,6 @@ import json
 import os
 import re
 import socket
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -81,6 +80,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise InvalidInput(
             f"config file {path} cannot be read: {exc}", field="config_file"
         ) from None
+    import tomllib  # here: only a worker started with a config file pays for the import
+
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)

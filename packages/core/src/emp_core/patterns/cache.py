@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from emp_core.patterns import counts
 from emp_core.patterns.engine import Snapshot
-from emp_core.patterns.portable import starter_snapshot
+from emp_core.patterns.portable import STARTER_VERSION, starter_snapshot
 from emp_core.patterns.rules import Classification
 from emp_core.patterns.store import read_snapshot
 from emp_core.queue.keys import Keys
@@ -35,13 +35,22 @@ class PatternCache:
         self.keys = keys
         self.refresh_s = refresh_s
         self.subscribe = subscribe
-        self.snapshot: Snapshot = starter_snapshot()
+        # Built on first use: most workers find a published snapshot at start and never need the
+        # starter set, whose YAML parse and RE2 compile were a fifth of a worker's start-up.
+        self._snapshot: Snapshot | None = None
         self.swapped = asyncio.Event()  # set on every swap; tests and the bench wait on it
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot in use: the latest read from Redis, else the shipped starter set."""
+        if self._snapshot is None:
+            self._snapshot = starter_snapshot()
+        return self._snapshot
+
+    @property
     def version(self) -> int:
-        return self.snapshot.version
+        return STARTER_VERSION if self._snapshot is None else self._snapshot.version
 
     def classify(
         self, message: str, *, connector: str | None = None, http_status: int | None = None
@@ -64,9 +73,10 @@ class PatternCache:
             return False
         if fresh is None:
             return False
-        if self.snapshot.source == "redis" and fresh.version <= self.version:
+        held = self._snapshot
+        if held is not None and held.source == "redis" and fresh.version <= held.version:
             return False
-        self.snapshot = fresh
+        self._snapshot = fresh
         self.swapped.set()
         logger.info("error patterns v%d in use (%d rules)", fresh.version, len(fresh.rules))
         return True

@@ -1,4 +1,8 @@
-"""Patterns as YAML: the starter set shipped in the package, and import/export files."""
+"""Patterns as YAML: the starter set shipped in the package, and import/export files.
+
+``yaml`` is imported where it is used: a worker imports this module at start, and PyYAML's import
+is a tenth of its start-up, needed only for the starter set (most workers never read it: they find a
+published snapshot) and for the admins' import and export."""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import re
 from collections.abc import Iterable
 from importlib import resources
 from typing import Any
-
-import yaml
 
 from emp_core.errors import InvalidInput
 from emp_core.patterns.engine import Snapshot
@@ -19,6 +21,8 @@ STARTER_VERSION = 0
 def parse_yaml(text: str) -> list[PatternSpec]:
     """Every pattern of a YAML document (``patterns: [...]`` or a bare list), all validated
     before any is used; ``InvalidInput`` names the pattern and field."""
+    import yaml
+
     try:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -38,6 +42,8 @@ def parse_yaml(text: str) -> list[PatternSpec]:
 
 
 def dump_yaml(specs: Iterable[PatternSpec]) -> str:
+    import yaml
+
     rows = [s.model_dump(mode="json", exclude_defaults=False) for s in specs]
     return str(yaml.safe_dump({"patterns": rows}, sort_keys=False, allow_unicode=True, width=100))
 
