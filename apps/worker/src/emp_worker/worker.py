@@ -302,7 +302,9 @@ class Worker:
             return None
         transport = self.transport
         transport.hold(claimed)
-        logger.info(
+        # DEBUG: the outcome's line (reporting.py) names the job, its time and the worker; a
+        # second INFO line per job was a tenth of a worker's CPU when jobs take milliseconds.
+        logger.debug(
             "worker %s claimed job %s (%s, attempt %d of %d)",
             self.id, job.id, job.service, job.attempts, job.max_attempts,
         )  # fmt: skip
