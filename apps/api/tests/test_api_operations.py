@@ -12,6 +12,7 @@ from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import ClaimedJob, Queue
 from emp_core.registry.workers import WorkerRegistry
 from emp_sql import Database, DatabaseSettings
+from emp_sql.analytics import model_of
 from emp_sql.archive import ArchiveProjector
 from emp_web.testing import Account
 
@@ -222,5 +223,18 @@ async def test_analytics_from_the_archive(
     )
     assert sim["run_p50_s"] is not None
     assert stats["failures_by_worker"] == {"m3-simulation-0": 1}
+    # The payloads name no model and neither do the requirements: one row, "any".
+    assert [(m["service"], m["model"], m["finished"], m["failed"]) for m in stats["models"]] == [
+        ("simulation", "any", 4, 1)
+    ]
     bad = await api.http.get("/api/admin/analytics?window=1y", headers=admin.headers)
     assert bad.status_code == 422
+
+
+def test_the_model_a_job_is_counted_under() -> None:
+    assert model_of({"requirements": {"models": ["sdxl", "flux"]}, "payload": {"model": "x"}}) == (
+        "flux+sdxl"
+    )
+    assert model_of({"requirements": {}, "payload": {"model": "sd15"}}) == "sd15"
+    assert model_of({"payload": {"prompt": "a cat"}, "result": {"model": "tiny"}}) == "tiny"
+    assert model_of({"payload": {"model": 3}, "result": "done"}) == "any"

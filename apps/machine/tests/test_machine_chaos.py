@@ -110,15 +110,19 @@ async def test_a_worker_killed_every_3_s_for_a_minute_loses_no_job(
         while time.monotonic() - began < CHAOS_S:
             await asyncio.sleep(KILL_EVERY_S)
             pids = await _running_pids(redis, queue)
-            # Round robin over the workers that are running now (one in backoff is skipped).
-            for _ in order:
-                victim = order[turn % len(order)]
-                turn += 1
-                if victim in pids:
-                    break
-            else:
+            # Round robin over the workers that are running now (one in backoff is skipped),
+            # preferring one that holds a job: a worker still starting up holds none (on a
+            # loaded machine that can be seconds), and killing it would test nothing.
+            running = [order[(turn + i) % len(order)] for i in range(len(order))]
+            running = [w for w in running if w in pids]
+            if not running:
                 continue
-            held = await _held_by(redis, queue, victim)
+            victim, held = running[0], []
+            for candidate in running:
+                if held := await _held_by(redis, queue, candidate):
+                    victim = candidate
+                    break
+            turn = order.index(victim) + 1
             at = await _redis_ms(redis)
             try:
                 os.kill(pids[victim], signal.SIGKILL)

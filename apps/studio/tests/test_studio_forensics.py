@@ -146,6 +146,7 @@ async def test_analytics_page(admin: Visitor, alice: Visitor, queue: Queue) -> N
     page = await admin.get("/admin/analytics?window=1h")
     assert page.status_code == 200
     assert 'data-testid="analytics-services"' in page.text
+    assert 'data-testid="analytics-models"' in page.text
     assert (await admin.get("/admin/analytics?window=1y")).status_code in (400, 422)
     await alice.get("/")
     assert (await alice.get("/admin/analytics")).status_code == 403
