@@ -7,10 +7,19 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
-from core_factories import claim_one, glob_escape, make_caps, make_spec, queue_keys, with_settings
+from core_factories import (
+    claim_one,
+    glob_escape,
+    make_caps,
+    make_spec,
+    queue_keys,
+    redis_now_ms,
+    with_settings,
+)
 
 from emp_core.queue.keys import Keys
 from emp_core.queue.queue import Queue
+from emp_core.queue.stats import minute_of
 from emp_core.settings import QueueSettings
 
 
@@ -22,7 +31,7 @@ def test_templates_share_one_hash_tag() -> None:
         k.workflow("w"), k.delayed(), k.leases(), k.dead(), k.finished(), k.customer_jobs("u"),
         k.worker("w"), k.worker_loras("w"), k.lora_holders("0" * 64), k.workers(),
         k.wake_channel("s"), k.control_channel("w"),
-        k.events_channel(),
+        k.events_channel(), k.minute_stats(29_000_000),
     ]  # fmt: skip
     assert len(set(names)) == len(names)
     assert all(n.startswith("emp:{q1}:") for n in names)
@@ -38,6 +47,15 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
     await pubsub.get_message(timeout=1)
     await redis.hset(k.worker("w1"), mapping={"state": "idle"})
     w1 = make_caps(worker_id="w1", hardware={"gpu_memory_gb": 16})
+    # The minute counters (Keys.minute_stats) are checked apart: which minutes a run touches
+    # depends on the clock.
+    first_minute = minute_of(await redis_now_ms(redis))
+    minutes_seen: set[str] = set()
+
+    async def keys_now() -> set[str]:
+        found = await queue_keys(redis, k)
+        minutes_seen.update(key for key in found if key.startswith(f"{k.base}:stats:"))
+        return found - minutes_seen
 
     # Submit: the job, its index entries and the workflow and customer records.
     job_id = await q.submit(
@@ -48,7 +66,7 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
               k.customer_jobs("acme"), k.worker("w1")}  # fmt: skip
     pending = {k.classes("simulation"), k.pending(cid), k.pending_customer(cid, "acme"),
                k.pending_workflow(cid, "wf")}  # fmt: skip
-    assert await queue_keys(redis, k) == record | pending
+    assert await keys_now() == record | pending
 
     # Claim: the Lua removes the job from index keys it derives itself, and registers the
     # worker's capability profile (the claim's index).
@@ -57,18 +75,18 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
     profile = {k.profiles("simulation"), k.profiles_seen("simulation")}
     record |= profile
     pending.add(k.ready("simulation", pid))
-    assert await queue_keys(redis, k) == record | {k.fence(), k.leases()}
+    assert await keys_now() == record | {k.fence(), k.leases()}
     assert await redis.hget(k.worker("w1"), "state") == b"busy"
 
     # Reap: the Lua puts it back into index keys it derives, and idles the worker by its key.
     await asyncio.sleep(0.1)
     assert await q.reap() == (1, 0, 0)
-    assert await queue_keys(redis, k) == record | pending | {k.fence()}
+    assert await keys_now() == record | pending | {k.fence()}
     assert await redis.hget(k.worker("w1"), "state") == b"idle"
 
     # Fail to the delayed set, promote, claim again; then cancel while running.
     await q.fail(await claim_one(q, w1), "boom", delay_s=0)
-    assert await queue_keys(redis, k) == record | {k.fence(), k.delayed()}
+    assert await keys_now() == record | {k.fence(), k.delayed()}
     await q.reap()
     await redis.hset(k.worker("w2"), mapping={"state": "idle"})
     again = await claim_one(q, make_caps(worker_id="w2", hardware={"gpu_memory_gb": 16}))
@@ -81,10 +99,14 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
     dead = await q.submit(make_spec(max_attempts=1))
     await q.fail(await claim_one(q, w1), "boom")
     # It has no owner: it is indexed under the empty customer, where admins list ownerless jobs.
-    assert await queue_keys(redis, k) == record | {
+    assert await keys_now() == record | {
         k.fence(), k.job(dead), k.events(dead), k.dead(), k.worker("w2"), k.finished(),
         k.customer_jobs(""),
     }  # fmt: skip
+
+    last_minute = minute_of(await redis_now_ms(redis))
+    assert minutes_seen
+    assert minutes_seen <= {k.minute_stats(m) for m in range(first_minute, last_minute + 1)}
 
     channels: set[str] = set()
     while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):

@@ -1,4 +1,5 @@
-"""The dashboard: queue depth per service, the workers, and the machines; live over WebSocket.
+"""The dashboard: queue depth per service, charts of the last hour, the workers, and the machines;
+live over WebSocket.
 
 The socket re-renders ``_dashboard_live.html`` and sends it whole (the ws extension swaps it in
 by id): when job events arrive, at most once per ``dashboard_min_interval_seconds``, and at
@@ -23,9 +24,11 @@ from fastapi.responses import Response
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.backlog import backlog
+from emp_core.queue.stats import History, history, server_ms
 from emp_core.registry.machines import list_machines
 from emp_sql.auth import Principal
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
+from emp_studio.hourcharts import hour_charts
 from emp_studio.live import admit
 from emp_studio.render import fragment, page
 from emp_studio.state import Services
@@ -64,7 +67,9 @@ def capability_chips(caps: WorkerCapabilities) -> list[str]:
 async def dashboard_context(services: Services, viewer: Principal) -> dict[str, Any]:
     """Everything the live part of the dashboard shows, read now."""
     queue = services.queue
-    depths, workers = await asyncio.gather(backlog(queue), services.workers.live())
+    depths, workers, last_hour = await asyncio.gather(
+        backlog(queue), services.workers.live(), _last_hour(services)
+    )
     machines = await list_machines(services.redis, queue.keys) if viewer.is_admin else []
     busy = sum(1 for w in workers if w.state == "busy")
     return {
@@ -77,7 +82,15 @@ async def dashboard_context(services: Services, viewer: Principal) -> dict[str, 
         "machines": machines,
         "chips": {w.worker_id: capability_chips(w.capabilities) for w in workers},
         "now": datetime.now(UTC),
+        "charts": hour_charts(last_hour),
     }
+
+
+async def _last_hour(services: Services) -> History:
+    """The queue's last 60 minutes of counters: two round trips (Redis's clock, then one
+    pipeline of 60 HGETALL), whatever the number of jobs."""
+    redis, keys = services.redis, services.queue.keys
+    return await history(redis, keys, now_ms=await server_ms(redis))
 
 
 @router.get("/")

@@ -170,6 +170,13 @@ class Keys:
         what a pending job's ETA is estimated from (written by the archive projector)."""
         return f"{self.base}:runtimes:{service}"
 
+    def minute_stats(self, minute: int) -> str:
+        """Hash with TTL (25 h): one minute's counters (minute = Unix ms // 60000), fields
+        ``<metric>:<service>``: submitted, completed, failed, retried, cancelled and the first
+        claims' wait (counted by the Lua's ``tally``) and the pending depth sampled by the reaper
+        and the dashboard; what the dashboard's charts read (``emp_core.queue.stats``)."""
+        return f"{self.base}:stats:{minute}"
+
     def reaper_lock(self) -> str:
         """String with TTL: held by the process that swept expired leases in this interval, so
         N processes running the reaper cost one sweep per interval."""

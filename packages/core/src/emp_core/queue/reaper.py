@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from emp_core.errors import EmpError
 from emp_core.queue.queue import Queue
+from emp_core.queue.stats import sample_depth
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ class Reaper:
             self.limit, s.retention_seconds, s.events_maxlen, s.max_lost_leases,
             gate_ms=max(1, int(self.interval_s * 1000)), owner=self.owner,
         )  # fmt: skip
+        if swept:
+            # The dashboard's depth history, sampled once per interval by whoever swept.
+            await sample_depth(self.queue.redis, self.queue.keys)
         st = self.stats
         st.ticks += 1
         st.sweeps += swept
