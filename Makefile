@@ -167,7 +167,7 @@ bench-cluster: $(VENV_STAMP) ## Claim+complete with 1-3 queues on one node vs a 
 bench-diffusers: $(GPU_STAMP) ## Diffusers connector: s/step of the tiny pipeline, connector and worker overhead
 	$(UV) run --frozen python -m emp_worker.diffusion.bench
 
-bench-grpc: $(VENV_STAMP) ## gRPC vs REST/WebSocket: payload sizes, submit and progress-delivery p50/p99
+bench-grpc: $(VENV_STAMP) ## gRPC vs REST/WebSocket: payload sizes, submit and progress p50/p99; worker jobs/s, gRPC vs Redis transport
 	$(UV) run --frozen python -m bench.rpc
 bench-sockets: $(VENV_STAMP) ## 1,000 WebSockets at once on one job, in one API and one studio process
 	$(UV) run --frozen python -m bench.sockets

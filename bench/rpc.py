@@ -9,6 +9,8 @@ serving both (``emp-api`` with its gRPC port).
 - **Progress delivery**: one job followed at once by a WebSocket (``/ws/jobs/{id}``) and a
   ``WatchJob`` stream; a worker reports progress every 10 ms and each side timestamps arrival
   (one ``perf_counter`` clock), p50/p99.
+- **Worker throughput** (``bench/rpc_workers.py``): a burst ``emp-worker`` draining N no-op jobs
+  on the Redis transport, then on the gRPC transport through this API process, 1 and 4 slots.
 
 ``python -m bench.rpc [--quick]`` runs it on a private redis-server and a temporary SQLite file.
 """
@@ -36,6 +38,7 @@ from websockets.asyncio.client import connect
 
 from bench.api import _admin_token, _ApiProcess, _KeepAlive
 from bench.report import latency_summary
+from bench.rpc_workers import worker_throughput
 from emp.v1 import job_pb2, job_pb2_grpc
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
@@ -186,6 +189,10 @@ async def measure(redis_url: str, *, quick: bool = False) -> dict[str, Any]:
             ):
                 await asyncio.wait_for(channel.channel_ready(), 15)
                 stub = job_pb2_grpc.JobServiceStub(channel)
+                # First, while the queue holds no other simulation jobs for the workers to meet.
+                workers = await worker_throughput(
+                    queue, f"127.0.0.1:{grpc_port}", token, jobs=400 if quick else 2_000
+                )
                 rest = await _rest_submit(api.port, token, samples)
                 rpc = await _grpc_submit(stub, token, samples)
                 progress = await _progress(api, stub, queue, token, owner, samples)
@@ -202,6 +209,7 @@ async def measure(redis_url: str, *, quick: bool = False) -> dict[str, Any]:
             "grpc": {**latency_summary(rpc[0]), "request_bytes": rpc[1], "response_bytes": rpc[2]},
         },
         "progress": progress,
+        "workers": workers,
     }
 
 
@@ -230,7 +238,18 @@ def render(raw: dict[str, Any], console: Console) -> None:
     row("progress → client p50", p["ws"]["p50_ms"], p["grpc"]["p50_ms"], "ms")
     row("progress → client p99", p["ws"]["p99_ms"], p["grpc"]["p99_ms"], "ms")
     table.add_row("events lost", str(p["ws"]["lost"]), str(p["grpc"]["lost"]), "")
-    table.add_row("worker throughput, gRPC transport", "—", "not built", "see notes")
+    workers = raw["workers"]
+    for key in sorted({k.split("_")[1] for k in workers}, key=int):
+        redis, rpc = workers[f"redis_{key}"], workers[f"grpc_{key}"]
+        table.add_row(
+            f"worker jobs/s, {key} slot{'' if key == '1' else 's'} †",
+            f"{redis['rate']:,.0f} /s", f"{rpc['rate']:,.0f} /s",
+            f"{(rpc['rate'] - redis['rate']) / redis['rate']:+.0%}",
+        )  # fmt: skip
+    jobs = next(iter(workers.values()))["jobs"]
+    table.caption = (
+        f"† a burst emp-worker draining {jobs:,} no-op jobs; left column: the Redis transport"
+    )
     console.print(table)
 
 

@@ -139,6 +139,8 @@ async def test_cancel_stops_the_connector_and_an_idle_slot_is_woken(harness: Har
     run = asyncio.create_task(worker.run())
     try:
         await asyncio.wait_for(worker.ready.wait(), 30)
+        # Listed in the registry while it runs (over gRPC, by the API on its behalf).
+        assert await harness.redis.exists(harness.queue.keys.worker(worker.id))
         (job_id,) = await harness.submit(payload={"steps": 1000, "step_time": 0.05})
         await asyncio.wait_for(connector.started.wait(), 10)
 
@@ -158,6 +160,11 @@ async def test_cancel_stops_the_connector_and_an_idle_slot_is_woken(harness: Har
     finally:
         worker.stop()
         await asyncio.wait_for(run, 20)
+    await eventually(lambda: _deregistered(harness, worker.id))
+
+
+async def _deregistered(harness: Harness, worker_id: str) -> bool:
+    return not await harness.redis.exists(harness.queue.keys.worker(worker_id))
 
 
 async def test_lease_loss_stops_the_connector(harness: Harness) -> None:

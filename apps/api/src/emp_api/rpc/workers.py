@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 # A worker's slots are numbered from 0; more than this is not a worker (settings allow 64).
 _MAX_SLOTS = 64
+# The registry entry of a connected worker is refreshed this often (its TTL is three times it).
+_REGISTRY_REFRESH_S = 5.0
 
 
 def _capabilities(hello: worker_pb2.Hello) -> WorkerCapabilities:
@@ -70,6 +72,26 @@ class _Session:
         self.out: asyncio.Queue[worker_pb2.ConnectResponse | None] = asyncio.Queue()
         self.slots = 0  # 1 + the highest slot that claimed: what leaves the idle sets at the end
         self._control: asyncio.Task[None] | None = None
+        self._registration: asyncio.Task[None] | None = None
+
+    async def register(self, slots: int) -> None:
+        """List the worker in the registry while its stream lasts, as a Redis worker lists
+        itself (the studio's workers, a pending job's explanation); the hostname and pid are
+        this API process's, which holds the stream."""
+        registry, slots = self.services.workers, max(1, min(slots, _MAX_SLOTS))
+        await registry.register(self.caps, slots=slots)
+
+        async def refresh() -> None:
+            while True:
+                await asyncio.sleep(_REGISTRY_REFRESH_S)
+                try:
+                    await registry.refresh(self.caps, slots=slots)
+                except (RedisError, OSError) as exc:
+                    logger.warning(
+                        "worker %s's registry entry was not refreshed: %s", self.caps.worker_id, exc
+                    )
+
+        self._registration = asyncio.create_task(refresh())
 
     async def listen(self) -> None:
         """Forward cancels of this worker's jobs (the Lua publishes them on its control channel)
@@ -181,10 +203,14 @@ class _Session:
         return None
 
     async def close(self) -> None:
-        if self._control is not None:
-            self._control.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._control
+        for task in (self._control, self._registration):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._registration is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.services.workers.deregister(self.caps.worker_id)
         if self.slots:
             # Out of the idle sets: no job's wake-up goes to a slot whose stream is gone.
             with contextlib.suppress(EmpError, RedisError, OSError):
@@ -215,6 +241,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc
         except EmpError as exc:
             await abort(context, exc)
         session = _Session(self.services, caps)
+        await session.register(first.hello.slots)
         await session.listen()
         lease_s = self.services.queue.settings.lease_seconds
         yield worker_pb2.ConnectResponse(welcome=worker_pb2.Welcome(lease_seconds=lease_s))

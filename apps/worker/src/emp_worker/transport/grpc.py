@@ -176,6 +176,7 @@ class GrpcTransport:
             worker_id=self.caps.worker_id,
             services=list(self.caps.services),
             capabilities_json=self.caps.model_dump_json(exclude={"worker_id", "services"}),
+            slots=self.settings.slots,
         )
         stream.send(Request(hello=hello))
         try:

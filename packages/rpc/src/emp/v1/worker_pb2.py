@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65mp/v1/worker.proto\x12\x06\x65mp.v1\"\x85\x02\n\nAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x18\n\x0bworkflow_id\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0btraceparent\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x0c\n\x04slot\x18\t \x01(\x05\x12\x10\n\x08job_json\x18\n \x01(\t\x12\x19\n\x11lease_deadline_ms\x18\x0b \x01(\x03\x42\x0e\n\x0c_workflow_idB\x0e\n\x0c_traceparent\"G\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08services\x18\x02 \x03(\t\x12\x19\n\x11\x63\x61pabilities_json\x18\x03 \x01(\t\"\x15\n\x05Ready\x12\x0c\n\x04slot\x18\x01 \x01(\x05\"*\n\tHeartbeat\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"n\n\x08Progress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x14\n\x07preview\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_preview\"`\n\x08\x43omplete\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12\x12\n\nclaim_next\x18\x04 \x01(\x08\x12\x0c\n\x04slot\x18\x05 \x01(\x05\"i\n\x04\x46\x61il\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x14\n\x07\x64\x65lay_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_delay_s\"8\n\x07Release\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa5\x02\n\x0e\x43onnectRequest\x12\x1e\n\x05hello\x18\x01 \x01(\x0b\x32\r.emp.v1.HelloH\x00\x12\x1e\n\x05ready\x18\x02 \x01(\x0b\x32\r.emp.v1.ReadyH\x00\x12&\n\theartbeat\x18\x03 \x01(\x0b\x32\x11.emp.v1.HeartbeatH\x00\x12$\n\x08progress\x18\x04 \x01(\x0b\x32\x10.emp.v1.ProgressH\x00\x12$\n\x08\x63omplete\x18\x05 \x01(\x0b\x32\x10.emp.v1.CompleteH\x00\x12\x1c\n\x04\x66\x61il\x18\x06 \x01(\x0b\x32\x0c.emp.v1.FailH\x00\x12\"\n\x07release\x18\x07 \x01(\x0b\x32\x0f.emp.v1.ReleaseH\x00\x12\x12\n\nrequest_id\x18\x0f \x01(\x04\x42\t\n\x07message\"\"\n\x10\x43\x61ncelAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x07Refused\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\x07Welcome\x12\x15\n\rlease_seconds\x18\x01 \x01(\x01\"\'\n\x04\x44one\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"9\n\x05NoJob\x12\x0c\n\x04slot\x18\x01 \x01(\x05\x12\x15\n\x08retry_in\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0b\n\t_retry_in\"\x14\n\x04Wake\x12\x0c\n\x04slot\x18\x01 \x01(\x05\"\xa9\x02\n\x0f\x43onnectResponse\x12\"\n\x07welcome\x18\x01 \x01(\x0b\x32\x0f.emp.v1.WelcomeH\x00\x12(\n\nassignment\x18\x02 \x01(\x0b\x32\x12.emp.v1.AssignmentH\x00\x12*\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x18.emp.v1.CancelAssignmentH\x00\x12\"\n\x07refused\x18\x04 \x01(\x0b\x32\x0f.emp.v1.RefusedH\x00\x12\x1c\n\x04\x64one\x18\x05 \x01(\x0b\x32\x0c.emp.v1.DoneH\x00\x12\x1f\n\x06no_job\x18\x06 \x01(\x0b\x32\r.emp.v1.NoJobH\x00\x12\x1c\n\x04wake\x18\x07 \x01(\x0b\x32\x0c.emp.v1.WakeH\x00\x12\x10\n\x08reply_to\x18\x0f \x01(\x04\x42\t\n\x07message2O\n\rWorkerService\x12>\n\x07\x43onnect\x12\x16.emp.v1.ConnectRequest\x1a\x17.emp.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65mp/v1/worker.proto\x12\x06\x65mp.v1\"\x85\x02\n\nAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x11\n\ttimeout_s\x18\x06 \x01(\x01\x12\x18\n\x0bworkflow_id\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0btraceparent\x18\x08 \x01(\tH\x01\x88\x01\x01\x12\x0c\n\x04slot\x18\t \x01(\x05\x12\x10\n\x08job_json\x18\n \x01(\t\x12\x19\n\x11lease_deadline_ms\x18\x0b \x01(\x03\x42\x0e\n\x0c_workflow_idB\x0e\n\x0c_traceparent\"V\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08services\x18\x02 \x03(\t\x12\x19\n\x11\x63\x61pabilities_json\x18\x03 \x01(\t\x12\r\n\x05slots\x18\x04 \x01(\x05\"\x15\n\x05Ready\x12\x0c\n\x04slot\x18\x01 \x01(\x05\"*\n\tHeartbeat\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"n\n\x08Progress\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x10\n\x08progress\x18\x03 \x01(\x01\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x14\n\x07preview\x18\x05 \x01(\tH\x00\x88\x01\x01\x42\n\n\x08_preview\"`\n\x08\x43omplete\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x13\n\x0bresult_json\x18\x03 \x01(\t\x12\x12\n\nclaim_next\x18\x04 \x01(\x08\x12\x0c\n\x04slot\x18\x05 \x01(\x05\"i\n\x04\x46\x61il\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12\x14\n\x07\x64\x65lay_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_delay_s\"8\n\x07Release\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa5\x02\n\x0e\x43onnectRequest\x12\x1e\n\x05hello\x18\x01 \x01(\x0b\x32\r.emp.v1.HelloH\x00\x12\x1e\n\x05ready\x18\x02 \x01(\x0b\x32\r.emp.v1.ReadyH\x00\x12&\n\theartbeat\x18\x03 \x01(\x0b\x32\x11.emp.v1.HeartbeatH\x00\x12$\n\x08progress\x18\x04 \x01(\x0b\x32\x10.emp.v1.ProgressH\x00\x12$\n\x08\x63omplete\x18\x05 \x01(\x0b\x32\x10.emp.v1.CompleteH\x00\x12\x1c\n\x04\x66\x61il\x18\x06 \x01(\x0b\x32\x0c.emp.v1.FailH\x00\x12\"\n\x07release\x18\x07 \x01(\x0b\x32\x0f.emp.v1.ReleaseH\x00\x12\x12\n\nrequest_id\x18\x0f \x01(\x04\x42\t\n\x07message\"\"\n\x10\x43\x61ncelAssignment\x12\x0e\n\x06job_id\x18\x01 \x01(\t\")\n\x07Refused\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\" \n\x07Welcome\x12\x15\n\rlease_seconds\x18\x01 \x01(\x01\"\'\n\x04\x44one\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\"9\n\x05NoJob\x12\x0c\n\x04slot\x18\x01 \x01(\x05\x12\x15\n\x08retry_in\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\x0b\n\t_retry_in\"\x14\n\x04Wake\x12\x0c\n\x04slot\x18\x01 \x01(\x05\"\xa9\x02\n\x0f\x43onnectResponse\x12\"\n\x07welcome\x18\x01 \x01(\x0b\x32\x0f.emp.v1.WelcomeH\x00\x12(\n\nassignment\x18\x02 \x01(\x0b\x32\x12.emp.v1.AssignmentH\x00\x12*\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x18.emp.v1.CancelAssignmentH\x00\x12\"\n\x07refused\x18\x04 \x01(\x0b\x32\x0f.emp.v1.RefusedH\x00\x12\x1c\n\x04\x64one\x18\x05 \x01(\x0b\x32\x0c.emp.v1.DoneH\x00\x12\x1f\n\x06no_job\x18\x06 \x01(\x0b\x32\r.emp.v1.NoJobH\x00\x12\x1c\n\x04wake\x18\x07 \x01(\x0b\x32\x0c.emp.v1.WakeH\x00\x12\x10\n\x08reply_to\x18\x0f \x01(\x04\x42\t\n\x07message2O\n\rWorkerService\x12>\n\x07\x43onnect\x12\x16.emp.v1.ConnectRequest\x1a\x17.emp.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,35 +34,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ASSIGNMENT']._serialized_start=32
   _globals['_ASSIGNMENT']._serialized_end=293
   _globals['_HELLO']._serialized_start=295
-  _globals['_HELLO']._serialized_end=366
-  _globals['_READY']._serialized_start=368
-  _globals['_READY']._serialized_end=389
-  _globals['_HEARTBEAT']._serialized_start=391
-  _globals['_HEARTBEAT']._serialized_end=433
-  _globals['_PROGRESS']._serialized_start=435
-  _globals['_PROGRESS']._serialized_end=545
-  _globals['_COMPLETE']._serialized_start=547
-  _globals['_COMPLETE']._serialized_end=643
-  _globals['_FAIL']._serialized_start=645
-  _globals['_FAIL']._serialized_end=750
-  _globals['_RELEASE']._serialized_start=752
-  _globals['_RELEASE']._serialized_end=808
-  _globals['_CONNECTREQUEST']._serialized_start=811
-  _globals['_CONNECTREQUEST']._serialized_end=1104
-  _globals['_CANCELASSIGNMENT']._serialized_start=1106
-  _globals['_CANCELASSIGNMENT']._serialized_end=1140
-  _globals['_REFUSED']._serialized_start=1142
-  _globals['_REFUSED']._serialized_end=1183
-  _globals['_WELCOME']._serialized_start=1185
-  _globals['_WELCOME']._serialized_end=1217
-  _globals['_DONE']._serialized_start=1219
-  _globals['_DONE']._serialized_end=1258
-  _globals['_NOJOB']._serialized_start=1260
-  _globals['_NOJOB']._serialized_end=1317
-  _globals['_WAKE']._serialized_start=1319
-  _globals['_WAKE']._serialized_end=1339
-  _globals['_CONNECTRESPONSE']._serialized_start=1342
-  _globals['_CONNECTRESPONSE']._serialized_end=1639
-  _globals['_WORKERSERVICE']._serialized_start=1641
-  _globals['_WORKERSERVICE']._serialized_end=1720
+  _globals['_HELLO']._serialized_end=381
+  _globals['_READY']._serialized_start=383
+  _globals['_READY']._serialized_end=404
+  _globals['_HEARTBEAT']._serialized_start=406
+  _globals['_HEARTBEAT']._serialized_end=448
+  _globals['_PROGRESS']._serialized_start=450
+  _globals['_PROGRESS']._serialized_end=560
+  _globals['_COMPLETE']._serialized_start=562
+  _globals['_COMPLETE']._serialized_end=658
+  _globals['_FAIL']._serialized_start=660
+  _globals['_FAIL']._serialized_end=765
+  _globals['_RELEASE']._serialized_start=767
+  _globals['_RELEASE']._serialized_end=823
+  _globals['_CONNECTREQUEST']._serialized_start=826
+  _globals['_CONNECTREQUEST']._serialized_end=1119
+  _globals['_CANCELASSIGNMENT']._serialized_start=1121
+  _globals['_CANCELASSIGNMENT']._serialized_end=1155
+  _globals['_REFUSED']._serialized_start=1157
+  _globals['_REFUSED']._serialized_end=1198
+  _globals['_WELCOME']._serialized_start=1200
+  _globals['_WELCOME']._serialized_end=1232
+  _globals['_DONE']._serialized_start=1234
+  _globals['_DONE']._serialized_end=1273
+  _globals['_NOJOB']._serialized_start=1275
+  _globals['_NOJOB']._serialized_end=1332
+  _globals['_WAKE']._serialized_start=1334
+  _globals['_WAKE']._serialized_end=1354
+  _globals['_CONNECTRESPONSE']._serialized_start=1357
+  _globals['_CONNECTRESPONSE']._serialized_end=1654
+  _globals['_WORKERSERVICE']._serialized_start=1656
+  _globals['_WORKERSERVICE']._serialized_end=1735
 # @@protoc_insertion_point(module_scope)

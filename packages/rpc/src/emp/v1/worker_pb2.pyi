@@ -33,14 +33,16 @@ class Assignment(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., service: _Optional[str] = ..., payload_json: _Optional[str] = ..., attempt: _Optional[int] = ..., timeout_s: _Optional[float] = ..., workflow_id: _Optional[str] = ..., traceparent: _Optional[str] = ..., slot: _Optional[int] = ..., job_json: _Optional[str] = ..., lease_deadline_ms: _Optional[int] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("worker_id", "services", "capabilities_json")
+    __slots__ = ("worker_id", "services", "capabilities_json", "slots")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICES_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_JSON_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     services: _containers.RepeatedScalarFieldContainer[str]
     capabilities_json: str
-    def __init__(self, worker_id: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., capabilities_json: _Optional[str] = ...) -> None: ...
+    slots: int
+    def __init__(self, worker_id: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., capabilities_json: _Optional[str] = ..., slots: _Optional[int] = ...) -> None: ...
 
 class Ready(_message.Message):
     __slots__ = ("slot",)
