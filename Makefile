@@ -131,7 +131,7 @@ e2e: $(VENV_STAMP) $(GPU_STAMP) chromium ## Browser tests against the real apps;
 	$(PYTEST) e2e --screenshot only-on-failure --output e2e/artifacts/failures
 
 # --- aggregates ------------------------------------------------------------------------------------
-.PHONY: lint typecheck test bench bench-peers bench-affinity bench-position bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
+.PHONY: lint typecheck test bench bench-peers bench-affinity bench-fair bench-position bench-cluster bench-grpc bench-sockets bench-patterns bench-loras bench-diffusers dev clean ci-fresh
 lint: $(foreach p,$(PACKAGES),lint-$(p)) lint-imports deps proto-check ## Lint every package, the import rules, the declared dependencies, bench and scripts
 	$(call lint_recipe,conftest.py bench scripts migrations e2e)
 
@@ -160,6 +160,9 @@ bench-peers: $(VENV_STAMP) $(PEERS_VENV)/.installed $(PEERS_ARQ_VENV)/.installed
 
 bench-affinity: $(VENV_STAMP) ## LoRA affinity on a simulated fleet: bytes downloaded, hit rate, waits (off/on/window)
 	$(UV) run --frozen python -m bench.affinity
+
+bench-fair: $(VENV_STAMP) ## Fair shares: a 10,000-job burst against one job a second, wait p50/p95 per customer, off/on/weighted
+	$(UV) run --frozen python -m bench.fairness
 
 bench-cluster: $(VENV_STAMP) ## Claim+complete with 1-3 queues on one node vs a local 3-primary Redis Cluster
 	$(UV) run --frozen python -m bench.cluster

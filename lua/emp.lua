@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '11'
+local VERSION = '12'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -547,6 +547,17 @@ end
 ---------------------------------------------------------------------------------------------------
 -- the pending index
 
+-- A score's priority band: 0 for priority PRIORITY_MAX, counting up as priority falls.
+local function band_of(score)
+  return math.floor(tonumber(score) / SEQ_SPAN)
+end
+
+-- pending:{class}:customers:{priority}: the customers with pending jobs of the class at that
+-- priority, scored by (a lower bound of) their fair-share start tag; see "fair shares" below.
+local function fair_index_key(pending, score)
+  return pending .. ':customers:' .. fmt_int(PRIORITY_MAX - band_of(score))
+end
+
 ---------------------------------------------------------------------------------------------------
 -- capability profiles: the claim's index, and whom a new job wakes
 --
@@ -659,7 +670,10 @@ end
 local function index_pending(k, job_id, score, customer, workflow, service, class_id, reqs)
   local head = redis.call('ZRANGE', k.pending, 0, 0, 'WITHSCORES')
   redis.call('ZADD', k.pending, score, job_id)
-  if customer ~= '' then redis.call('ZADD', k.pending .. ':cust:' .. customer, score, job_id) end
+  -- Ownerless jobs (customer '') get a sub-set too: fair shares treat them as one customer.
+  redis.call('ZADD', k.pending .. ':cust:' .. customer, score, job_id)
+  -- Listed at 0, below any start tag: the next claim that reads it raises it to the truth.
+  redis.call('ZADD', fair_index_key(k.pending, score), 'NX', 0, customer)
   if workflow ~= '' then redis.call('ZADD', k.pending .. ':wf:' .. workflow, score, job_id) end
   redis.call('HINCRBY', k.count, service, 1)
   local base = k.base
@@ -681,9 +695,18 @@ local function index_pending(k, job_id, score, customer, workflow, service, clas
   wake_one(base, service, class_id, reqs, profiles)
 end
 
-local function unindex_pending(k, job_id, customer, workflow, service, class_id)
+local function unindex_pending(k, job_id, score, customer, workflow, service, class_id)
   if redis.call('ZREM', k.pending, job_id) == 0 then return false end
-  if customer ~= '' then redis.call('ZREM', k.pending .. ':cust:' .. customer, job_id) end
+  customer = customer or ''
+  local own = k.pending .. ':cust:' .. customer
+  redis.call('ZREM', own, job_id)
+  -- The customer leaves the class's fair index at this priority with its last job there.
+  if tonumber(score) then
+    local lo = band_of(score) * SEQ_SPAN
+    if redis.call('ZCOUNT', own, fmt_int(lo), '(' .. fmt_int(lo + SEQ_SPAN)) == 0 then
+      redis.call('ZREM', fair_index_key(k.pending, score), customer)
+    end
+  end
   if workflow ~= '' then redis.call('ZREM', k.pending .. ':wf:' .. workflow, job_id) end
   if redis.call('EXISTS', k.pending) == 0 then redis.call('HDEL', k.registry, class_id) end
   redis.call('HINCRBY', k.count, service, -1)
@@ -790,8 +813,8 @@ local function first_allowed_rank(base, zkey, denied_keys, denied)
   return found
 end
 
--- The best job of one pending set this worker may take: returns id, score, and a wait hint (ms)
--- when a job is held back for another worker.
+-- The best job of one pending set this worker may take: returns id, score, a wait hint (ms)
+-- when a job is held back for another worker, and the job's customer.
 local function eligible_head(base, zkey, caps, now, class_key, service, depth)
   local heads = redis.call('ZRANGE', zkey, 0, SCAN_LIMIT - 1, 'WITHSCORES')
   local hint = nil
@@ -824,7 +847,7 @@ local function eligible_head(base, zkey, caps, now, class_key, service, depth)
         local wait = avoid_until - now
         if hint == nil or wait < hint then hint = wait end
       else
-        return job_id, heads[i + 1], hint
+        return job_id, heads[i + 1], hint, customer
       end
     end
   end
@@ -852,7 +875,7 @@ local function eligible_head(base, zkey, caps, now, class_key, service, depth)
   -- The count above reads per-customer subsets of the class set; a workflow's set has none, so
   -- check the answer itself rather than trust it.
   if m[3] and caps.denied[m[3]] then return nil, nil, hint end
-  return entry[1], entry[2], hint
+  return entry[1], entry[2], hint, m[3] or ''
 end
 
 -- The pending sets of one class that this worker reads: its workflow's, its allowed customers',
@@ -990,6 +1013,160 @@ local function affine_choice(base, cands, caps, now, held_key, opt, best)
     end
   end
   return pick, hint
+end
+
+---------------------------------------------------------------------------------------------------
+-- claim: fair shares between customers (issue 10)
+--
+-- Within a priority, customers share the workers by weight: start-time fair queueing, charged
+-- per job. Per service, fair:{service} holds each customer's finish tag F (its virtual time) and,
+-- under the member CLOCK, the service's virtual clock V. A customer's start tag is max(F, V).
+-- A claim that found its best job (priority, then age) compares, among the customers with jobs
+-- at that priority in up to FAIR_CLASSES of the classes it can run, their start tags, and takes
+-- the head of the customer with the lowest (ties: the oldest head). Taking a job of
+-- customer c with start S sets F_c = S + 1/weight_c and V = max(V, S). So a customer with a
+-- backlog gets every idle worker while nobody else waits, a customer that has been served less
+-- goes first, and one that was away does not bank credit (its start is V, not its old F).
+--
+-- Bounded: each class's customers at a priority are indexed in pending:{class}:customers:{p},
+-- scored by a lower bound of their start tag (tags only rise; entries are raised when read), and a
+-- claim reads the first `scan` entries of at most FAIR_CLASSES such indexes and tries at most
+-- FAIR_TRIES customers' heads: nothing depends on the number of customers or jobs. Weights live
+-- in fair_weights (customer -> weight, default 1), set with `emp fair-shares` (FairShares).
+
+local FAIR_CLASSES = 4      -- classes of the best job's priority compared per service
+local FAIR_TRIES = 4        -- customers' heads read before the plain choice is kept
+local FAIR_CLOCK = '~clock' -- the member of fair:{service} holding V (never a customer id)
+local WEIGHT_MIN, WEIGHT_MAX = 0.01, 1000
+
+local function fmt_tag(x)
+  return string.format('%.17g', x)
+end
+
+-- walked: per service, the ready-set entries (class, listed score, ...) the claim's walk read;
+-- best: the plain choice {id, score, service, customer, zkey}. Returns the job to take (the same
+-- shape; zkey is its customer's set in its class), the candidates sorted by start tag, and a wait
+-- hint (ms).
+local function fair_choice(base, caps, now, scan, best, walked)
+  local band = band_of(best.score)
+  local band_end = (band + 1) * SEQ_SPAN
+  local priority = fmt_int(PRIORITY_MAX - band)
+  local cands = {}
+  for _, service in ipairs(caps.services) do
+    local entries = walked[service] or {}
+    local svc = {}
+    if service == best.service then
+      svc[1] = {service = service, customer = best.customer, best = true, order = 0}
+    end
+    local classes = 0
+    for i = 1, #entries, 2 do
+      if classes >= FAIR_CLASSES or tonumber(entries[i + 1]) >= band_end then break end
+      classes = classes + 1
+      local pending = base .. ':pending:' .. entries[i]
+      local idx = pending .. ':customers:' .. priority
+      local listed = redis.call('ZRANGE', idx, 0, scan - 1, 'WITHSCORES')
+      for j = 1, #listed, 2 do
+        local c = listed[j]
+        if not caps.denied[c] and (not caps.allowed or caps.allowed[c]) then
+          svc[#svc + 1] = {service = service, customer = c, pending = pending, idx = idx,
+            zkey = pending .. ':cust:' .. c, recorded = tonumber(listed[j + 1]), order = #svc + 1}
+        end
+      end
+    end
+    if #svc > 0 then
+      local names = {FAIR_CLOCK}
+      for i, e in ipairs(svc) do names[i + 1] = e.customer end
+      local tags = redis.call('ZMSCORE', base .. ':fair:' .. service, unpack(names))
+      local v = tonumber(tags[1]) or 0
+      for i, e in ipairs(svc) do
+        e.start = math.max(tonumber(tags[i + 1]) or v, v)
+        -- Tags only rise: keep the index's lower bound close, so the next read sorts right.
+        if e.idx and e.start > e.recorded then
+          redis.call('ZADD', e.idx, 'XX', fmt_tag(e.start), e.customer)
+        end
+        cands[#cands + 1] = e
+      end
+    end
+  end
+  table.sort(cands, function(a, b)
+    if a.start ~= b.start then return a.start < b.start end
+    if a.best ~= b.best then return a.best == true end
+    if a.service ~= b.service then return a.service < b.service end
+    return a.order < b.order
+  end)
+  local lo = fmt_int(band * SEQ_SPAN)
+  local hint = nil
+  local tried = 0
+  local i = 1
+  -- Group by start tag, lowest first; within a group the oldest head wins (the plain choice,
+  -- sorted first in its group, is the oldest of all).
+  while i <= #cands and tried < FAIR_TRIES do
+    local start = cands[i].start
+    local found = nil
+    while i <= #cands and cands[i].start == start do
+      local e = cands[i]
+      i = i + 1
+      if e.best then return best, cands, hint end
+      if tried < FAIR_TRIES then
+        tried = tried + 1
+        local job_id, score, wait = eligible_head(base, e.zkey, caps, now, e.pending, e.service)
+        if wait and (hint == nil or wait < hint) then hint = wait end
+        if job_id and band_of(score) <= band then
+          if found == nil or better(score, job_id, found.score, found.id) then
+            found = {id = job_id, score = score, service = e.service, customer = e.customer,
+              zkey = e.zkey}
+          end
+        elseif not job_id and not wait
+            and redis.call('ZCOUNT', e.zkey, lo, '(' .. fmt_int(band_end)) == 0 then
+          redis.call('ZREM', e.idx, e.customer)  -- listed but gone (quarantined, say)
+        end
+      end
+    end
+    if found then return found, cands, hint end
+  end
+  return best, cands, hint
+end
+
+-- The sets the affinity may re-rank in fair mode: the chosen customer's, then those of the
+-- customers whose start tag ties its own (any of them may go next without breaking fairness).
+local function fair_sets(cands, pick)
+  local start = nil
+  for _, e in ipairs(cands) do
+    if e.customer == pick.customer and e.service == pick.service then
+      start = e.start
+      break
+    end
+  end
+  local sets = {{zkey = pick.zkey, score = pick.score, service = pick.service}}
+  local seen = {[pick.zkey] = true}
+  for _, e in ipairs(cands) do
+    if start == nil or e.start > start then break end
+    if e.zkey and not seen[e.zkey] then
+      seen[e.zkey] = true
+      sets[#sets + 1] = {zkey = e.zkey, score = pick.score, service = e.service}
+    end
+  end
+  return sets
+end
+
+-- Charge the claimed job to its customer: F = max(F, V) + 1/weight; V = max(V, start). Customers
+-- whose F fell behind V are dropped (their start is V either way), so fair:{service} holds only
+-- customers served ahead of the clock.
+local function fair_charge(base, service, customer)
+  local key = base .. ':fair:' .. service
+  local tags = redis.call('ZMSCORE', key, FAIR_CLOCK, customer)
+  local v = tonumber(tags[1]) or 0
+  local start = math.max(tonumber(tags[2]) or v, v)
+  local w = tonumber(redis.call('HGET', base .. ':fair_weights', customer))
+  if w == nil or w ~= w then w = 1 end
+  w = math.min(math.max(w, WEIGHT_MIN), WEIGHT_MAX)
+  if start > v then
+    redis.call('ZADD', key, fmt_tag(start + 1 / w), customer, fmt_tag(start), FAIR_CLOCK)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. fmt_tag(start))
+  else
+    redis.call('ZADD', key, fmt_tag(start + 1 / w), customer)
+    if tags[1] == false then redis.call('ZADD', key, fmt_tag(v), FAIR_CLOCK) end
+  end
 end
 
 ---------------------------------------------------------------------------------------------------
@@ -1184,7 +1361,8 @@ end
 -- KEYS: worker, leases, fence, delayed, then one classes registry per service in caps.services,
 -- then the set of LoRA hashes the worker holds.
 -- ARGV: base, capabilities JSON, lease_ms, events_maxlen, promote_limit, slot ('' or an index),
--- then the affinity's scan (jobs; 0: off), patience_ms, grace_ms and window_ms (affine_choice).
+-- then the affinity's scan (jobs; 0: off), patience_ms, grace_ms and window_ms (affine_choice),
+-- then the fair share's scan (customers per class; 0 or absent: off; see fair_choice).
 -- Returns {'job', HGETALL of the claimed job} or {'none', ms until worth trying again or -1}.
 -- A worker slot's index, or '' for a caller that is not a slot (the CLI, a test).
 local function slot_arg(value)
@@ -1231,6 +1409,12 @@ local function check_claim_keys(keys, base, caps)
   need_key(keys[5 + #caps.services], base .. ':worker:' .. caps.worker_id .. ':loras', 'loras')
 end
 
+-- The fair share's argument: customers compared per class (0: off, first-submitted first).
+local function fair_arg(value)
+  if value == nil or value == '' then return 0 end
+  return int_arg(value, 'fair_scan', 0, 64)
+end
+
 -- The affinity's four arguments from ARGV[i] on (see affine_choice).
 local function affinity_args(args, i)
   return {scan = int_arg(args[i], 'affinity_scan', 0, 1000),
@@ -1248,17 +1432,21 @@ local function emp_claim(keys, args)
   local slot = slot_arg(args[6])
   check_claim_keys(keys, base, caps)
   local affinity = affinity_args(args, 7)
+  local fair_scan = fair_arg(args[11])
   local worker_key, leases, fence, delayed = keys[1], keys[2], keys[3], keys[4]
   local now = now_ms()
   promote_due(base, delayed, now, promote_limit, maxlen)
 
   local best_id, best_score, best_service, hint = nil, nil, nil, nil
+  local best_customer, best_zkey = nil, nil
   local cands = {}
+  local walked = {}
   for s, service in ipairs(caps.services) do
     local prof = caps.profiles[service]
     ensure_profile(base, service, prof, keys[4 + s], now)
     local ready = ready_key(base, service, prof.id)
     local entries = redis.call('ZRANGE', ready, 0, CLASS_WINDOW - 1, 'WITHSCORES')
+    walked[service] = entries
     for i = 1, #entries, 2 do
       local class_id, listed = entries[i], tonumber(entries[i + 1])
       -- Listed scores are lower bounds: nothing further down can beat the best found.
@@ -1271,16 +1459,30 @@ local function emp_claim(keys, args)
         if tonumber(head[2]) > listed then redis.call('ZADD', ready, 'XX', head[2], class_id) end
         if best_score == nil or tonumber(head[2]) <= tonumber(best_score) then
           for _, zkey in ipairs(candidate_sets(class_key, caps)) do
-            local job_id, score, wait = eligible_head(base, zkey, caps, now, class_key, service)
+            local job_id, score, wait, customer = eligible_head(base, zkey, caps, now, class_key,
+              service)
             if wait and (hint == nil or wait < hint) then hint = wait end
             if job_id then cands[#cands + 1] = {zkey = zkey, score = score, service = service} end
             if job_id and better(score, job_id, best_score, best_id) then
               best_id, best_score, best_service = job_id, score, service
+              best_customer = customer or ''
+              best_zkey = class_key .. ':cust:' .. best_customer
             end
           end
         end
       end
     end
+  end
+
+  if best_id ~= nil and fair_scan > 0 and not caps.workflow_id then
+    -- Fair shares within the priority (a workflow-pinned worker serves one customer anyway).
+    local pick, fair, wait = fair_choice(base, caps, now, fair_scan, {id = best_id,
+      score = best_score, service = best_service, customer = best_customer, zkey = best_zkey},
+      walked)
+    if wait and (hint == nil or wait < hint) then hint = wait end
+    best_id, best_score, best_service = pick.id, pick.score, pick.service
+    -- The affinity then ranks only jobs of customers as entitled to go next as this one.
+    cands = fair_sets(fair, pick)
   end
 
   if best_id ~= nil and affinity.scan > 0 then
@@ -1314,7 +1516,9 @@ local function emp_claim(keys, args)
 
   local jk = base .. ':job:' .. best_id
   local f = redis.call('HMGET', jk, 'customer_id', 'workflow_id', 'class_id')
-  unindex_pending(derived_keys(base, best_service, f[3]), best_id, f[1], f[2], best_service, f[3])
+  unindex_pending(derived_keys(base, best_service, f[3]), best_id, best_score, f[1], f[2],
+    best_service, f[3])
+  if fair_scan > 0 then fair_charge(base, best_service, f[1] or '') end
   -- Keep this profile's own entry exact (other profiles' are raised lazily by their claims).
   local own = ready_key(base, best_service, caps.profiles[best_service].id)
   local next_head = redis.call('ZRANGE', base .. ':pending:' .. f[3], 0, 0, 'WITHSCORES')
@@ -1417,7 +1621,7 @@ end
 -- fence, delayed, one classes registry per service and the worker's LoRA set (as emp_claim).
 -- ARGV: base, job_id, token, result JSON, retention_s, maxlen; to claim the next job, also
 -- capabilities JSON, lease_ms, promote_limit, slot, affinity scan, patience_ms, grace_ms,
--- window_ms.
+-- window_ms, fair scan.
 -- Returns 1, or with a next claim what emp_claim returns: one round trip per job instead of two.
 local function emp_complete(keys, args)
   local claim_next = args[7] ~= nil
@@ -1433,6 +1637,7 @@ local function emp_complete(keys, args)
     int_arg(args[9], 'promote_limit', 0, 10000)
     slot_arg(args[10])
     affinity_args(args, 11)
+    fair_arg(args[15])
     local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
     for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
     check_claim_keys(claim_keys, base, caps)
@@ -1461,7 +1666,7 @@ local function emp_complete(keys, args)
   local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
   for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
   return emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9], args[10], args[11],
-    args[12], args[13], args[14]})
+    args[12], args[13], args[14], args[15]})
 end
 
 -- KEYS: job, events, leases, worker, delayed, dead, finished.
@@ -1545,7 +1750,7 @@ local function emp_cancel(keys, args)
   local retention = int_arg(args[4], 'retention_s', 1)
   local maxlen = int_arg(args[5], 'events_maxlen', 1)
   local f = redis.call('HMGET', keys[1], 'status', 'service', 'class_id', 'customer_id',
-    'workflow_id', 'worker_id')
+    'workflow_id', 'worker_id', 'score')
   local status, service = f[1], f[2]
   if not status then bad('NOT_FOUND', 'job_id', 'job ' .. job_id .. ' does not exist') end
   if status == 'completed' or status == 'failed' or status == 'cancelled' then
@@ -1553,7 +1758,7 @@ local function emp_cancel(keys, args)
   end
   local now = now_ms()
   if status == 'pending' then
-    unindex_pending(derived_keys(base, service, f[3]), job_id, f[4], f[5], service, f[3])
+    unindex_pending(derived_keys(base, service, f[3]), job_id, f[7], f[4], f[5], service, f[3])
   elseif status == 'retrying' then
     redis.call('ZREM', keys[4], job_id)
   else

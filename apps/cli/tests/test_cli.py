@@ -109,3 +109,17 @@ async def test_wait_summarises_images_in_the_result(queue: Queue, settings: Queu
     assert "<base64, 1.5 kB>" in line
     assert '"seed":7' in line
     assert len(line) < 300
+
+
+async def test_fair_share_weights(queue: Queue, settings: QueueSettings) -> None:
+    result = await asyncio.to_thread(_emp, settings, "fair-shares", "set", "acme", "3")
+    assert result.returncode == 0, result.stderr
+    assert await queue.redis.hget(queue.keys.fair_weights(), "acme") == b"3.0"
+    listed = await asyncio.to_thread(_emp, settings, "fair-shares", "list")
+    assert "acme" in listed.stdout
+    refused = await asyncio.to_thread(_emp, settings, "fair-shares", "set", "acme", "0")
+    assert refused.returncode == 2
+    assert "weight" in refused.stderr
+    reset = await asyncio.to_thread(_emp, settings, "fair-shares", "reset", "acme")
+    assert reset.returncode == 0, reset.stderr
+    assert await queue.redis.hlen(queue.keys.fair_weights()) == 0

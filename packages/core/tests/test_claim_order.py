@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from core_factories import claimed_id, make_caps, make_spec, queue_keys
+from core_factories import claimed_id, make_caps, make_spec, queue_keys, with_settings
 
 from emp_core.errors import InvalidInput
 from emp_core.jobs.job import JobSpec
@@ -179,6 +179,9 @@ def mixed_jobs(seed: int, count: int) -> list[JobSpec]:
 async def test_drain_order_follows_the_pure_rules(
     queue: Queue, redis: aioredis.Redis, worker: str
 ) -> None:
+    """With fair shares off: priority, then submit order (test_fair_shares.py has the fair
+    order of the same mix)."""
+    queue = Queue(redis, with_settings(queue.settings, fair_scan=0))
     specs = mixed_jobs(seed=7, count=300)
     ids = await queue.submit_many(specs)
     caps = make_caps(**WORKERS[worker])

@@ -30,8 +30,8 @@ def test_templates_share_one_hash_tag() -> None:
         k.pending_customer("c", "u"), k.pending_workflow("c", "w"), k.pending_count(),
         k.workflow("w"), k.delayed(), k.leases(), k.dead(), k.finished(), k.customer_jobs("u"),
         k.worker("w"), k.worker_loras("w"), k.lora_holders("0" * 64), k.workers(),
-        k.wake_channel("s"), k.control_channel("w"),
-        k.events_channel(), k.minute_stats(29_000_000),
+        k.wake_channel("s"), k.control_channel("w"), k.pending_customers("c", 50),
+        k.fair_tags("s"), k.fair_weights(), k.events_channel(), k.minute_stats(29_000_000),
     ]  # fmt: skip
     assert len(set(names)) == len(names)
     assert all(n.startswith("emp:{q1}:") for n in names)
@@ -65,15 +65,15 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
     record = {k.job(job_id), k.events(job_id), k.seq(), k.pending_count(), k.workflow("wf"),
               k.customer_jobs("acme"), k.worker("w1")}  # fmt: skip
     pending = {k.classes("simulation"), k.pending(cid), k.pending_customer(cid, "acme"),
-               k.pending_workflow(cid, "wf")}  # fmt: skip
+               k.pending_workflow(cid, "wf"), k.pending_customers(cid, 50)}  # fmt: skip
     assert await keys_now() == record | pending
 
-    # Claim: the Lua removes the job from index keys it derives itself, and registers the
-    # worker's capability profile (the claim's index).
+    # Claim: the Lua removes the job from index keys it derives itself, registers the worker's
+    # capability profile (the claim's index) and charges the customer's fair share.
     await claim_one(q, w1)
     (pid,) = [p.decode() for p in await redis.zrange(k.profiles_seen("simulation"), 0, -1)]
     profile = {k.profiles("simulation"), k.profiles_seen("simulation")}
-    record |= profile
+    record |= profile | {k.fair_tags("simulation")}
     pending.add(k.ready("simulation", pid))
     assert await keys_now() == record | {k.fence(), k.leases()}
     assert await redis.hget(k.worker("w1"), "state") == b"busy"

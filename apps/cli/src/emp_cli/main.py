@@ -26,6 +26,7 @@ from emp_cli.patterns import patterns_app
 from emp_core.errors import EmpError
 from emp_core.jobs.events import follow
 from emp_core.jobs.job import DEFAULT_PRIORITY, Job, JobStatus
+from emp_core.queue.fairness import DEFAULT_WEIGHT, FairShares
 from emp_core.queue.queue import Queue
 from emp_core.redis.client import connect
 from emp_core.registry.workers import unserved_warning
@@ -39,6 +40,10 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(env_app, name="env")
 app.add_typer(patterns_app, name="patterns")
+fair_app = typer.Typer(
+    help="Fair shares between customers: weights (default 1, equal shares).", no_args_is_help=True
+)
+app.add_typer(fair_app, name="fair-shares")
 
 T = TypeVar("T")
 
@@ -200,6 +205,53 @@ def functions_load(redis_url: RedisUrl = None, queue: QueueName = None) -> None:
     """Install this code's library (FUNCTION LOAD REPLACE) and check its version."""
     version = _run(_settings(redis_url, queue), lambda q: q.functions.load())
     console.print(f"emp library v{version} loaded")
+
+
+@fair_app.command("set")
+def fair_set(
+    customer: str, weight: float, redis_url: RedisUrl = None, queue: QueueName = None
+) -> None:
+    """Give CUSTOMER a share of WEIGHT within each priority, relative to others' (default 1):
+    with weight 3 against 1 it gets three claims for the other's one while both wait."""
+    _run(
+        _settings(redis_url, queue),
+        lambda q: FairShares(q.redis, q.keys).set_weight(customer, weight),
+    )
+    console.print(f"customer {customer} has weight {weight:g}")
+
+
+@fair_app.command("reset")
+def fair_reset(customer: str, redis_url: RedisUrl = None, queue: QueueName = None) -> None:
+    """Back to the default weight."""
+    _run(_settings(redis_url, queue), lambda q: FairShares(q.redis, q.keys).reset_weight(customer))
+    console.print(f"customer {customer} has weight {DEFAULT_WEIGHT:g}")
+
+
+@fair_app.command("list")
+def fair_list(
+    service: Annotated[
+        str | None, typer.Option(help="Also show who is ahead of its share in this service.")
+    ] = None,
+    redis_url: RedisUrl = None,
+    queue: QueueName = None,
+) -> None:
+    """The weights set (everyone else has 1); with --service, the customers served ahead."""
+
+    async def body(q: Queue) -> None:
+        shares = FairShares(q.redis, q.keys)
+        weights = await shares.weights()
+        table = Table("customer", "weight")
+        for customer, weight in sorted(weights.items()):
+            table.add_row(customer, f"{weight:g}")
+        console.print(table if weights else "no weights set: every customer has weight 1")
+        if service:
+            ahead = Table("customer", "weight", "jobs ahead of its turn")
+            for share in await shares.shares(service):
+                ahead.add_row(share.customer_id or "(no owner)", f"{share.weight:g}",
+                              f"{share.ahead:.2f}")  # fmt: skip
+            console.print(ahead)
+
+    _run(_settings(redis_url, queue), body)
 
 
 def main() -> None:

@@ -51,6 +51,10 @@ class QueueSettings(BaseSettings):
     # Hold a job for up to this long for a busy worker that holds its LoRAs (0: off, never
     # waits for a busy worker).
     affinity_window_seconds: float = Field(default=0.0, ge=0)
+    # Fair shares between customers within a priority (issue 10; make bench-fair): how many
+    # customers of a class a claim compares by share used (0: off, first submitted first).
+    # Weights per customer: `emp fair-shares set` (the fair_weights hash), default 1.
+    fair_scan: int = Field(default=8, ge=0, le=64)
 
     @property
     def keys(self) -> Keys:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 Service = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+def is_identifier(value: str) -> bool:
+    """Whether ``value`` is an id as workers, customers and workflows carry it."""
+    return re.fullmatch(IDENTIFIER_PATTERN, value) is not None
 
 
 class Hardware(BaseModel):

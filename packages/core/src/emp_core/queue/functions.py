@@ -107,6 +107,7 @@ class NextClaim:
     promote_limit: int
     slot: int | None = None
     affinity: Affinity = Affinity()
+    fair_scan: int = 0
 
 
 class Functions:
@@ -218,9 +219,11 @@ class Functions:
         promote_limit: int,
         slot: int | None = None,
         affinity: Affinity = Affinity(),
+        fair_scan: int = 0,
     ) -> list[Any]:
         """``slot``: the worker slot claiming; given, an empty claim enters the slot in its
-        profile's idle set, and a job becoming pending wakes it (``Waker``)."""
+        profile's idle set, and a job becoming pending wakes it (``Waker``). ``fair_scan``:
+        customers per class compared for fair shares (0: off, first submitted first)."""
         k = self.keys
         keys = [k.worker(worker_id), k.leases(), k.fence(), k.delayed()]
         keys += [k.classes(s) for s in services]
@@ -228,7 +231,7 @@ class Functions:
         result: list[Any] = await self._call(
             "emp_claim", keys, capabilities, lease_ms, events_maxlen, promote_limit,
             "" if slot is None else slot,
-            *affinity.argv(),
+            *affinity.argv(), fair_scan,
         )  # fmt: skip
         return result
 
@@ -291,6 +294,7 @@ class Functions:
             args += [claim_next.capabilities, claim_next.lease_ms, claim_next.promote_limit]
             args.append("" if claim_next.slot is None else claim_next.slot)
             args += claim_next.affinity.argv()
+            args.append(claim_next.fair_scan)
         reply = await self._call("emp_complete", keys, *args)
         return reply if claim_next is not None else None
 

@@ -57,6 +57,21 @@ class Keys:
         """Sorted set: the same, for one workflow (workers pinned to a workflow read these)."""
         return f"{self.base}:pending:{class_id}:wf:{workflow_id}"
 
+    def pending_customers(self, class_id: str, priority: int) -> str:
+        """Sorted set: the customers with pending jobs of one class at one priority, by (a lower
+        bound of) their fair-share start tag: what a claim compares customers by."""
+        return f"{self.base}:pending:{class_id}:customers:{priority}"
+
+    # --- fair shares between customers (see lua/emp.lua, "fair shares") -----------------------
+    def fair_tags(self, service: str) -> str:
+        """Sorted set: customer -> finish tag (share used / weight) of a service, plus the member
+        ``~clock``, the service's virtual clock; customers behind the clock are dropped."""
+        return f"{self.base}:fair:{service}"
+
+    def fair_weights(self) -> str:
+        """Hash: customer -> weight of its share (default 1), set by operators."""
+        return f"{self.base}:fair_weights"
+
     # --- the claim's index: capability profiles (see lua/emp.lua, "capability profiles") -------
     def profiles(self, service: str) -> str:
         """Hash: profile id -> canonical profile (what matching reads of a worker) of a service."""

@@ -183,7 +183,7 @@ class Queue:
         s = self.settings
         reply = await self.functions.claim(
             caps.worker_id, caps.services, caps.wire, self._lease_ms, s.events_maxlen,
-            _PROMOTE_LIMIT, slot, self._affinity,
+            _PROMOTE_LIMIT, slot, self._affinity, s.fair_scan,
         )  # fmt: skip
         return _claim_result(reply)
 
@@ -247,7 +247,7 @@ class Queue:
         if then_claim is not None:
             claim_next = NextClaim(
                 then_claim.services, then_claim.wire, self._lease_ms, _PROMOTE_LIMIT, slot,
-                self._affinity,
+                self._affinity, s.fair_scan,
             )  # fmt: skip
         reply = await self.functions.complete(
             claimed.job.worker_id or "", claimed.id, claimed.token, orjson.dumps(result),
