@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from emp_core.errors import InvalidInput
 from emp_core.jobs.capabilities import is_identifier
 from emp_core.queue.keys import Keys
+from emp_core.redis import text
 
 WEIGHT_MIN = 0.01
 WEIGHT_MAX = 1000.0
@@ -68,12 +69,12 @@ class FairShares:
     async def weights(self) -> dict[str, float]:
         """The weights set, by customer (customers not listed have ``DEFAULT_WEIGHT``)."""
         raw = await self.redis.hgetall(self.keys.fair_weights())
-        return {_text(k): float(v) for k, v in raw.items()}
+        return {text(k): float(v) for k, v in raw.items()}
 
     async def shares(self, service: str) -> list[Share]:
         """The customers of ``service`` served ahead of its clock, most ahead first."""
         tags: Any = await self.redis.zrange(self.keys.fair_tags(service), 0, -1, withscores=True)
-        by_name = {_text(member): float(score) for member, score in tags}
+        by_name = {text(member): float(score) for member, score in tags}
         clock = by_name.pop(CLOCK, 0.0)
         weights = await self.weights()
         out = [
@@ -81,7 +82,3 @@ class FairShares:
             for c, tag in by_name.items()
         ]
         return sorted(out, key=lambda s: (-s.ahead, s.customer_id))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
