@@ -204,3 +204,19 @@ async def test_claim_work_does_not_grow_with_distinct_loras(
     assert counts[0] == counts[1]
     # The affinity read at most `affinity_scan` jobs, each with one SMISMEMBER.
     assert counts[0]["cmdstat_smismember"] <= settings.affinity_scan
+
+
+async def test_a_worker_holding_no_lora_reads_no_other_job(
+    private_redis: aioredis.Redis, settings: QueueSettings
+) -> None:
+    """With no LoRA held every job's affinity is 0: the claim looks at its plain choice (whether
+    the grace holds it back) and at no other job of the band, so a no-LoRA claim stays cheap."""
+    q = Queue(private_redis, with_settings(settings, queue="n"))
+    await q.functions.load()
+    ids = await q.submit_many([job() for _ in range(3 * settings.affinity_scan)])
+    await private_redis.config_resetstat()
+    assert await claimed_id(q, make_caps(worker_id="w-empty")) == ids[0]
+    stats = await private_redis.info("commandstats")
+    # One HMGET for the plain choice's grace check; the claim's own reads of its job hash.
+    assert int(stats["cmdstat_hmget"]["calls"]) < settings.affinity_scan // 2
+    assert "cmdstat_smismember" not in stats
