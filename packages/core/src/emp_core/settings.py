@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import re
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from emp_core.queue.keys import Keys
+
+QUEUE_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+def parse_routes(value: Any) -> Any:
+    """``"sdxl=gpu-a, simulation=cpu"`` -> ``{"sdxl": "gpu-a", "simulation": "cpu"}``; a bad
+    pair raises ``ValueError`` naming it (pydantic turns it into a clear settings error)."""
+    if not isinstance(value, str):
+        return value
+    routes: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in value.split(","))):
+        service, eq, queue = (part.strip() for part in pair.partition("="))
+        if not (eq and service and re.match(QUEUE_NAME, queue)):
+            raise ValueError(f"queue route {pair!r} is not SERVICE=QUEUE (QUEUE: {QUEUE_NAME})")
+        routes[service] = queue
+    return routes
 
 
 class QueueSettings(BaseSettings):
@@ -22,7 +41,15 @@ class QueueSettings(BaseSettings):
     redis_max_connections: int = Field(default=64, ge=2)
     redis_pool_timeout_seconds: float = Field(default=20.0, gt=0)
     key_prefix: str = Field(default="emp", pattern=r"^[A-Za-z0-9_.-]+$")
-    queue: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]+$")
+    queue: str = Field(default="default", pattern=QUEUE_NAME)
+    # Which queue a submit goes to, by service: ``sdxl=gpu-a,simulation=cpu``; a service not named
+    # goes to ``queue``. By service because a queue's claim ranks only its own jobs: a service's
+    # workers and its priority order then live together on one shard (README, "Redis Cluster").
+    queue_routes: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # After a submit, wait until this many replicas hold it (Redis WAIT) before answering: closes
+    # the window in which a failover loses an acknowledged submit. 0: off (asynchronous).
+    redis_wait_replicas: int = Field(default=0, ge=0, le=16)
+    redis_wait_timeout_ms: int = Field(default=1000, ge=1, le=60_000)
 
     max_payload_bytes: int = Field(default=1_000_000, gt=0)
     lease_seconds: float = Field(default=10.0, gt=0)
@@ -56,6 +83,20 @@ class QueueSettings(BaseSettings):
     # Weights per customer: `emp fair-shares set` (the fair_weights hash), default 1.
     fair_scan: int = Field(default=8, ge=0, le=64)
 
+    @field_validator("queue_routes", mode="before")
+    @classmethod
+    def _routes(cls, value: Any) -> Any:
+        return parse_routes(value)
+
     @property
     def keys(self) -> Keys:
         return Keys(prefix=self.key_prefix, queue=self.queue)
+
+    def queue_for(self, service: str) -> str:
+        """The queue a job of ``service`` is submitted to."""
+        return self.queue_routes.get(service, self.queue)
+
+    @property
+    def queue_names(self) -> list[str]:
+        """Every queue this deployment names: the default first, then the routes' targets."""
+        return list(dict.fromkeys([self.queue, *self.queue_routes.values()]))

@@ -7,6 +7,7 @@ classes and leaves building models to ``queue.py``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from emp_core.queue.idempotency import IdempotencyKeyReused, IdempotencyRecord
 from emp_core.queue.keys import Keys
 from emp_core.redis import text, text_list
 from emp_core.redis.cluster import is_cluster, on_each_primary
+from emp_core.redis.replicated import fcall_replicated
 
 _ERROR = re.compile(
     r"^EMP_(?P<kind>[A-Z_]+) (?P<field>\S+) (?P<message>.*?)(?: script: .*)?$", re.S
@@ -117,10 +119,20 @@ class Functions:
         self.redis = redis
         self.keys = keys
         self.base = keys.base
+        # (replicas, timeout ms): a submit answers once that many replicas hold it (0: at once).
+        self.wait_replicas = (0, 0)
 
-    async def _call(self, name: str, keys: Sequence[str], *args: Any) -> Any:
+    async def _call(
+        self, name: str, keys: Sequence[str], *args: Any, replicated: bool = False
+    ) -> Any:
+        replicas, timeout_ms = self.wait_replicas
+        call: Callable[..., Awaitable[Any]]
+        if replicated and replicas > 0:
+            call = functools.partial(fcall_replicated, self.redis, replicas, timeout_ms, name, keys)
+        else:
+            call = functools.partial(self.redis.fcall, name, len(keys), *keys)
         try:
-            return await self.redis.fcall(name, len(keys), *keys, self.base, *args)
+            return await call(self.base, *args)
         except ResponseError as exc:
             if not (is_cluster(self.redis) and _not_found(exc)):
                 raise translate(exc) from None
@@ -128,7 +140,7 @@ class Functions:
         # everywhere it is missing, then call again, once.
         await self.load()
         try:
-            return await self.redis.fcall(name, len(keys), *keys, self.base, *args)
+            return await call(self.base, *args)
         except ResponseError as exc:
             raise translate(exc) from None
 
@@ -192,7 +204,9 @@ class Functions:
         self, jobs: Sequence[SubmitArgs], events_maxlen: int, retention_s: int
     ) -> list[str]:
         keys, argv = self._submit_args(jobs)
-        ids = await self._call("emp_submit", keys, len(jobs), events_maxlen, retention_s, *argv)
+        ids = await self._call(
+            "emp_submit", keys, len(jobs), events_maxlen, retention_s, *argv, replicated=True
+        )
         return text_list(ids)
 
     async def submit_once(
@@ -205,7 +219,7 @@ class Functions:
         keys.append(self.keys.idempotency(record.owner_id, record.key_digest))
         outcome, job_id = await self._call(
             "emp_submit", keys, 1, events_maxlen, retention_s, *argv, record.owner_id,
-            record.key_digest, record.body_digest, record.ttl_s,
+            record.key_digest, record.body_digest, record.ttl_s, replicated=True,
         )  # fmt: skip
         return text(job_id), text(outcome) == "replayed"
 

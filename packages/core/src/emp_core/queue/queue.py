@@ -6,8 +6,9 @@ requirement class) and leaves the atomic state changes to the Lua library.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -34,6 +35,7 @@ class ClaimedJob:
     job: Job
     token: str
     lease_deadline_ms: int
+    queue: str = ""  # the queue it came from: its reports go there (a worker may serve several)
 
     @property
     def id(self) -> str:
@@ -52,7 +54,7 @@ class ClaimResult:
     retry_in: float | None = None
 
 
-def _claim_result(reply: list[Any]) -> ClaimResult:
+def _claim_result(reply: list[Any], queue: str) -> ClaimResult:
     """``emp_claim``'s reply: ``['job', HGETALL]`` or ``['none', ms to wait or -1]``."""
     kind, body = reply
     if kind in (b"none", "none"):
@@ -60,7 +62,7 @@ def _claim_result(reply: list[Any]) -> ClaimResult:
         return ClaimResult(None, None if wait_ms < 0 else wait_ms / 1000)
     fields = _decode_hash(body)
     return ClaimResult(
-        ClaimedJob(Job.from_redis(fields), fields["token"], int(fields["lease_deadline"]))
+        ClaimedJob(Job.from_redis(fields), fields["token"], int(fields["lease_deadline"]), queue)
     )
 
 
@@ -68,6 +70,18 @@ def _decode_hash(flat: list[Any]) -> dict[str, str]:
     """A flat ``[field, value, …]`` reply (a hash the Lua read with HGETALL) as str to str."""
     it = iter(flat)
     return text_map(dict(zip(it, it, strict=True)))
+
+
+@contextlib.contextmanager
+def numbered(index: int, many: bool) -> Iterator[None]:
+    """An ``InvalidInput`` raised inside names the job of a batch it is about (``job 3: …``)."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if many:
+            exc.message = f"job {index}: {exc.message}"
+            exc.args = (exc.message,)
+        raise
 
 
 def _classification_args(c: Classification | None) -> tuple[str, str, str]:
@@ -80,10 +94,11 @@ class Queue:
     """One queue on one Redis. Cheap to build; share one per process."""
 
     def __init__(self, redis: Redis, settings: QueueSettings | None = None) -> None:
-        self.settings = settings or QueueSettings()
+        self.settings = s = settings or QueueSettings()
         self.redis = redis
         self.keys = self.settings.keys
         self.functions = Functions(redis, self.keys)
+        self.functions.wait_replicas = (s.redis_wait_replicas, s.redis_wait_timeout_ms)
 
     @property
     def _lease_ms(self) -> int:
@@ -147,13 +162,8 @@ class Queue:
         """Validate every job first, then enqueue them all in one atomic call."""
         prepared = []
         for index, item in enumerate(items):
-            try:
+            with numbered(index, isinstance(items, list | tuple) and len(items) > 1):
                 prepared.append(self.prepare(item, traceparent=traceparent))
-            except InvalidInput as exc:
-                if isinstance(items, list | tuple) and len(items) > 1:
-                    exc.message = f"job {index}: {exc.message}"
-                    exc.args = (exc.message,)
-                raise
         if not prepared:
             return []
         s = self.settings
@@ -185,7 +195,7 @@ class Queue:
             caps.worker_id, caps.services, caps.wire, self._lease_ms, s.events_maxlen,
             _PROMOTE_LIMIT, slot, self._affinity, s.fair_scan,
         )  # fmt: skip
-        return _claim_result(reply)
+        return _claim_result(reply, self.keys.queue)
 
     async def rest(self, caps: WorkerCapabilities, slots: int) -> None:
         """A stopping worker's slots leave the idle sets, so no job waits on a wake-up sent to
@@ -253,7 +263,7 @@ class Queue:
             claimed.job.worker_id or "", claimed.id, claimed.token, orjson.dumps(result),
             s.retention_seconds, s.events_maxlen, claim_next,
         )  # fmt: skip
-        return None if reply is None else _claim_result(reply)
+        return None if reply is None else _claim_result(reply, self.keys.queue)
 
     async def fail(
         self,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -81,16 +81,19 @@ class Waker:
     def __init__(
         self,
         redis: Redis,
-        keys: Keys,
+        keys: Keys | Sequence[Keys],
         services: Iterable[str],
         worker_id: str | None = None,
         *,
         on_control: ControlHandler | None = None,
     ) -> None:
+        # A worker serving several queues hears the wake-ups and cancels of each of them.
+        queues = [keys] if isinstance(keys, Keys) else list(keys)
+        services = list(services)
         self.redis = redis
-        self.keys = keys
-        self.wake_channels = [keys.wake_channel(s) for s in services]
-        self.control_channel = keys.control_channel(worker_id) if worker_id else None
+        self.keys = queues[0]
+        self.wake_channels = [k.wake_channel(s) for k in queues for s in services]
+        self.control_channels = [k.control_channel(worker_id) for k in queues] if worker_id else []
         self.on_control = on_control
         self.wakeups = 0  # wake messages received, for tests and logs
         self._signals: set[WakeSignal] = set()
@@ -100,8 +103,7 @@ class Waker:
 
     @property
     def channels(self) -> list[str]:
-        extra = [self.control_channel] if self.control_channel else []
-        return [*self.wake_channels, *extra]
+        return [*self.wake_channels, *self.control_channels]
 
     def signal(self, slot: int | None = None) -> WakeSignal:
         """A new doorbell rung by every broadcast wake-up from now on, and, for a ``slot``, by
@@ -189,7 +191,7 @@ class Waker:
         if kind != "message":
             return
         channel = text(message["channel"])
-        if channel == self.control_channel:
+        if channel in self.control_channels:
             self._control(message["data"])
             return
         self.wakeups += 1

@@ -1,0 +1,154 @@
+"""Every queue of a deployment, on one Redis or spread over a Redis Cluster's primaries.
+
+A queue's keys share one hash tag, so a queue lives in one slot; several queues spread over the
+cluster (README, "Redis Cluster"). ``Queues`` holds one ``Queue`` per name and answers what needs
+more than one of them:
+
+- **which queue a submit goes to**: by service (``EMP_QUEUE_ROUTES="sdxl=gpu-a,simulation=cpu"``),
+  else the default ``EMP_QUEUE``;
+- **where a job is**: a job id does not name its queue, so a lookup asks each queue in turn, the
+  default first: N queues cost at most N reads, never a scan;
+- **a fair claim over several queues** (a worker serving ``--queue a --queue b``): each claim
+  starts one queue further on and makes at most one call per queue, so a deep backlog in one
+  queue delays another queue's job by at most one claim per queue served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+from emp_core.errors import InvalidInput, NotFound
+from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.jobs.job import Job, JobSpec
+from emp_core.queue.functions import SubmitArgs
+from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue, numbered
+from emp_core.settings import QueueSettings
+
+
+class Queues:
+    """The queues ``names`` (default: every queue the settings name) on one client."""
+
+    def __init__(
+        self, redis: Redis, settings: QueueSettings, names: Sequence[str] | None = None
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        names = list(dict.fromkeys(names or settings.queue_names))
+        if not names:
+            raise InvalidInput("name at least one queue", field="queue")
+        self._by_name = {
+            name: Queue(redis, settings.model_copy(update={"queue": name})) for name in names
+        }
+        self._order = list(self._by_name.values())
+        self._turn = 0  # where the next claim starts
+
+    def __iter__(self) -> Iterator[Queue]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    @property
+    def default(self) -> Queue:
+        """The first queue: the settings' ``queue`` unless ``names`` said otherwise."""
+        return self._order[0]
+
+    def named(self, name: str) -> Queue:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise NotFound(f"queue {name} is not one of {', '.join(self.names)}") from None
+
+    def for_service(self, service: str) -> Queue:
+        """The queue a job of ``service`` is submitted to (routes, else the default)."""
+        name = self.settings.queue_for(service)
+        return self._by_name.get(name) or self.default
+
+    def of(self, claimed: ClaimedJob) -> Queue:
+        """The queue a claimed job came from: every report on it goes there."""
+        return self._by_name[claimed.queue] if claimed.queue else self.default
+
+    # --- submitting ------------------------------------------------------------------------------
+    async def submit(self, data: JobSpec | Mapping[str, Any], *, traceparent: str = "") -> str:
+        """Validate one job and enqueue it on its service's queue; returns its id."""
+        spec = JobSpec.parse(data)
+        return await self.for_service(spec.service).submit(spec, traceparent=traceparent)
+
+    async def submit_many(
+        self, items: Iterable[JobSpec | Mapping[str, Any]], *, traceparent: str = ""
+    ) -> list[str]:
+        """Validate every job, then enqueue each queue's share in one atomic call (a batch whose
+        services route to several queues is atomic per queue); ids in the order given."""
+        specs = list(items)
+        groups: dict[str, list[SubmitArgs]] = {}
+        where: list[tuple[str, int]] = []
+        for index, item in enumerate(specs):
+            with numbered(index, len(specs) > 1):
+                spec = JobSpec.parse(item)
+                queue = self.for_service(spec.service)
+                group = groups.setdefault(queue.keys.queue, [])
+                where.append((queue.keys.queue, len(group)))
+                group.append(queue.prepare(spec, traceparent=traceparent))
+        s = self.settings
+        stored = {
+            name: await self._by_name[name].functions.submit(
+                prepared, s.events_maxlen, s.retention_seconds
+            )
+            for name, prepared in groups.items()
+        }
+        return [stored[name][i] for name, i in where]
+
+    # --- finding a job ---------------------------------------------------------------------------
+    async def locate(self, job_id: str) -> Queue:
+        """The queue holding ``job_id``: one EXISTS per queue at most, the default first."""
+        for queue in self._order:
+            if await self.redis.exists(queue.keys.job(job_id)):
+                return queue
+        raise NotFound(f"job {job_id} does not exist", field="job_id")
+
+    async def get(self, job_id: str) -> Job:
+        """The job, from whichever queue holds it (``NotFound`` when none does)."""
+        for queue in self._order:
+            try:
+                return await queue.get(job_id)
+            except NotFound:
+                continue
+        raise NotFound(f"job {job_id} does not exist", field="job_id")
+
+    async def cancel(self, job_id: str, reason: str = "cancelled by request") -> str:
+        return await (await self.locate(job_id)).cancel(job_id, reason)
+
+    async def depth(self) -> dict[str, int]:
+        """Pending jobs per service over every queue."""
+        total: dict[str, int] = {}
+        for queue in self._order:
+            for service, count in (await queue.depth()).items():
+                total[service] = total.get(service, 0) + count
+        return total
+
+    # --- working ---------------------------------------------------------------------------------
+    async def claim(self, caps: WorkerCapabilities, *, slot: int | None = None) -> ClaimResult:
+        """Claim from the queues in turn, starting one queue further on at each call, with at most
+        one call per queue; the first job found wins. When no queue has one, the slot is idle in
+        each of them (any one's next job wakes it) and ``retry_in`` is the soonest hint."""
+        count = len(self._order)
+        start, self._turn = self._turn, (self._turn + 1) % count
+        retry_in: float | None = None
+        for i in range(count):
+            result = await self._order[(start + i) % count].claim(caps, slot=slot)
+            if result.claimed is not None:
+                return result
+            if result.retry_in is not None:
+                retry_in = result.retry_in if retry_in is None else min(retry_in, result.retry_in)
+        return ClaimResult(None, retry_in)
+
+    async def rest(self, caps: WorkerCapabilities, slots: int) -> None:
+        for queue in self._order:
+            await queue.rest(caps, slots)
