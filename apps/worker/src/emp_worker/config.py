@@ -35,7 +35,7 @@ from pydantic_settings import (
 
 from emp_core.errors import InvalidInput
 from emp_core.jobs.capabilities import Hardware, Identifier, Service, WorkerCapabilities
-from emp_core.settings import QueueSettings
+from emp_core.settings import QUEUE_NAME, QueueSettings
 
 
 def default_worker_id() -> str:
@@ -124,6 +124,11 @@ class WorkerSettings(QueueSettings):
     capabilities: dict[str, JsonValue] = Field(default_factory=dict)
 
     # --- how the worker reaches the queue ---------------------------------------------------------
+    # The queues this worker serves (EMP_QUEUES=a,b; --queue a --queue b), claimed from in turn;
+    # empty: EMP_QUEUE alone. The redis transport only (a gRPC worker serves the API's queue).
+    queues: Annotated[list[Annotated[str, Field(pattern=QUEUE_NAME)]], NoDecode] = Field(
+        default_factory=list, max_length=64
+    )
     # redis: Redis itself (EMP_REDIS_URL); grpc: the API's WorkerService (a host that reaches only
     # the API), which needs the emp-worker[grpc] extra, the API's gRPC address and an admin token.
     transport: Literal["redis", "grpc"] = "redis"
@@ -203,7 +208,21 @@ class WorkerSettings(QueueSettings):
             )
         return self
 
-    @field_validator("services", "allowed_customers", "denied_customers", mode="before")
+    @model_validator(mode="after")
+    def _grpc_serves_one_queue(self) -> WorkerSettings:
+        if self.transport == "grpc" and len(self.queue_names_served) > 1:
+            raise InvalidInput(
+                "--transport grpc serves the API's queue: name no more than one --queue",
+                field="queues",
+            )
+        return self
+
+    @property
+    def queue_names_served(self) -> list[str]:
+        """The queues this worker claims from, in its first claim's order."""
+        return list(dict.fromkeys(self.queues)) or [self.queue]
+
+    @field_validator("services", "allowed_customers", "denied_customers", "queues", mode="before")
     @classmethod
     def _comma_lists(cls, value: Any) -> Any:
         return _split(value)

@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--api-tls", action=argparse.BooleanOptionalAction, help="grpc transport: TLS.")
     add("--api-ca-file", type=Path, help="grpc transport: a CA bundle to trust (PEM).")
     add("--redis-url", help="Default: EMP_REDIS_URL.")
-    add("--queue", help="Queue name (default: default).")
+    add("--queue", action="append", help="Queue to serve (repeat, or a,b; default: EMP_QUEUE).")
     add("--gpu-memory-gb", type=float)
     add("--cpu-cores", type=int)
     add("--ram-gb", type=float)
@@ -98,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _queues(given: list[str]) -> dict[str, Any]:
+    """One ``--queue`` names the worker's queue, as before; several (``--queue a --queue b``)
+    are all served, and EMP_QUEUE stays the home of the error patterns and outputs."""
+    names = [p.strip() for q in given for p in q.split(",") if p.strip()]
+    return {"queue": names[0]} if len(names) == 1 else {"queues": names}
+
+
 def run(argv: list[str] | None = None) -> None:
     """Claim jobs this worker can run and run them until stopped."""
     args = _parser().parse_args(argv)
@@ -115,7 +122,6 @@ def run(argv: list[str] | None = None) -> None:
         "api_address": args.api,
         "api_tls": args.api_tls,
         "api_ca_file": args.api_ca_file,
-        "queue": args.queue,
         "gpu_memory_gb": args.gpu_memory_gb,
         "cpu_cores": args.cpu_cores,
         "ram_gb": args.ram_gb,
@@ -136,6 +142,8 @@ def run(argv: list[str] | None = None) -> None:
     try:
         if service:
             flags["services"] = [p.strip() for s in service for p in s.split(",") if p.strip()]
+        if args.queue:
+            flags.update(_queues(args.queue))
         if model:
             flags["models"] = _models(model)
         if capability:

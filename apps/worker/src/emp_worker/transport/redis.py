@@ -4,6 +4,12 @@ Claims and reports are the Lua functions (``emp_core.queue.Queue``); leases are 
 ``LeaseKeeper`` thread; wake-ups and cancels arrive on one pub/sub connection (``Waker``); the
 worker keeps its registry entry and LoRA advertisement alive, runs the shared reaper and the
 output sweep, and holds the error patterns in memory (``PatternCache``).
+
+Several queues (``--queue a --queue b``, issue 13): the claim takes them in turn (``Queues.claim``:
+one call per queue at most, the starting queue rotating), one subscription hears every queue's
+wake-ups, and the worker registers, advertises its LoRAs and reaps in each. A claimed job carries
+its queue, and its lease, progress and outcome go there (one lease thread per queue). The
+error patterns and the output index stay with the home queue (``EMP_QUEUE``), as for the API.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from emp_core.loras.advert import withdraw_loras
 from emp_core.loras.cache import LoraCache
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue
+from emp_core.queue.queues import Queues
 from emp_core.queue.wake import Waker, WakeSignal
 from emp_core.redis.client import connect
 from emp_core.registry.workers import WorkerRegistry
@@ -54,16 +61,18 @@ class RedisTransport:
         self.caps = settings.to_capabilities()
         self._own_client = redis is None
         self.redis = redis or connect(settings.redis_url)
-        self.queue = Queue(self.redis, settings)
-        self.registry = WorkerRegistry(
-            self.redis, self.queue.keys, ttl_s=settings.registry_ttl_seconds
-        )
+        self.queue = Queue(self.redis, settings)  # the home queue: patterns, outputs
+        self.queues = Queues(self.redis, settings, settings.queue_names_served)
+        self.registries = [
+            WorkerRegistry(self.redis, q.keys, ttl_s=settings.registry_ttl_seconds)
+            for q in self.queues
+        ]
         self._patterns = PatternCache(
             self.redis, self.queue.keys, refresh_s=settings.patterns_refresh_seconds
         )
         self._stopping = stopping
         self._waker: Waker | None = None
-        self._leases: LeaseKeeper | None = None
+        self._leases: dict[str, LeaseKeeper] = {}
 
     @property
     def where(self) -> str:
@@ -75,57 +84,73 @@ class RedisTransport:
 
     @property
     def lease_renewals(self) -> int:
-        return self._leases.renewals if self._leases is not None else 0
+        return sum(keeper.renewals for keeper in self._leases.values())
 
     async def open(self, on_control: ControlHandler, on_lost: LostHandler) -> None:
         s = self.settings
         self._waker = Waker(
-            self.redis, self.queue.keys, self.caps.services, self.caps.worker_id,
+            self.redis, [q.keys for q in self.queues], self.caps.services, self.caps.worker_id,
             on_control=on_control,
         )  # fmt: skip
-        self._leases = LeaseKeeper(
-            s.redis_url, self.queue.keys, s.lease_seconds, loop=asyncio.get_running_loop(),
-            on_lost=on_lost, worker_id=self.caps.worker_id,
-        )  # fmt: skip
+        self._leases = {
+            q.keys.queue: LeaseKeeper(
+                s.redis_url,
+                q.keys,
+                s.lease_seconds,
+                loop=asyncio.get_running_loop(),
+                on_lost=on_lost,
+                worker_id=self.caps.worker_id,
+            )
+            for q in self.queues
+        }
         await self.queue.functions.load()
         await self._patterns.start()
 
     async def go_live(self, slots: int) -> None:
         assert self._waker is not None
-        assert self._leases is not None
-        await self.registry.register(self.caps, slots=slots)
+        for registry in self.registries:
+            await registry.register(self.caps, slots=slots)
         await self._waker.start()  # subscribed before the first claim: no wake-up is lost
-        self._leases.start()
+        for keeper in self._leases.values():
+            keeper.start()
 
     def background(
         self, loras: LoraCache, stores: Iterable[BlobWriter]
     ) -> list[Coroutine[Any, Any, None]]:
         s, worker_id = self.settings, self.caps.worker_id
-        return [
-            refresh_registration(
-                self.registry, self.caps, slots=s.slots, every_s=s.registry_refresh_seconds,
-                stop_requested=self._stopping,
-            ),
-            reap_periodically(self.queue, worker_id),
-            advertise_periodically(
-                loras, self.redis, self.queue.keys, worker_id,
-                every_s=s.registry_refresh_seconds, ttl_s=s.registry_ttl_seconds,
-            ),
-            *(sweep_outputs_periodically(self.queue, store, worker_id) for store in stores),
+        per_queue = [
+            loop
+            for registry, queue in zip(self.registries, self.queues, strict=True)
+            for loop in (
+                refresh_registration(
+                    registry, self.caps, slots=s.slots, every_s=s.registry_refresh_seconds,
+                    stop_requested=self._stopping,
+                ),
+                reap_periodically(queue, worker_id),
+                advertise_periodically(
+                    loras, self.redis, queue.keys, worker_id,
+                    every_s=s.registry_refresh_seconds, ttl_s=s.registry_ttl_seconds,
+                ),
+            )
         ]  # fmt: skip
+        return [
+            *per_queue,
+            *(sweep_outputs_periodically(self.queue, store, worker_id) for store in stores),
+        ]
 
     async def close(self, slots: int) -> None:
         await self._patterns.stop()
-        if self._leases is not None:
-            self._leases.stop()
+        for keeper in self._leases.values():
+            keeper.stop()
         if self._waker is not None:
             await self._waker.close()
         with contextlib.suppress(RedisError, OSError, EmpError):
             # Out of the idle sets: no job's wake-up goes to a slot that will not claim.
-            await self.queue.rest(self.caps, slots)
-        with contextlib.suppress(RedisError, OSError):
-            await self.registry.deregister(self.caps.worker_id)
-            await withdraw_loras(self.redis, self.queue.keys, self.caps.worker_id)
+            await self.queues.rest(self.caps, slots)
+        for registry, queue in zip(self.registries, self.queues, strict=True):
+            with contextlib.suppress(RedisError, OSError):
+                await registry.deregister(self.caps.worker_id)
+                await withdraw_loras(self.redis, queue.keys, self.caps.worker_id)
         if self._own_client:
             await self.redis.aclose()
 
@@ -149,7 +174,8 @@ class RedisTransport:
             return
         try:
             await self.queue.functions.load()
-            await self.registry.refresh(self.caps, slots=self.settings.slots)
+            for registry in self.registries:
+                await registry.refresh(self.caps, slots=self.settings.slots)
         except (EmpError, RedisError, OSError) as exc2:
             logger.warning(
                 "worker %s could not load the emp library: %s", self.caps.worker_id, exc2
@@ -161,37 +187,41 @@ class RedisTransport:
 
     # --- jobs ------------------------------------------------------------------------------------
     async def claim(self, slot: int) -> ClaimResult:
-        return await self.queue.claim(self.caps, slot=slot)
+        return await self.queues.claim(self.caps, slot=slot)
 
     def hold(self, claimed: ClaimedJob) -> None:
-        assert self._leases is not None
-        self._leases.hold(claimed)
+        self._leases[self.queues.of(claimed).keys.queue].hold(claimed)
 
     def drop(self, job_id: str, token: str) -> None:
-        if self._leases is not None:
-            self._leases.drop(job_id, token)
+        for keeper in self._leases.values():  # a job id is held by one of them at most
+            keeper.drop(job_id, token)
 
     async def progress(
         self, claimed: ClaimedJob, pct: float, message: str, *, preview: str | None
     ) -> None:
-        await self.queue.progress(claimed, pct, message, preview=preview)
+        await self.queues.of(claimed).progress(claimed, pct, message, preview=preview)
 
     async def complete(
         self, claimed: ClaimedJob, result: JsonValue, *, next_for_slot: int | None
     ) -> ClaimResult | None:
+        queue = self.queues.of(claimed)
         if next_for_slot is None:
-            await self.queue.complete(claimed, result)
+            await queue.complete(claimed, result)
             return None
-        return await self.queue.complete(claimed, result, then_claim=self.caps, slot=next_for_slot)
+        if len(self.queues) > 1:
+            # The next claim may be another queue's turn: two round trips, and fair.
+            await queue.complete(claimed, result)
+            return await self.queues.claim(self.caps, slot=next_for_slot)
+        return await queue.complete(claimed, result, then_claim=self.caps, slot=next_for_slot)
 
     async def fail(self, claimed: ClaimedJob, failure: Failure) -> str:
-        return await self.queue.fail(
+        return await self.queues.of(claimed).fail(
             claimed, failure.message, retryable=failure.retryable, delay_s=failure.delay_s,
             classification=failure.classification,
         )  # fmt: skip
 
     async def release(self, claimed: ClaimedJob, reason: str) -> None:
-        await self.queue.release(claimed, reason)
+        await self.queues.of(claimed).release(claimed, reason)
 
     async def keep_outputs(self, paths: list[str], *, keep: bool) -> None:
         if not paths:
