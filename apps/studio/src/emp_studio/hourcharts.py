@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from emp_core.queue.stats import MINUTE_MS, History
 from emp_studio.linechart import LineChart, Value, line_chart
+from emp_studio.render import duration
 
 
 def _peak(values: Sequence[Value]) -> float:
@@ -21,6 +22,11 @@ def _counted(what: str) -> Callable[[str, Sequence[Value]], str]:
         return f"{name} {total:g} {what}, at most {_peak(values):g} in a minute"
 
     return say
+
+
+def _seconds(value: float) -> str:
+    """A y-axis time: ``0``, ``500 ms``, ``2.5 s``, ``3 min``."""
+    return "0" if value == 0 else duration(value)
 
 
 def hour_charts(history: History) -> list[LineChart]:
@@ -54,5 +60,5 @@ def hour_charts(history: History) -> list[LineChart]:
         line_chart("failed", "Failed", {s: history.series("failed", s) for s in services},
                    start=start, summarise=failed),
         line_chart("wait", "Wait for a worker", {s: history.mean_wait_s(s) for s in services},
-                   start=start, summarise=wait, unit="s"),
+                   start=start, summarise=wait, label=_seconds),
     ]  # fmt: skip

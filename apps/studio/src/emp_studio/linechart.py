@@ -61,7 +61,7 @@ def nice_ceiling(value: float) -> float:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}" if value < 10 else f"{value:.0f}"
+    return f"{value:.0f}"
 
 
 def line_chart(
@@ -71,10 +71,11 @@ def line_chart(
     *,
     start: datetime,
     summarise: Callable[[str, Sequence[Value]], str],
-    unit: str = "",
+    label: Callable[[float], str] | None = None,
 ) -> LineChart:
     """One line per entry of ``series`` (a value per minute from ``start``, None for a minute
-    with nothing to show). ``summarise(name, values)`` says a line's figures in words."""
+    with nothing to show). ``summarise(name, values)`` says a line's figures in words; ``label``
+    writes a y-axis value (None: the values are counts, and the axis shows whole numbers)."""
     count = max((len(v) for v in series.values()), default=60)
     known = [v for values in series.values() for v in values if v is not None]
     top = nice_ceiling(max(known, default=0))
@@ -98,9 +99,10 @@ def line_chart(
             dots=[r[0] for r in runs if len(r) == 1],
             summary=summarise(name, values),
         ))  # fmt: skip
-    suffix = f" {unit}" if unit else ""
-    y_ticks = [Tick(TOP + plot_h * (1 - f), _number(top * f) + (suffix if f == 1 else ""))
-               for f in (0, 0.5, 1)]  # fmt: skip
+    # Counts get whole-number ticks only (no "0.5 jobs"); other values a half-way tick too.
+    marks = [0.0, top / 2, top] if label or ((top / 2).is_integer() and top > 1) else [0.0, top]
+    write = label or _number
+    y_ticks = [Tick(round(TOP + plot_h * (1 - v / top), 1), write(v)) for v in marks]
     x_ticks = [Tick(round(LEFT + i * step, 1), (start + timedelta(minutes=i)).strftime("%H:%M"))
                for i in range(0, count, 15)]  # fmt: skip
     end = (start + timedelta(minutes=count - 1)).strftime("%H:%M")
