@@ -1,7 +1,8 @@
-"""Issue 15's pages at phone width (390×844): the nav keeps every item on screen, an admin's
-"Everyone" shows jobs without an owner, a waiting job says which requirement no live worker
-meets, the Machines page lists a machine's workers, an unknown URL keeps the signed-in nav.
-Screenshots go to e2e/artifacts/ as 50-*.png."""
+"""Issue 15's pages at phone width (390×844): the nav keeps every item on screen, the header
+shows the whole signed-in email (wrapped, never cut, however long), an admin's "Everyone" shows
+jobs without an owner, a waiting job says which requirement no live worker meets, the Machines
+page lists a machine's workers, an unknown URL keeps the signed-in nav. Screenshots go to
+e2e/artifacts/ as 50-*.png."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from e2e_helpers import Stack, shot, sign_in, submit_job
+from e2e_helpers import PASSWORD, Person, Stack, shot, sign_in, submit_job
 from playwright.sync_api import Page, expect
 
 from emp_core.queue.queue import Queue
@@ -25,8 +26,10 @@ from emp_core.registry.machines import (
     SlotState,
 )
 from emp_core.settings import QueueSettings
+from emp_sql import Database, DatabaseSettings, Role, UserRepository
 
 PHONE = {"width": 390, "height": 844}
+LONG_EMAIL = "mary-ann.featherstonehaugh-cholmondeley@studio-example.com"
 
 
 def _in_thread(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -73,11 +76,34 @@ def _fits_on_screen(page: Page, test_id: str) -> None:
     assert box["x"] + box["width"] <= PHONE["width"], f"{test_id} is cut off at the right"
 
 
+def _shows_it_whole(page: Page, test_id: str) -> None:
+    """On screen and not clipped: nothing of its text is hidden by an ellipsis or overflow."""
+    _fits_on_screen(page, test_id)
+    clipped = page.get_by_test_id(test_id).evaluate(
+        "e => e.scrollWidth > e.clientWidth || e.scrollHeight > e.clientHeight"
+    )
+    assert not clipped, f"{test_id} is cut short"
+
+
+async def _person_with_a_long_email(database_url: str) -> Person:
+    db = Database(DatabaseSettings(database_url=database_url))
+    try:
+        async with db.session() as session:
+            users = UserRepository(session)
+            user = await users.by_email(LONG_EMAIL) or await users.create(
+                LONG_EMAIL, PASSWORD, role=Role.USER
+            )
+            return Person(user.email, user.id, "")
+    finally:
+        await db.dispose()
+
+
 def test_newcomer_pages_at_phone_width(page: Page, stack: Stack, artifacts: Path) -> None:
     page.set_viewport_size(PHONE)
     sign_in(page, stack.people["admin"])
-    for item in ("nav-dashboard", "nav-jobs", "nav-machines", "nav-patterns", "signed-in-as"):
+    for item in ("nav-dashboard", "nav-jobs", "nav-machines", "nav-patterns"):
         _fits_on_screen(page, item)
+    _shows_it_whole(page, "signed-in-as")
     shot(page, artifacts, "50-phone-dashboard")
 
     ownerless = _in_thread(_ownerless_job_and_a_machine(stack.redis_url))
@@ -111,3 +137,11 @@ def test_newcomer_pages_at_phone_width(page: Page, stack: Stack, artifacts: Path
     page.goto("/no/such/page")
     expect(page.get_by_test_id("signed-in-as")).to_have_text(stack.people["admin"].email)
     shot(page, artifacts, "55-phone-not-found")
+
+    # A long address wraps in the header instead of being cut (the full text is on screen).
+    page.get_by_test_id("sign-out").click()
+    sign_in(page, _in_thread(_person_with_a_long_email(stack.env["EMP_DATABASE_URL"])))
+    _shows_it_whole(page, "signed-in-as")
+    for item in ("nav-dashboard", "nav-jobs"):
+        _fits_on_screen(page, item)
+    shot(page, artifacts, "56-phone-long-email")
