@@ -31,6 +31,8 @@ class ApiSettings(BaseSettings):
     # and job submits per user (generous: it is there to stop a runaway client).
     token_failure_limits: str = "30/minute;300/hour"  # noqa: S105 - rates, not a secret
     submit_limits: str = "200/second"
+    # A pending job's socket opened with ?position=1 looks at its place in line this often (s).
+    ws_position_seconds: float = Field(default=5.0, gt=0)
     # Events a WebSocket may have waiting; past it, the oldest progress events are dropped.
     ws_backlog: int = Field(default=256, ge=8)
     # Serve /docs and /openapi.json (without a token: documentation, not data).

@@ -9,10 +9,17 @@ it (uvicorn does), a close with 1008 otherwise.
 sends what the hub delivers, skipping every event at or before the last stream id sent: the
 subscription covers what happens during the replay, and the id check drops what both delivered.
 After the terminal event it closes with 1000.
+With ``?position=1`` a pending job's socket also gets ``{"type": "position", …}`` messages (the
+fields of ``GET /api/jobs/{id}/position``): one at the start and one whenever the place changes,
+looked at every ``ws_position_seconds`` while the job waits (its place moves with other jobs'
+events, not its own). Each look is the bounded computation of ``emp_core.queue.position``
+(commands grow with workers and classes, never with the jobs pending). Opt-in, so that clients
+reading every message as a job event are not surprised.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 
@@ -28,9 +35,10 @@ from emp_core.jobs.capabilities import Service
 from emp_core.jobs.events import EventType, JobEvent, replay
 from emp_core.jobs.job import Job, JobStatus
 from emp_sql.auth import Forbidden, Principal
+from emp_sql.forensics import ForensicsReader
 from emp_sql.tokens import hash_token
 from emp_web import tickets
-from emp_web.hub import GAP, Subscription, control
+from emp_web.hub import GAP, Outgoing, Subscription, control
 from emp_web.sockets import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -43,6 +51,8 @@ from emp_web.sockets import (
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
+# No event within ws_position_seconds: time to look at a pending job's place in line again.
+_TICK = Outgoing("", "tick")
 
 
 class SubscribeMessage(BaseModel):
@@ -111,13 +121,40 @@ class _JobFeed:
     """Sends one job's events to one socket, each once, in stream order."""
 
     def __init__(
-        self, websocket: WebSocket, services: Services, job_id: str, viewer: Principal
+        self,
+        websocket: WebSocket,
+        services: Services,
+        job_id: str,
+        viewer: Principal,
+        *,
+        with_position: bool = False,
     ) -> None:
         self.websocket = websocket
         self.services = services
         self.job_id = job_id
         self.viewer = viewer
         self.last = (0, 0)
+        self.with_position = with_position
+        self.status: str | None = None  # the job's status as last seen (for the position)
+        self.position_sent = ""
+
+    async def _send_position(self) -> None:
+        """The place in line, when it is new: only while the job is pending."""
+        reader = ForensicsReader(self.services.catalog)
+        place = await reader.position(self.job_id, self.viewer)
+        body = orjson.dumps({"type": "position", **place.model_dump(mode="json")}).decode()
+        if body != self.position_sent:
+            self.position_sent = body
+            await self.websocket.send_text(body)
+
+    async def _next(self, sub: Subscription) -> Outgoing | None:
+        """The next message for the socket; ``_TICK`` when a pending job's place is due a look."""
+        if not (self.with_position and self.status == JobStatus.PENDING.value):
+            return await sub.get()
+        try:
+            return await asyncio.wait_for(sub.get(), self.services.settings.ws_position_seconds)
+        except TimeoutError:
+            return _TICK
 
     async def _send(self, text: str, event_id: str, terminal: bool) -> bool:
         """Send unless already sent; True once the terminal event is out."""
@@ -132,6 +169,7 @@ class _JobFeed:
         after = "-" if self.last == (0, 0) else f"{self.last[0]}-{self.last[1]}"
         q = self.services.queue
         for event in await replay(q.redis, q.keys, self.job_id, after=after):
+            self.status = event.status
             if await self._send(event.model_dump_json(), event.event_id, event.is_terminal):
                 return True
         return False
@@ -140,11 +178,17 @@ class _JobFeed:
         if await self._replay() or await self._ended_without_stream():
             await self.websocket.close(CLOSE_NORMAL)
             return
+        if self.with_position and self.status == JobStatus.PENDING.value:
+            await self._send_position()
         while True:
-            item = await sub.get()
+            item = await self._next(sub)
+            if item is _TICK:
+                await self._send_position()
+                continue
             if item is None:  # too slow, or the token was revoked
                 await self.websocket.close(*sub.farewell)
                 return
+            self.status = item.status or self.status
             if item is GAP:  # the feed reconnected: fill the gap from the stream
                 if await self._replay():
                     break
@@ -158,6 +202,7 @@ class _JobFeed:
         event left in its stream (a dead-lettered job keeps its record longer than its stream,
         an archived one is only in SQL): its final state is then rebuilt from the record."""
         job = await self.services.catalog.get(self.job_id, self.viewer)
+        self.status = job.status.value
         if not job.is_terminal:
             return False
         if await self._replay():  # it ended since the first replay: the event is in the stream
@@ -171,13 +216,16 @@ class _JobFeed:
 async def job_events(websocket: WebSocket, job_id: str) -> None:
     """Replay the job's events, follow them live, close with 1000 after the terminal one."""
     services: Services = websocket.app.state.services
+    with_position = websocket.query_params.get("position") in {"1", "true"}
     await serve_job_socket(
         websocket,
         services,
         job_id,
         admit=lambda: _admit(websocket, services),
         refuse=lambda exc: _refuse(websocket, exc),
-        feed=lambda viewer, sub: _JobFeed(websocket, services, job_id, viewer).run(sub),
+        feed=lambda viewer, sub: _JobFeed(
+            websocket, services, job_id, viewer, with_position=with_position
+        ).run(sub),
     )
 
 

@@ -105,6 +105,12 @@ def shown(value: Any) -> str:
     return "—" if value is None or value == "" else str(value)
 
 
+def ordinal(n: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ``11th``, ``21st``: a place in line."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def cancellable(status: str) -> bool:
     return status in {s.value for s in CANCELLABLE}
 
@@ -122,6 +128,7 @@ def _templates() -> Jinja2Templates:
         filesize=filesize,
         final=final,
         shown=shown,
+        ordinal=ordinal,
     )
     env.tests.update(
         image_ref=lambda v: isinstance(v, ImageRef), clipped=lambda v: isinstance(v, Clipped)

@@ -37,6 +37,10 @@ class StudioSettings(BaseSettings):
     # every ``dashboard_idle_seconds`` so that workers going quiet show without an event.
     dashboard_min_interval_seconds: float = Field(default=1.0, gt=0)
     dashboard_idle_seconds: float = Field(default=5.0, gt=0)
+    # A waiting job's page recomputes its place in line this often (s) while its socket is open:
+    # a bounded computation (emp_core.queue.position: commands grow with workers and classes,
+    # never with the jobs pending), and only a changed place is sent.
+    position_refresh_seconds: float = Field(default=5.0, gt=0)
     # Events a live page may have waiting; past it the oldest progress events are dropped.
     ws_backlog: int = Field(default=256, ge=8)
     # Largest form body accepted (bytes): above the 1 MB payload limit, so that an oversized

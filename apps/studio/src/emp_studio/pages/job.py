@@ -12,6 +12,7 @@ swaps it in place (out of band). A finished job's page opens no socket.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ from emp_core.errors import EmpError
 from emp_core.jobs.events import JobEvent, replay
 from emp_core.jobs.job import Job, JobStatus
 from emp_core.jobs.waiting import explain
+from emp_core.queue.position import QueuePosition, position
 from emp_sql.auth import Principal
 from emp_sql.users import UserRepository
 from emp_studio import timeline
@@ -33,13 +35,15 @@ from emp_studio.pages.outputs import studio_result
 from emp_studio.render import fragment, is_htmx, page, redirect
 from emp_studio.results import present
 from emp_studio.state import Services
-from emp_web.hub import GAP, Subscription
+from emp_web.hub import GAP, Outgoing, Subscription
 from emp_web.sockets import CLOSE_NORMAL, guarded, serve_job_socket, stream_id
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(dependencies=[Depends(verify_csrf)])
 sockets = APIRouter()
+# No event within position_refresh_seconds: time to look at the place in line again.
+_TICK = Outgoing("", "tick")
 
 
 async def _load(services: Services, job_id: str, viewer: Principal) -> tuple[Job, list[JobEvent]]:
@@ -49,10 +53,21 @@ async def _load(services: Services, job_id: str, viewer: Principal) -> tuple[Job
     return job, await replay(queue.redis, queue.keys, job_id)
 
 
-def job_context(job: Job, events: list[JobEvent]) -> dict[str, Any]:
+async def place_in_line(services: Services, job: Job) -> QueuePosition | None:
+    """A pending job's place in line (bounded work, see ``emp_core.queue.position``); None for a
+    job that is not waiting in line."""
+    if job.status != JobStatus.PENDING:
+        return None
+    return await position(services.queue, job)
+
+
+def job_context(
+    job: Job, events: list[JobEvent], place: QueuePosition | None = None
+) -> dict[str, Any]:
     """What the parts of the job page show."""
     return {
         "job": job,
+        "position": place,
         "timeline": timeline.entries(events) or timeline.from_record(job),
         "failures": timeline.failed_attempts(events),
         "result": present(studio_result(job)),
@@ -79,7 +94,7 @@ async def job_page(
         live = await services.workers.live()
         waiting = explain(job, [w.capabilities for w in live if w.state != "draining"])
     context = {
-        **job_context(job, events),
+        **job_context(job, events, await place_in_line(services, job)),
         "waiting": waiting,
         "nav": "jobs",
         "owner": owner.email if owner else None,
@@ -120,6 +135,7 @@ class _Feed:
         self.sub = sub
         self.job: Job | None = None
         self.last = (0, 0)  # the newest stream id the parts sent so far reflect
+        self.position_html = ""  # the place in line as last sent
 
     async def _send_all(self) -> bool:
         """Send every part, read afresh; True once the job has ended.
@@ -134,8 +150,33 @@ class _Feed:
         self.job = job
         if events:
             self.last = max(self.last, stream_id(events[-1].event_id))
-        await self.websocket.send_text(fragment("_job_live.html", job_context(job, events)))
+        place = await place_in_line(self.services, job)
+        self.position_html = fragment("_job_position.html", {"job": job, "position": place})
+        await self.websocket.send_text(fragment("_job_live.html", job_context(job, events, place)))
         return job.is_terminal
+
+    async def _send_position(self) -> None:
+        """The place in line again (others' jobs were claimed, cancelled, or submitted ahead):
+        sent only when it changed."""
+        if self.job is None:
+            return
+        place = await place_in_line(self.services, self.job)
+        html = fragment("_job_position.html", {"job": self.job, "position": place})
+        if html != self.position_html:
+            self.position_html = html
+            await self.websocket.send_text(html)
+
+    async def _next(self) -> Outgoing | None:
+        """The next event of this job; while it waits in line, ``_TICK`` when none came within
+        ``position_refresh_seconds`` (its place moves with other jobs' events, not its own)."""
+        if self.job is None or self.job.status != JobStatus.PENDING:
+            return await self.sub.get()
+        try:
+            return await asyncio.wait_for(
+                self.sub.get(), self.services.settings.position_refresh_seconds
+            )
+        except TimeoutError:
+            return _TICK
 
     async def _send_progress(self, event: JobEvent) -> None:
         event_key = stream_id(event.event_id)
@@ -156,7 +197,10 @@ class _Feed:
             await self.websocket.close(CLOSE_NORMAL)
             return
         while True:
-            item = await self.sub.get()
+            item = await self._next()
+            if item is _TICK:
+                await self._send_position()
+                continue
             if item is None:  # too slow (the browser reconnects and starts afresh) or signed out
                 await self.websocket.close(*self.sub.farewell)
                 return
