@@ -49,6 +49,24 @@ async def test_load_twice_is_harmless(private_redis: aioredis.Redis) -> None:
     await functions.check()
 
 
+async def test_a_second_load_of_the_same_code_compiles_nothing(
+    private_redis: aioredis.Redis,
+) -> None:
+    """Workers load the library at every start; Redis compiles it only when it differs."""
+    functions = Functions(private_redis, Keys(queue="lib"))
+    await functions.load()
+    await private_redis.config_resetstat()
+    await functions.load()
+    assert "cmdstat_function|load" not in await private_redis.info("commandstats")
+    # The same version with other code (an edit without a version bump) is loaded again.
+    await private_redis.function_load(LIBRARY_SOURCE + "\n-- edited\n", replace=True)
+    await private_redis.config_resetstat()
+    await functions.load()
+    stats = await private_redis.info("commandstats")
+    assert stats["cmdstat_function|load"]["calls"] == 1
+    await functions.check()
+
+
 async def test_an_older_library_is_replaced(private_redis: aioredis.Redis) -> None:
     await private_redis.function_load(with_version(LIBRARY_VERSION - 1))
     functions = Functions(private_redis, Keys(queue="lib"))

@@ -153,8 +153,11 @@ class Functions:
 
     async def load(self) -> int:
         """Install this code's library (``FUNCTION LOAD REPLACE``) unless Redis holds a newer one,
-        then read the version back, so a library replaced by an older deploy is caught here.
-        On a cluster, on every primary (``FUNCTION LOAD`` is per node)."""
+        or already this very code, then read the version back, so a library replaced by an older
+        deploy is caught here. On a cluster, on every primary (``FUNCTION LOAD`` is per node).
+
+        Every worker calls this at start: reading the installed code back (no Lua compile) instead
+        of loading it again spares Redis ~3 ms of compiling, blocking every client, per start."""
 
         async def load_here(execute: Callable[..., Awaitable[Any]]) -> None:
             installed = await _version(execute)
@@ -164,6 +167,8 @@ class Functions:
                     f"v{LIBRARY_VERSION}: upgrade this process instead of downgrading the shared "
                     "library"
                 )
+            if installed == LIBRARY_VERSION and await _code(execute) == LIBRARY_SOURCE:
+                return
             await execute("FUNCTION", "LOAD", "REPLACE", LIBRARY_SOURCE)
 
         await on_each_primary(self.redis, load_here)
@@ -396,6 +401,18 @@ class Functions:
 
 def _not_found(exc: ResponseError) -> bool:
     return "function not found" in str(exc).lower()
+
+
+async def _code(execute: Callable[..., Awaitable[Any]]) -> str | None:
+    """The source of the ``emp`` library on the node ``execute`` talks to (None: none there)."""
+    for library in await execute("FUNCTION", "LIST", "LIBRARYNAME", "emp", "WITHCODE"):
+        # A dict through redis-py's reply parser, a flat list without it (cluster nodes).
+        if not isinstance(library, dict):
+            library = dict(zip(library[::2], library[1::2], strict=True))
+        fields = {text(k): v for k, v in library.items()}
+        if text(fields.get("library_name")) == "emp" and fields.get("library_code") is not None:
+            return text(fields["library_code"])
+    return None
 
 
 async def _version(execute: Callable[..., Awaitable[Any]]) -> int | None:
