@@ -10,10 +10,13 @@ each other's jobs. The tests read what is left in Redis, as the other worker tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,9 +33,12 @@ from worker_helpers import (
 )
 
 from emp_core.jobs.job import JobStatus
+from emp_core.patterns import Category, MatchKind, PatternRule, Snapshot
+from emp_core.patterns.store import publish_snapshot
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 from emp_worker.connectors import SimulationConnector
+from emp_worker.failures import classify
 from emp_worker.worker import Worker
 
 LEASE = 1.0
@@ -58,7 +64,9 @@ class Harness:
     async def submit(self, count: int = 1, **spec: Any) -> list[str]:
         return await self.queue.submit_many([{"service": self.service, **spec}] * count)
 
-    def worker(self, connector: Any = None, **overrides: Any) -> Worker:
+    def worker(
+        self, connector: Any = None, *, classifier: Any = queue_backoff, **overrides: Any
+    ) -> Worker:
         values: dict[str, Any] = {"services": [self.service], "lease_seconds": LEASE}
         if self.api is not None:
             values.update(
@@ -72,7 +80,7 @@ class Harness:
             settings,
             redis=self.redis if self.api is None else None,
             connectors={self.service: connector},
-            classifier=queue_backoff,
+            classifier=classifier,
         )
 
 
@@ -241,3 +249,45 @@ def test_a_token_the_api_refuses_stops_the_worker(api: GrpcApi, settings: QueueS
     assert done.returncode == 1
     assert f"the API's gRPC server at {api.address} refused the token" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(params=["redis", "grpc"])
+async def fresh_harness(
+    request: pytest.FixtureRequest, redis: aioredis.Redis, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """A harness whose gRPC side is an API of its own: one whose error patterns nobody has
+    read yet, so a snapshot published now is the one it starts with (no announcement race)."""
+    with contextlib.ExitStack() as stack:
+        api, name = None, f"t{uuid.uuid4().hex[:12]}"
+        if request.param == "grpc":
+            api = stack.enter_context(grpc_api(redis_url, tmp_path, lease_seconds=LEASE))
+            name = api.queue
+        queue = Queue(redis, QueueSettings(redis_url=redis_url, queue=name, lease_seconds=LEASE))
+        await queue.functions.load()
+        yield Harness(request.param, queue, redis, "simulation", api)
+
+
+async def test_the_error_patterns_classify_a_failure(fresh_harness: Harness) -> None:
+    # Over gRPC the worker holds no patterns: it leaves the failure undecided and the API
+    # classifies it with its own copy, as a Redis worker classifies its own.
+    harness = fresh_harness
+    rule = PatternRule(
+        id="pat-policy", name="policy", match_kind=MatchKind.SUBSTRING,
+        pattern="flagged by policy", category=Category.CONTENT_REFUSED, retryable=False,
+        user_message="Please change the prompt.", connector=None,
+    )  # fmt: skip
+    await publish_snapshot(harness.redis, harness.queue.keys, Snapshot.build(7, [rule]))
+    payload = {"steps": 1, "fail_with": "the prompt was flagged by policy"}
+    (job_id,) = await harness.submit(payload=payload, max_attempts=3)
+
+    stats = await harness.worker(classifier=classify).run()
+
+    job = await harness.queue.get(job_id)
+    # Not retryable: failed at the first attempt although two more were allowed.
+    assert (job.status, job.attempts, stats.failed) == (JobStatus.FAILED, 1, 1)
+    assert (job.error_category, job.error_pattern_id, job.error_user_message) == (
+        "content_refused", "pat-policy", "Please change the prompt.",
+    )  # fmt: skip
+    day = datetime.now(UTC).date().isoformat()
+    counts = await harness.redis.hgetall(harness.queue.keys.pattern_matches(day))
+    assert counts[b"c|pat-policy|simulation"] == b"1"

@@ -21,6 +21,7 @@ from emp_core.errors import StaleToken
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_core.telemetry import Telemetry
+from emp_worker.connectors.base import Abort, Retry
 from emp_worker.failures import Classifier, JobTimedOut, classify, decide, describe
 from emp_worker.running import RunningJob
 from emp_worker.transport.base import Failure, Transport
@@ -140,9 +141,13 @@ class Reporter:
             service = claimed.job.service
             classifier = lambda m: classify(m, patterns, service)  # noqa: E731
         retryable, delay_s, classified = decide(exc, classifier)
+        # Undecided: no patterns here and the default classifier, and not Retry/Abort.
+        decided = (
+            classified is not None or classifier is not classify or isinstance(exc, Retry | Abort)
+        )
         try:
             outcome = await self.transport.fail(
-                claimed, Failure(message, retryable, delay_s, classified)
+                claimed, Failure(message, retryable, delay_s, classified, decided)
             )
         except StaleToken as exc2:
             self.stats.lost += 1

@@ -47,7 +47,8 @@ class RpcServer:
             ]
         )
         job_pb2_grpc.add_JobServiceServicer_to_server(JobService(services), self.server)
-        worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerService(services), self.server)
+        self.workers = WorkerService(services)
+        worker_pb2_grpc.add_WorkerServiceServicer_to_server(self.workers, self.server)
         machine_pb2_grpc.add_MachineServiceServicer_to_server(MachineService(services), self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -82,3 +83,4 @@ class RpcServer:
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.settings.grpc_grace_seconds)
+        await self.workers.close()

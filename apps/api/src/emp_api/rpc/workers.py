@@ -33,6 +33,7 @@ from emp_api.rpc.errors import abort
 from emp_api.state import Services
 from emp_core.errors import EmpError, InvalidInput, StaleToken, invalid_from_validation
 from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_rpc.assignments import assignment_to_proto
 from emp_rpc.metadata import token_from
@@ -65,9 +66,12 @@ def _capabilities(hello: worker_pb2.Hello) -> WorkerCapabilities:
 class _Session:
     """One connected worker: the jobs it holds and the answers waiting to go out."""
 
-    def __init__(self, services: Services, caps: WorkerCapabilities) -> None:
+    def __init__(
+        self, services: Services, caps: WorkerCapabilities, patterns: PatternCache
+    ) -> None:
         self.services = services
         self.caps = caps
+        self.patterns = patterns
         self.held: dict[str, ClaimedJob] = {}
         self.out: asyncio.Queue[worker_pb2.ConnectResponse | None] = asyncio.Queue()
         self.slots = 0  # 1 + the highest slot that claimed: what leaves the idle sets at the end
@@ -181,12 +185,7 @@ class _Session:
             self.held.pop(claimed.id, None)
             return "released"
         if kind == "fail":
-            delay = body.delay_s if body.HasField("delay_s") else None
-            outcome = await queue.fail(
-                claimed, body.error or "failed", retryable=body.retryable, delay_s=delay
-            )
-            self.held.pop(claimed.id, None)
-            return outcome
+            return await self._fail(body, claimed)
         try:
             result = orjson.loads(body.result_json) if body.result_json else None
         except orjson.JSONDecodeError as exc:
@@ -201,6 +200,23 @@ class _Session:
         self.held.pop(claimed.id, None)
         self._claimed(rid, slot, following)
         return None
+
+    async def _fail(self, body: worker_pb2.Fail, claimed: ClaimedJob) -> str:
+        """Record a failure; one the worker left undecided is classified here with the error
+        patterns, as a Redis worker classifies its own (the connector is the job's service)."""
+        error, service = body.error or "failed", claimed.job.service
+        retryable, delay = body.retryable, body.delay_s if body.HasField("delay_s") else None
+        classified = None
+        if body.classify:
+            classified = self.patterns.classify(error, connector=service)
+            retryable, delay = classified.retryable, classified.delay_s
+        outcome = await self.services.queue.fail(
+            claimed, error, retryable=retryable, delay_s=delay, classification=classified
+        )
+        self.held.pop(claimed.id, None)
+        if classified is not None:
+            await self.patterns.record(classified, error, service)
+        return outcome
 
     async def close(self) -> None:
         for task in (self._control, self._registration):
@@ -225,6 +241,22 @@ class _Session:
 class WorkerService(worker_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc]
     def __init__(self, services: Services) -> None:
         self.services = services
+        # One copy of the error patterns per API process, for the failures gRPC workers leave
+        # undecided; started by the first stream (swapped on announcements, re-read every 5 min).
+        self.patterns = PatternCache(services.redis, services.queue.keys)
+        self._patterns_started: asyncio.Task[None] | None = None
+
+    async def _started_patterns(self) -> PatternCache:
+        task = self._patterns_started
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            # The first stream starts it; one whose start failed (Redis away) is tried again.
+            task = self._patterns_started = asyncio.create_task(self.patterns.start())
+        await asyncio.shield(task)
+        return self.patterns
+
+    async def close(self) -> None:
+        """Stop the error patterns' listener (the server is stopping)."""
+        await self.patterns.stop()
 
     async def Connect(
         self, requests: AsyncIterator[worker_pb2.ConnectRequest], context: Any
@@ -240,7 +272,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc
             caps = _capabilities(first.hello)
         except EmpError as exc:
             await abort(context, exc)
-        session = _Session(self.services, caps)
+        session = _Session(self.services, caps, await self._started_patterns())
         await session.register(first.hello.slots)
         await session.listen()
         lease_s = self.services.queue.settings.lease_seconds

@@ -50,6 +50,9 @@ class Failure:
     retryable: bool
     delay_s: float | None = None
     classification: Classification | None = None
+    # False: nothing here decided (no error patterns, the default classifier), so a transport
+    # whose other side holds the patterns may classify it there (the gRPC server does).
+    decided: bool = True
 
 
 class Transport(Protocol):

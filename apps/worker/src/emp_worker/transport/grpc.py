@@ -380,10 +380,10 @@ class GrpcTransport:
         return None
 
     async def fail(self, claimed: ClaimedJob, failure: Failure) -> str:
-        # No classification travels: this worker holds no error patterns (they are Redis's).
+        # No classification travels: the error patterns are Redis's; the server classifies.
         body = worker_pb2.Fail(
             job_id=claimed.id, token=claimed.token, error=failure.message[:8000],
-            retryable=failure.retryable,
+            retryable=failure.retryable, classify=not failure.decided,
         )  # fmt: skip
         if failure.delay_s is not None:
             body.delay_s = failure.delay_s

@@ -87,18 +87,20 @@ class Complete(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., result_json: _Optional[str] = ..., claim_next: _Optional[bool] = ..., slot: _Optional[int] = ...) -> None: ...
 
 class Fail(_message.Message):
-    __slots__ = ("job_id", "token", "error", "retryable", "delay_s")
+    __slots__ = ("job_id", "token", "error", "retryable", "delay_s", "classify")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     token: str
     error: str
     retryable: bool
     delay_s: float
-    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., delay_s: _Optional[float] = ...) -> None: ...
+    classify: bool
+    def __init__(self, job_id: _Optional[str] = ..., token: _Optional[str] = ..., error: _Optional[str] = ..., retryable: _Optional[bool] = ..., delay_s: _Optional[float] = ..., classify: _Optional[bool] = ...) -> None: ...
 
 class Release(_message.Message):
     __slots__ = ("job_id", "token", "reason")
