@@ -1032,7 +1032,7 @@ end
 -- scored by a lower bound of their start tag (tags only rise; entries are raised when read), and a
 -- claim reads the first `scan` entries of at most FAIR_CLASSES such indexes and tries at most
 -- FAIR_TRIES customers' heads: nothing depends on the number of customers or jobs. Weights live
--- in fair_weights (customer -> weight, default 1), set with `emp fair-shares` (FairShares).
+-- in fair_weights (customer -> weight, default 1), set with `emp fair-shares` or PUT /api/fair-shares.
 
 local FAIR_CLASSES = 4      -- classes of the best job's priority compared per service
 local FAIR_TRIES = 4        -- customers' heads read before the plain choice is kept

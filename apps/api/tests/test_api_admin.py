@@ -46,3 +46,22 @@ async def test_workers_and_queue(api: Api, accounts: dict[str, Account], queue: 
     assert depths["simulation"]["pending"] == 2
     assert depths["render"]["pending"] == 1
     assert depths["simulation"]["oldest_pending_age_s"] >= 0
+
+
+async def test_fair_share_weights(api: Api, accounts: dict[str, Account], queue: Queue) -> None:
+    alice, admin = accounts["alice"], accounts["admin"]
+    put = await api.http.put("/api/fair-shares/acme", json={"weight": 3}, headers=admin.headers)
+    assert put.status_code == 200, put.text
+    assert await queue.redis.hget(queue.keys.fair_weights(), "acme") == b"3.0"
+    listed = await api.http.get("/api/fair-shares", headers=admin.headers)
+    assert listed.json() == [{"customer_id": "acme", "weight": 3.0}]
+    refused = await api.http.put("/api/fair-shares/acme", json={"weight": 0}, headers=admin.headers)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "weight"
+    forbidden = await api.http.put(
+        "/api/fair-shares/acme", json={"weight": 9}, headers=alice.headers
+    )
+    assert forbidden.status_code == 403
+    deleted = await api.http.delete("/api/fair-shares/acme", headers=admin.headers)
+    assert deleted.status_code == 204
+    assert await queue.redis.hlen(queue.keys.fair_weights()) == 0

@@ -1,4 +1,4 @@
-"""Admin routes: the live workers and the state of the queue."""
+"""Admin routes: the live workers, the state of the queue and the customers' fair-share weights."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from emp_api.deps import AdminDep, ServicesDep
 from emp_api.schemas import ERRORS, ErrorResponse, QueueOut, ServiceDepth, WorkerOut
 from emp_core.queue.backlog import backlog
+from emp_core.queue.fairness import WEIGHT_MAX, WEIGHT_MIN, FairShares
 from emp_core.registry.machines import (
     MachineCommand,
     MachineStatus,
@@ -83,3 +84,46 @@ async def command_machine(
     q = services.queue
     listeners = await send_command(q.redis, q.keys, machine_id, command)
     return CommandSent(command_id=command.command_id, listeners=listeners)
+
+
+# --- fair shares between customers (issue 10): the weights the claim reads -------------------
+
+CustomerPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+
+
+class WeightIn(BaseModel):
+    weight: float = Field(
+        ge=WEIGHT_MIN,
+        le=WEIGHT_MAX,
+        allow_inf_nan=False,
+        description="The customer's share relative to others' (default 1).",
+    )
+
+
+class WeightOut(BaseModel):
+    customer_id: str
+    weight: float
+
+
+@router.get("/fair-shares", summary="Customers' fair-share weights")
+async def fair_share_weights(_admin: AdminDep, services: ServicesDep) -> list[WeightOut]:
+    """The weights set; every customer not listed has weight 1 (equal shares)."""
+    weights = await FairShares(services.queue.redis, services.queue.keys).weights()
+    return [WeightOut(customer_id=c, weight=w) for c, w in sorted(weights.items())]
+
+
+@router.put("/fair-shares/{customer_id}", summary="Set a customer's fair-share weight")
+async def set_fair_share(
+    customer_id: CustomerPath, body: WeightIn, _admin: AdminDep, services: ServicesDep
+) -> WeightOut:
+    """Within a priority, a customer with weight 3 gets three claims for one of a customer with
+    weight 1 while both have jobs waiting; from the next claim on."""
+    await FairShares(services.queue.redis, services.queue.keys).set_weight(customer_id, body.weight)
+    return WeightOut(customer_id=customer_id, weight=body.weight)
+
+
+@router.delete("/fair-shares/{customer_id}", status_code=204, summary="Reset a weight to 1")
+async def reset_fair_share(
+    customer_id: CustomerPath, _admin: AdminDep, services: ServicesDep
+) -> None:
+    await FairShares(services.queue.redis, services.queue.keys).reset_weight(customer_id)
