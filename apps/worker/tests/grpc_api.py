@@ -50,11 +50,15 @@ def _admin_token(environment: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def grpc_api(
-    redis_url: str, folder: Path, *, lease_seconds: float = 1.0, **env: str
-) -> Iterator[GrpcApi]:
-    """Serve the API's gRPC on a free port until the block ends (then SIGTERM, then SIGKILL)."""
+    redis_url: str, folder: Path, *, lease_seconds: float = 1.0, again: GrpcApi | None = None,
+    **env: str,
+) -> Iterator[GrpcApi]:  # fmt: skip
+    """Serve the API's gRPC on a free port until the block ends (then SIGTERM, then SIGKILL);
+    ``again``: a restart of that API (its port, queue, database and token)."""
     database_url = f"sqlite+aiosqlite:///{folder}/emp.db"
     queue, port = f"g{uuid.uuid4().hex[:12]}", free_port()
+    if again is not None:
+        queue, port = again.queue, int(again.address.rpartition(":")[2])
     environment = {k: v for k, v in os.environ.items() if not k.startswith("EMP_")}
     environment.update(
         EMP_REDIS_URL=redis_url,
@@ -68,8 +72,8 @@ def grpc_api(
         EMP_RETRY_AVOID_GRACE_SECONDS="0",
         **env,
     )
-    token = _admin_token(environment)
-    log = folder / "api.log"
+    token = again.token if again is not None else _admin_token(environment)
+    log = folder / f"api-{uuid.uuid4().hex[:6]}.log"
     args = [sys.executable, "-m", "uvicorn", "emp_api.app:create_app", "--factory", "--host",
             "127.0.0.1", "--port", str(free_port()), "--log-level", "warning"]  # fmt: skip
     with log.open("wb") as out:

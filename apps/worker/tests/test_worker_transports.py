@@ -291,3 +291,30 @@ async def test_the_error_patterns_classify_a_failure(fresh_harness: Harness) -> 
     day = datetime.now(UTC).date().isoformat()
     counts = await harness.redis.hgetall(harness.queue.keys.pattern_matches(day))
     assert counts[b"c|pat-policy|simulation"] == b"1"
+
+
+async def test_a_grpc_worker_connects_again_after_the_api_restarts(
+    redis: aioredis.Redis, redis_url: str, tmp_path: Path
+) -> None:
+    with grpc_api(redis_url, tmp_path, lease_seconds=LEASE) as first:
+        queue = Queue(redis, QueueSettings(redis_url=redis_url, queue=first.queue))
+        harness = Harness("grpc", queue, redis, "simulation", first)
+        worker = harness.worker(burst=False, idle_wait_seconds=60)
+        run = asyncio.create_task(worker.run())
+        try:
+            await asyncio.wait_for(worker.ready.wait(), 30)
+            (before,) = await harness.submit(payload={"steps": 1})
+            await eventually(lambda: _status_is(queue, before, JobStatus.COMPLETED), within=30)
+        except BaseException:
+            worker.stop(force=True)
+            raise
+    # The API is gone (its stream with it); the same API comes back on the same port.
+    try:
+        with grpc_api(redis_url, tmp_path, lease_seconds=LEASE, again=first):
+            (after,) = await harness.submit(payload={"steps": 1})
+            # The worker's slot backs off while nothing answers, then opens a new stream.
+            await eventually(lambda: _status_is(queue, after, JobStatus.COMPLETED), within=60)
+            assert (await queue.get(after)).worker_id == worker.id
+    finally:
+        worker.stop()
+        await asyncio.wait_for(run, 30)
