@@ -82,6 +82,13 @@ def settings(redis_url: str) -> QueueSettings:
 
 
 @pytest.fixture
+def routed(settings: QueueSettings) -> QueueSettings:
+    """The test's settings with two queues: ``simulation`` jobs go to ``{queue}-sim``, every
+    other service to the test's queue (``EMP_QUEUE_ROUTES``)."""
+    return settings.model_copy(update={"queue_routes": {"simulation": f"{settings.queue}-sim"}})
+
+
+@pytest.fixture
 async def queue(redis: aioredis.Redis, settings: QueueSettings) -> Queue:
     q = Queue(redis, settings)
     await q.functions.load()

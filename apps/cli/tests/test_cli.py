@@ -123,3 +123,21 @@ async def test_fair_share_weights(queue: Queue, settings: QueueSettings) -> None
     reset = await asyncio.to_thread(_emp, settings, "fair-shares", "reset", "acme")
     assert reset.returncode == 0, reset.stderr
     assert await queue.redis.hlen(queue.keys.fair_weights()) == 0
+
+
+async def test_a_routed_submit_is_found_without_naming_its_queue(
+    queue: Queue, settings: QueueSettings, monkeypatch
+) -> None:
+    """EMP_QUEUE_ROUTES sends the job to its service's queue; get and cancel find it there."""
+    sim = f"{settings.queue}-sim"
+    monkeypatch.setenv("EMP_QUEUE_ROUTES", f"simulation={sim}")
+    result = await asyncio.to_thread(_emp, settings, "submit", "--service", "simulation")
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip()
+    routed = Queue(queue.redis, settings.model_copy(update={"queue": sim}))
+    assert await routed.depth() == {"simulation": 1}
+    assert await queue.depth() == {}
+    shown = await asyncio.to_thread(_emp, settings, "get", job_id, "--json")
+    assert '"status": "pending"' in shown.stdout
+    cancelled = await asyncio.to_thread(_emp, settings, "cancel", job_id)
+    assert "cancelled (it was pending)" in cancelled.stdout

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from emp_api.deps import AdminDep, ServicesDep
 from emp_api.schemas import ERRORS, ErrorResponse, QueueOut, ServiceDepth, WorkerOut
-from emp_core.queue.backlog import backlog
+from emp_core.queue.backlog import backlogs
 from emp_core.queue.fairness import WEIGHT_MAX, WEIGHT_MIN, FairShares
 from emp_core.registry.machines import (
     MachineCommand,
@@ -44,7 +44,7 @@ async def list_workers(_admin: AdminDep, services: ServicesDep) -> list[WorkerOu
 
 @router.get("/queue", summary="Queue depth per service, and workers idle and busy")
 async def queue_state(_admin: AdminDep, services: ServicesDep) -> QueueOut:
-    depths = await backlog(services.queue)
+    depths = await backlogs(services.queues)
     workers = await services.workers.live()
     busy = sum(1 for w in workers if w.state == "busy")
     return QueueOut(

@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from emp_api.state import Services
 from emp_core.errors import EmpError
-from emp_core.queue.queue import Queue
+from emp_core.queue.queues import Queues
 from emp_core.queue.reaper import Reaper
 from emp_core.telemetry import Telemetry
 from emp_sql.archive import ArchiveProjector
@@ -29,20 +29,25 @@ from emp_web.webhooks.progress import ProgressFeed
 logger = logging.getLogger(__name__)
 
 
-async def reap_forever(queue: Queue, interval_s: float, telemetry: Telemetry) -> None:
-    """The shared reaper (``emp_core.queue.reaper``: one sweep per interval across every process
-    that runs it); report the queue's depth to telemetry every ``interval_s`` when exported."""
-    reaper = asyncio.create_task(Reaper(queue, owner=f"api {os.getpid()}").run(), name="reap")
+async def reap_forever(queues: Queues, interval_s: float, telemetry: Telemetry) -> None:
+    """The shared reaper of each queue (``emp_core.queue.reaper``: one sweep per interval across
+    every process that runs it); report the depth over every queue to telemetry every
+    ``interval_s`` when exported."""
+    reapers = [
+        asyncio.create_task(Reaper(q, owner=f"api {os.getpid()}").run(), name="reap")
+        for q in queues
+    ]
     try:
         while True:
             try:
                 if telemetry.exporting:
-                    telemetry.jobs.set_queue_depth(await queue.depth())
+                    telemetry.jobs.set_queue_depth(await queues.depth())
             except (RedisError, OSError, EmpError) as exc:
                 logger.warning("queue depth skipped a round: %s", exc)
             await asyncio.sleep(interval_s)
     finally:
-        reaper.cancel()
+        for reaper in reapers:
+            reaper.cancel()
 
 
 async def fold_forever(patterns: PatternAdmin, interval_s: float) -> None:
@@ -68,7 +73,7 @@ class Background:
 
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.projector: ArchiveProjector | None = None
+        self.projectors: list[ArchiveProjector] = []
         self.dispatcher: WebhookDispatcher | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -77,15 +82,18 @@ class Background:
         if api.run_reaper:
             interval = s.queue.settings.reap_interval_seconds
             self._tasks.append(
-                asyncio.create_task(reap_forever(s.queue, interval, s.telemetry), name="reaper")
+                asyncio.create_task(reap_forever(s.queues, interval, s.telemetry), name="reaper")
             )
-        if api.run_projector:
-            self.projector = ArchiveProjector(
-                s.queue, s.database, catch_up_seconds=api.archive_catch_up_seconds,
+        # One projector per queue, each with its queue's lease and outbox; each hears every
+        # queue's terminal events and finds another queue's job absent (one read, dropped).
+        for queue in s.queues if api.run_projector else ():
+            projector = ArchiveProjector(
+                queue, s.database, catch_up_seconds=api.archive_catch_up_seconds,
                 lease_seconds=api.archive_lease_seconds, webhook_max_age=s.webhooks.max_age,
             )  # fmt: skip
-            s.hub.listen(self.projector.offer)
-            self._tasks.append(asyncio.create_task(self.projector.run(), name="projector"))
+            self.projectors.append(projector)
+            s.hub.listen(projector.offer)
+            self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
         if api.run_pattern_fold:
             fold = fold_forever(s.patterns, api.pattern_fold_seconds)
             self._tasks.append(asyncio.create_task(fold, name="pattern-fold"))
@@ -93,9 +101,10 @@ class Background:
             # Deliveries of every API process share the SQL outbox; each goes out from one.
             self.dispatcher = WebhookDispatcher(s.database, s.webhooks)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(), name="webhooks"))
-            progress = ProgressFeed(s.redis, s.queue.keys, s.database)
-            s.hub.listen(progress.offer)
-            self._tasks.append(asyncio.create_task(progress.run(), name="webhook-progress"))
+            for queue in s.queues:  # each finds its own queue's jobs, as the projectors do
+                progress = ProgressFeed(s.redis, queue.keys, s.database)
+                s.hub.listen(progress.offer)
+                self._tasks.append(asyncio.create_task(progress.run(), name="webhook-progress"))
         for task in self._tasks:
             task.add_done_callback(_report_crash)
 

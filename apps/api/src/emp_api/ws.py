@@ -34,6 +34,7 @@ from emp_core.errors import EmpError, InvalidInput, invalid_from_validation
 from emp_core.jobs.capabilities import Service
 from emp_core.jobs.events import EventType, JobEvent, replay
 from emp_core.jobs.job import Job, JobStatus
+from emp_core.queue.queue import Queue
 from emp_sql.auth import Forbidden, Principal
 from emp_sql.forensics import ForensicsReader
 from emp_sql.tokens import hash_token
@@ -137,6 +138,7 @@ class _JobFeed:
         self.with_position = with_position
         self.status: str | None = None  # the job's status as last seen (for the position)
         self.position_sent = ""
+        self._queue: Queue | None = None  # the queue holding the job, found on first replay
 
     async def _send_position(self) -> None:
         """The place in line, when it is new: only while the job is pending."""
@@ -167,7 +169,9 @@ class _JobFeed:
 
     async def _replay(self) -> bool:
         after = "-" if self.last == (0, 0) else f"{self.last[0]}-{self.last[1]}"
-        q = self.services.queue
+        if self._queue is None:
+            self._queue = await self.services.queues.holding(self.job_id)
+        q = self._queue
         for event in await replay(q.redis, q.keys, self.job_id, after=after):
             self.status = event.status
             if await self._send(event.model_dump_json(), event.event_id, event.is_terminal):

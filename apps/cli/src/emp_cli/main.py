@@ -28,6 +28,7 @@ from emp_core.jobs.events import follow
 from emp_core.jobs.job import DEFAULT_PRIORITY, Job, JobStatus
 from emp_core.queue.fairness import DEFAULT_WEIGHT, FairShares
 from emp_core.queue.queue import Queue
+from emp_core.queue.queues import Queues
 from emp_core.redis.client import connect
 from emp_core.registry.workers import unserved_warning
 from emp_core.settings import QueueSettings
@@ -58,6 +59,12 @@ def _settings(redis_url: str | None, queue: str | None) -> QueueSettings:
     if queue:
         overrides["queue"] = queue
     return QueueSettings(**overrides)
+
+
+def _where(q: Queue, queue: str | None) -> Queue | Queues:
+    """The queue named by --queue, else every queue the settings name (the job is looked for
+    in each, N reads at most)."""
+    return q if queue else Queues(q.redis, q.settings)
 
 
 def _run(settings: QueueSettings, body: Callable[[Queue], Awaitable[T]]) -> T:
@@ -122,6 +129,8 @@ def submit(
         "max_attempts": max_attempts,
     }
     settings = _settings(redis_url, queue)
+    if queue is None:  # EMP_QUEUE_ROUTES: the service's queue
+        settings = settings.model_copy(update={"queue": settings.queue_for(service)})
 
     async def body(q: Queue) -> int:
         await q.functions.check()
@@ -167,7 +176,7 @@ def get(
     redis_url: RedisUrl = None, queue: QueueName = None,
 ) -> None:  # fmt: skip
     """Show one job."""
-    job = _run(_settings(redis_url, queue), lambda q: q.get(job_id))
+    job = _run(_settings(redis_url, queue), lambda q: _where(q, queue).get(job_id))
     if json:
         sys.stdout.write(job.model_dump_json(indent=2) + "\n")
     else:
@@ -178,7 +187,8 @@ def get(
 def cancel(job_id: str, redis_url: RedisUrl = None, queue: QueueName = None) -> None:
     """Cancel a job that has not finished."""
     previous = _run(
-        _settings(redis_url, queue), lambda q: q.cancel(job_id, "cancelled from the CLI")
+        _settings(redis_url, queue),
+        lambda q: _where(q, queue).cancel(job_id, "cancelled from the CLI"),
     )
     console.print(f"job {job_id} cancelled (it was {previous})")
 

@@ -16,6 +16,7 @@ from emp_core.errors import Conflict, InvalidInput, NotFound
 from emp_core.jobs.job import Job, JobSpec, JobStatus
 from emp_core.queue.idempotency import IdempotencyRecord
 from emp_core.queue.queue import Queue
+from emp_core.queue.queues import Queues
 from emp_core.redis import text, text_map
 from emp_core.registry.workers import unserved_warning
 from emp_sql.auth import Forbidden, Principal
@@ -50,10 +51,16 @@ def _not_found(job_id: str) -> NotFound:
 
 
 class JobCatalog:
-    """One queue's jobs, seen through a principal."""
+    """The jobs of a deployment's queues, seen through a principal.
 
-    def __init__(self, queue: Queue, database: Database) -> None:
+    A submit goes to its service's queue (``Queues.for_service``); reading or cancelling one job
+    asks each queue in turn (N queues, at most N reads), then the archive. Lists read the home
+    queue's per-customer index (``queue``): listing across queues is not built (the indexes are
+    ordered by each queue's own submit counter, which do not compare)."""
+
+    def __init__(self, queue: Queue, database: Database, *, queues: Queues | None = None) -> None:
         self.queue = queue
+        self.queues = queues or Queues(queue.redis, queue.settings, [queue.keys.queue])
         self.redis = queue.redis
         self.keys = queue.keys
         self.database = database
@@ -82,9 +89,10 @@ class JobCatalog:
         """Validate and enqueue a job for ``owner``. With an idempotency key, a repeated request
         returns the job of the first one instead of submitting again."""
         spec = self._owned_spec(spec, owner)
-        args = self.queue.prepare(spec, traceparent=traceparent)
+        queue = self.queues.for_service(spec.service)
+        args = queue.prepare(spec, traceparent=traceparent)
         if idempotency_key is None:
-            job = await self.queue.submit_prepared(args)
+            job = await queue.submit_prepared(args)
         else:
             # Without the LoRAs' signed URLs: they are minted afresh for every request, and a
             # retry with the same key must still be recognised as the same request.
@@ -93,19 +101,19 @@ class JobCatalog:
                 idempotency_key,
                 spec.model_dump(mode="json", exclude={"loras": {"__all__": {"url"}}}),
             )
-            job_id, replayed = await self.queue.submit_once(args, record)
+            job_id, replayed = await queue.submit_once(args, record)
             if replayed:
                 # Redis may have forgotten the earlier job (retention): then the archive has it.
                 return Submitted(await self._load(job_id), replayed=True)
-            job = await self.queue.get(job_id)
-        warning = await unserved_warning(self.redis, self.keys, job.service)
+            job = await queue.get(job_id)
+        warning = await unserved_warning(self.redis, queue.keys, job.service)
         return Submitted(job, warnings=(warning,) if warning else ())
 
     # --- read ------------------------------------------------------------------------------------
     async def _load(self, job_id: str) -> Job:
         """The job from Redis, or from the archive once Redis has forgotten it."""
         try:
-            return await self.queue.get(job_id)
+            return await self.queues.get(job_id)
         except NotFound:
             pass
         async with self.database.session() as session:
@@ -261,5 +269,5 @@ class JobCatalog:
         if job.is_terminal:
             raise Conflict(f"job {job_id} is already {job.status}", field="status")
         who = "an admin" if viewer.is_admin and job.customer_id != viewer.user_id else "its owner"
-        await self.queue.cancel(job_id, f"cancelled by {who}")
+        await self.queues.cancel(job_id, f"cancelled by {who}")
         return await self._load(job_id)

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from emp_core.blobs.settings import open_store
 from emp_core.blobs.store import BlobStore
 from emp_core.queue.queue import Queue
+from emp_core.queue.queues import Queues
 from emp_core.redis.client import connect
 from emp_sql.migrate import check_schema
 from emp_sql.session import Database
@@ -21,7 +22,8 @@ from emp_web.settings import WebSettings
 @dataclass(slots=True)
 class Backends:
     redis: Redis
-    queue: Queue
+    queue: Queue  # the home queue (EMP_QUEUE): error patterns, sessions, registries of machines
+    queues: Queues  # every queue the deployment names (EMP_QUEUE_ROUTES): jobs live in these
     database: Database
     hub: EventHub
     blobs: BlobStore
@@ -46,6 +48,7 @@ class Backends:
             socket_connect_timeout=10.0,
         )
         queue = Queue(redis, queue_settings)
+        queues = Queues(redis, queue_settings)
         database = Database(settings.database)
         blobs: BlobStore | None = None
         try:
@@ -53,7 +56,7 @@ class Backends:
             blobs = await open_store(settings.blobs)
             keys = queue.keys
             hub = EventHub(
-                redis, keys.events_channel(), backlog=ws_backlog,
+                redis, [q.keys.events_channel() for q in queues], backlog=ws_backlog,
                 revocations=keys.revocations_channel(),
             )  # fmt: skip
             await hub.start()
@@ -63,7 +66,7 @@ class Backends:
             await redis.aclose()
             await database.dispose()
             raise
-        return cls(redis=redis, queue=queue, database=database, hub=hub, blobs=blobs)
+        return cls(redis=redis, queue=queue, queues=queues, database=database, hub=hub, blobs=blobs)
 
     async def close(self) -> None:
         await self.hub.stop()

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,10 +172,16 @@ class EventHub:
     """Holds the process's subscription to the events channel and its sockets' subscriptions."""
 
     def __init__(
-        self, redis: Redis, channel: str, *, backlog: int = 256, revocations: str | None = None
+        self,
+        redis: Redis,
+        channel: str | Sequence[str],
+        *,
+        backlog: int = 256,
+        revocations: str | None = None,
     ) -> None:
         self.redis = redis
-        self.channel = channel
+        # Several when the deployment names several queues: each has its events channel.
+        self.channels = [channel] if isinstance(channel, str) else list(channel)
         self.revocations = revocations
         self.backlog = backlog
         self._revocation_listeners: list[RevocationListener] = []
@@ -280,7 +286,7 @@ class EventHub:
             delay = min(delay * 2, 5.0)
 
     async def _subscribe(self, pubsub: PubSub) -> None:
-        channels = [self.channel] + ([self.revocations] if self.revocations else [])
+        channels = self.channels + ([self.revocations] if self.revocations else [])
         await pubsub.subscribe(*channels)
         confirmed = 0
         while confirmed < len(channels):  # from here on every published message reaches us

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from emp_core.queue import Queue
+from emp_core.queue.queues import Queues
 from emp_core.registry.workers import WorkerRegistry
 from emp_core.telemetry import Telemetry
 from emp_sql.catalog import JobCatalog
@@ -70,6 +71,10 @@ class WebServices(Generic[SettingsT, RulesT]):
         return self.backends.queue
 
     @property
+    def queues(self) -> Queues:
+        return self.backends.queues
+
+    @property
     def database(self) -> Database:
         return self.backends.database
 
@@ -83,7 +88,7 @@ class WebServices(Generic[SettingsT, RulesT]):
         app's own ``Services`` (which adds its settings and services of its own)."""
         return {
             "webhooks": settings.webhooks,
-            "catalog": JobCatalog(backends.queue, backends.database),
+            "catalog": JobCatalog(backends.queue, backends.database, queues=backends.queues),
             "workers": WorkerRegistry(backends.redis, backends.queue.keys),
             "patterns": PatternAdmin(backends.database, backends.redis, backends.queue.keys),
             "loras": LoraLibrary(backends.database, backends.blobs),

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request, WebSocket
 from fastapi.responses import Response
 
 from emp_core.jobs.capabilities import WorkerCapabilities
-from emp_core.queue.backlog import backlog
+from emp_core.queue.backlog import backlogs
 from emp_core.queue.stats import History, history, server_ms
 from emp_core.registry.machines import list_machines
 from emp_sql.auth import Principal
@@ -68,7 +68,7 @@ async def dashboard_context(services: Services, viewer: Principal) -> dict[str, 
     """Everything the live part of the dashboard shows, read now."""
     queue = services.queue
     depths, workers, last_hour = await asyncio.gather(
-        backlog(queue), services.workers.live(), _last_hour(services)
+        backlogs(services.queues), services.workers.live(), _last_hour(services)
     )
     machines = await list_machines(services.redis, queue.keys) if viewer.is_admin else []
     busy = sum(1 for w in workers if w.state == "busy")

@@ -49,7 +49,7 @@ _TICK = Outgoing("", "tick")
 async def _load(services: Services, job_id: str, viewer: Principal) -> tuple[Job, list[JobEvent]]:
     """The job (``NotFound`` unless the viewer may see it) and its stored events."""
     job = await services.catalog.get(job_id, viewer)
-    queue = services.queue
+    queue = await services.queues.holding(job_id)
     return job, await replay(queue.redis, queue.keys, job_id)
 
 
@@ -144,7 +144,7 @@ class _Feed:
         read, which is what ``last`` records. Read the other way round, an event appended
         between the two reads would count as shown while the job read before it was not
         terminal, and the socket would wait for ever for an end it had skipped."""
-        queue = self.services.queue
+        queue = await self.services.queues.holding(self.job_id)
         events = await replay(queue.redis, queue.keys, self.job_id)
         job = await self.services.catalog.get(self.job_id, self.viewer)
         self.job = job

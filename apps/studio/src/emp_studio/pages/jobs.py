@@ -17,7 +17,7 @@ from fastapi.responses import Response
 
 from emp_core.errors import InvalidInput, NotFound
 from emp_core.jobs.job import JobStatus
-from emp_core.queue.backlog import backlog
+from emp_core.queue.backlog import backlogs
 from emp_sql.auth import Principal
 from emp_sql.catalog import JobPage
 from emp_sql.loras import JobRequest
@@ -41,7 +41,7 @@ async def known_services(services: Services) -> list[str]:
     """Services someone can run or has queued, for the form's suggestions."""
     workers = await services.workers.live()
     names = {s for w in workers for s in w.services}
-    names |= {d.service for d in await backlog(services.queue)}
+    names |= {d.service for d in await backlogs(services.queues)}
     return sorted(names | {"simulation"})
 
 

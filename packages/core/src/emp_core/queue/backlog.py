@@ -7,6 +7,7 @@ head of each band present (one lookup per band, a handful in practice) instead o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,3 +65,17 @@ async def backlog(queue: Queue) -> list[ServiceBacklog]:
         age = None if oldest is None else max(0.0, (now_ms - oldest) / 1000)
         out.append(ServiceBacklog(service, counts[service], age))
     return out
+
+
+async def backlogs(queues: Iterable[Queue]) -> list[ServiceBacklog]:
+    """``backlog`` over several queues (one walk each): a service's pending jobs summed, its
+    oldest job the oldest in any queue."""
+    merged: dict[str, ServiceBacklog] = {}
+    for queue in queues:
+        for b in await backlog(queue):
+            seen = merged.get(b.service)
+            if seen is not None:
+                ages = [a for a in (seen.oldest_pending_age_s, b.oldest_pending_age_s) if a]
+                b = ServiceBacklog(b.service, seen.pending + b.pending, max(ages, default=None))
+            merged[b.service] = b
+    return [merged[s] for s in sorted(merged)]

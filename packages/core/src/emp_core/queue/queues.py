@@ -113,6 +113,14 @@ class Queues:
                 return queue
         raise NotFound(f"job {job_id} does not exist", field="job_id")
 
+    async def holding(self, job_id: str) -> Queue:
+        """The queue holding ``job_id``, or the default one when none does (a job only in the
+        archive): where to read its event stream, which is then simply empty."""
+        try:
+            return await self.locate(job_id)
+        except NotFound:
+            return self.default
+
     async def get(self, job_id: str) -> Job:
         """The job, from whichever queue holds it (``NotFound`` when none does)."""
         for queue in self._order:
