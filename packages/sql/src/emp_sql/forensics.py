@@ -43,16 +43,17 @@ class ForensicsReader:
 
     async def read(self, job_id: str, viewer: Principal) -> JobForensics:
         job = await self.catalog.get(job_id, viewer)  # NotFound for another user's job
+        queue = await self.catalog.queues.holding(job_id)  # a deployment may name several
         try:
-            live = await self.queue.get(job_id)
+            live = await queue.get(job_id)
         except NotFound:
             live = None
         place = None
         if live is not None:
-            events = await replay(self.queue.redis, self.queue.keys, job_id)
+            events = await replay(queue.redis, queue.keys, job_id)
             result = forensics(live, events, source="redis")
             if live.status.value == "pending":
-                place = await position(self.queue, live)
+                place = await position(queue, live)
         else:
             async with self.database.session() as session:
                 found = await JobArchiveRepository(session).get_with_events(job_id)
@@ -70,5 +71,5 @@ class ForensicsReader:
     async def position(self, job_id: str, viewer: Principal) -> QueuePosition:
         """A job's place in line (``reason`` only, for a job that is not pending)."""
         job = await self.catalog.get(job_id, viewer)
-        place = await position(self.queue, job)
+        place = await position(await self.catalog.queues.holding(job_id), job)
         return place if viewer.is_admin else place.model_copy(update={"eligible_workers": []})
