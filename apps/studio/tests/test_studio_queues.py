@@ -1,6 +1,6 @@
 """The studio over several queues (issue 13 item 2): a job submitted from the studio goes to its
-service's queue, its page shows its events from that queue, and the dashboard's depth sums every
-queue."""
+service's queue, its page shows its events from that queue, and the dashboard sums every queue's
+depth and lists every queue's workers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 from studio_helpers import Studio, Visitor, job_form, running_studio
 
+from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
+from emp_core.registry.workers import WorkerRegistry
 from emp_core.settings import QueueSettings
 from emp_web.testing import Account, claim
 
@@ -32,8 +34,11 @@ async def test_a_routed_job_in_the_studio(
         job_id = str(response.headers["location"]).removeprefix("/jobs/")
         assert await redis.exists(sim.keys.job(job_id)) == 1
 
+        caps = WorkerCapabilities(worker_id="sim-only", services=["simulation"])
+        await WorkerRegistry(redis, sim.keys).register(caps)  # a worker of the sim queue alone
         dashboard = (await admin.get("/")).text
         assert 'data-testid="stat-pending">1<' in dashboard  # the sim queue's job counted
+        assert "sim-only" in dashboard
 
         await claim(sim)
         page = await admin.get(f"/jobs/{job_id}")

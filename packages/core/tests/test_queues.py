@@ -19,6 +19,7 @@ from emp_core.queue.queues import Queues
 from emp_core.redis.client import connect
 from emp_core.redis.replicated import NotReplicated
 from emp_core.redis.server import LocalCluster
+from emp_core.registry.workers import WorkerRegistry
 from emp_core.settings import QueueSettings
 
 
@@ -164,3 +165,15 @@ async def _on_replica_of(cluster: LocalCluster, primary_port: int, key: str) -> 
         finally:
             await client.aclose()
     raise AssertionError(f"no replica of the primary on port {primary_port}")
+
+
+async def test_the_worker_list_spans_the_queues(queues: Queues) -> None:
+    """A web process lists the workers of every queue, a worker serving two of them once."""
+    default, sim = queues.default, queues.for_service("simulation")
+    for keys, worker_id in ((default.keys, "w-home"), (sim.keys, "w-sim"),
+                            (default.keys, "w-both"), (sim.keys, "w-both")):  # fmt: skip
+        await WorkerRegistry(queues.redis, keys).register(make_caps(worker_id=worker_id))
+    registry = WorkerRegistry(queues.redis, default.keys, also=[q.keys for q in queues])
+    assert sorted(w.worker_id for w in await registry.live()) == ["w-both", "w-home", "w-sim"]
+    home_only = WorkerRegistry(queues.redis, default.keys)
+    assert sorted(w.worker_id for w in await home_only.live()) == ["w-both", "w-home"]

@@ -89,7 +89,9 @@ class WebServices(Generic[SettingsT, RulesT]):
         return {
             "webhooks": settings.webhooks,
             "catalog": JobCatalog(backends.queue, backends.database, queues=backends.queues),
-            "workers": WorkerRegistry(backends.redis, backends.queue.keys),
+            "workers": WorkerRegistry(
+                backends.redis, backends.queue.keys, also=[q.keys for q in backends.queues]
+            ),
             "patterns": PatternAdmin(backends.database, backends.redis, backends.queue.keys),
             "loras": LoraLibrary(backends.database, backends.blobs),
             "limiter": RateLimiter(

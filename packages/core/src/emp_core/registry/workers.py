@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -76,10 +77,14 @@ class WorkerRegistry:
     ``ttl_s`` is how long a worker stays listed without a refresh; refresh at most a third of it.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, *, ttl_s: float = 15.0) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, *, ttl_s: float = 15.0, also: Sequence[Keys] = ()
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_ms = max(1, int(ttl_s * 1000))
+        # Other queues whose workers ``live`` lists too (a web process over several queues).
+        self.also = [k for k in also if k != keys]
 
     async def register(
         self, caps: WorkerCapabilities, *, slots: int = 1, state: str = "idle"
@@ -149,14 +154,25 @@ class WorkerRegistry:
         return WorkerInfo.from_redis(fields) if "capabilities" in fields else None
 
     async def live(self) -> list[WorkerInfo]:
-        """Every worker whose hash has not expired, most recently seen first. Ids whose hash has
+        """Every worker whose hash has not expired, most recently seen first, in this queue and
+        the ``also`` queues (a worker serving several is listed once). Ids whose hash has
         expired are removed from the index on the way."""
-        ids = text_list(await self.redis.zrange(self.keys.workers(), 0, -1, desc=True))
+        if not self.also:
+            return await self._live_in(self.keys)
+        seen: dict[str, WorkerInfo] = {}
+        for keys in [self.keys, *self.also]:
+            for info in await self._live_in(keys):
+                if info.worker_id not in seen or seen[info.worker_id].last_seen < info.last_seen:
+                    seen[info.worker_id] = info
+        return sorted(seen.values(), key=lambda w: w.last_seen, reverse=True)
+
+    async def _live_in(self, keys: Keys) -> list[WorkerInfo]:
+        ids = text_list(await self.redis.zrange(keys.workers(), 0, -1, desc=True))
         if not ids:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for worker_id in ids:
-                pipe.hgetall(self.keys.worker(worker_id))
+                pipe.hgetall(keys.worker(worker_id))
             hashes = await pipe.execute()
         out: list[WorkerInfo] = []
         gone: list[str] = []
@@ -167,7 +183,7 @@ class WorkerRegistry:
             else:
                 gone.append(worker_id)
         if gone:
-            await self.redis.zrem(self.keys.workers(), *gone)
+            await self.redis.zrem(keys.workers(), *gone)
         return out
 
 
