@@ -16,6 +16,7 @@ from emp_core.errors import InvalidInput, NotFound
 from emp_core.jobs.job import JobStatus
 from emp_core.queue.queue import Queue
 from emp_core.queue.queues import Queues
+from emp_core.queue.stats import history, merged, server_ms
 from emp_core.redis.client import connect
 from emp_core.redis.replicated import NotReplicated
 from emp_core.redis.server import LocalCluster
@@ -177,3 +178,17 @@ async def test_the_worker_list_spans_the_queues(queues: Queues) -> None:
     assert sorted(w.worker_id for w in await registry.live()) == ["w-both", "w-home", "w-sim"]
     home_only = WorkerRegistry(queues.redis, default.keys)
     assert sorted(w.worker_id for w in await home_only.live()) == ["w-both", "w-home"]
+
+
+async def test_the_last_hour_sums_the_queues(queues: Queues) -> None:
+    """The dashboard's counters over several queues: each queue's minutes, summed."""
+    await queues.submit_many([make_spec(), make_spec(), make_spec(service="render")])
+    now = await server_ms(queues.redis)
+    each = [await history(queues.redis, q.keys, now_ms=now) for q in queues]
+    both = merged(each)
+    assert [sum(h.series("submitted", "simulation")) for h in each] == [0, 2]
+    assert [sum(h.series("submitted", "render")) for h in each] == [1, 0]
+    assert sum(both.series("submitted", "simulation")) == 2
+    assert sum(both.series("submitted", "render")) == 1
+    assert len(both.minutes) == 60
+    assert merged(each[:1]) is each[0]

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.backlog import backlogs
-from emp_core.queue.stats import History, history, server_ms
+from emp_core.queue.stats import History, history, merged, server_ms
 from emp_core.registry.machines import list_machines
 from emp_sql.auth import Principal
 from emp_studio.deps import ServicesDep, ViewerDep, verify_csrf
@@ -87,10 +87,11 @@ async def dashboard_context(services: Services, viewer: Principal) -> dict[str, 
 
 
 async def _last_hour(services: Services) -> History:
-    """The queue's last 60 minutes of counters: two round trips (Redis's clock, then one
-    pipeline of 60 HGETALL), whatever the number of jobs."""
-    redis, keys = services.redis, services.queue.keys
-    return await history(redis, keys, now_ms=await server_ms(redis))
+    """The last 60 minutes of counters over every queue: Redis's clock, then one pipeline of 60
+    HGETALL per queue, whatever the number of jobs."""
+    redis = services.redis
+    now_ms = await server_ms(redis)
+    return merged([await history(redis, q.keys, now_ms=now_ms) for q in services.queues])
 
 
 @router.get("/")

@@ -15,7 +15,7 @@ the number of jobs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -122,3 +122,20 @@ async def sample_depth(redis: Redis, keys: Keys) -> None:
         pipe.hset(key, mapping={**depths, SAMPLED: 1})  # type: ignore[dict-item]
         pipe.expire(key, STATS_TTL_S)
         await pipe.execute()
+
+
+def merged(histories: Sequence[History]) -> History:
+    """Several queues' histories of the same minutes as one: every counter summed per minute
+    (a deployment's dashboard over all its queues); one history is returned as it is."""
+    if len(histories) == 1:
+        return histories[0]
+    minutes: list[Minute] = []
+    for same in zip(*(h.minutes for h in histories), strict=True):
+        counts: dict[str, dict[str, int]] = {}
+        for m in same:
+            for metric, by in m.counts.items():
+                into = counts.setdefault(metric, {})
+                for service, value in by.items():
+                    into[service] = into.get(service, 0) + value
+        minutes.append(Minute(same[0].minute, counts))
+    return History(minutes)
