@@ -57,6 +57,17 @@ def hello(worker_id: str = "grpc-w1") -> worker_pb2.Hello:
     return worker_pb2.Hello(worker_id=worker_id, services=["simulation"])
 
 
+async def claimed_by(
+    stub: Any, admin: Account, worker_id: str
+) -> tuple[Stream, worker_pb2.Assignment]:
+    """A worker's stream that said hello and was given the next job."""
+    worker = Stream(stub, admin.token)
+    worker.send(hello=hello(worker_id))
+    await worker.read()
+    worker.send(ready=worker_pb2.Ready())
+    return worker, (await worker.read()).assignment
+
+
 async def test_claim_progress_complete(api: Api, stub: Any, accounts: dict[str, Account]) -> None:
     queue = api.services.queue
     job_id = await queue.submit({"service": "simulation", "payload": {"steps": 2}})
@@ -77,6 +88,31 @@ async def test_claim_progress_complete(api: Api, stub: Any, accounts: dict[str, 
     assert refused.job_id == job_id
     job = await queue.get(job_id)
     assert (job.status, job.result) == (JobStatus.COMPLETED, {"n": 1})
+    worker.outbox.put_nowait(None)
+
+
+async def test_outputs_of_a_grpc_worker_are_scheduled_for_deletion(
+    api: Api, stub: Any, accounts: dict[str, Account]
+) -> None:
+    """The outputs' retention index is in Redis, which a gRPC worker cannot reach: the server
+    records the output paths of the result it receives, and only those under outputs/."""
+    queue = api.services.queue
+    job_id = await queue.submit({"service": "simulation", "payload": {}})
+    worker, got = await claimed_by(stub, accounts["admin"], "grpc-outputs")
+    kept, foreign = f"outputs/{job_id}/0.png", "loras/someone/else.safetensors"
+    result = {"images": [{"path": kept}, {"path": foreign}]}
+    seconds, _ = await queue.redis.time()
+    worker.send(
+        request_id=1,
+        complete=worker_pb2.Complete(
+            job_id=job_id, token=got.token, result_json=orjson.dumps(result).decode()
+        ),
+    )
+    assert (await worker.read()).done.outcome == "completed"
+    due = await queue.redis.zscore(queue.keys.outputs(), kept)
+    assert due is not None
+    assert due / 1000 >= int(seconds) + queue.settings.retention_seconds - 1
+    assert await queue.redis.zscore(queue.keys.outputs(), foreign) is None
     worker.outbox.put_nowait(None)
 
 
@@ -129,11 +165,7 @@ async def test_a_cancel_reaches_the_worker(
 ) -> None:
     queue = api.services.queue
     job_id = await queue.submit({"service": "simulation", "payload": {}})
-    worker = Stream(stub, accounts["admin"].token)
-    worker.send(hello=hello("grpc-cancelled"))
-    await worker.read()
-    worker.send(ready=worker_pb2.Ready())
-    got = (await worker.read()).assignment
+    worker, got = await claimed_by(stub, accounts["admin"], "grpc-cancelled")
     worker.send(progress=worker_pb2.Progress(job_id=job_id, token=got.token, progress=10))
     for _ in range(200):  # until the progress has made it running
         if (await queue.get(job_id)).status is JobStatus.RUNNING:

@@ -1,5 +1,5 @@
-"""The API process's background tasks: the lease reaper, the archive projector and the fold
-of error-pattern match counts into SQL.
+"""The API process's background tasks: the lease reaper, the archive projector, the fold of
+error-pattern match counts into SQL, and the sweep of job outputs past their retention.
 
 Both are safe with any number of API processes (and workers) running them: the reaper's Lua
 removes each expired lease in exactly one call, and the projector projects only while it holds
@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from emp_api.state import Services
+from emp_core.blobs.retention import sweep_periodically
 from emp_core.errors import EmpError
 from emp_core.queue.queues import Queues
 from emp_core.queue.reaper import Reaper
@@ -94,6 +95,11 @@ class Background:
             self.projectors.append(projector)
             s.hub.listen(projector.offer)
             self._tasks.append(asyncio.create_task(projector.run(), name="projector"))
+        # Outputs past their job's retention leave the blob store: Redis workers sweep too, but
+        # a fleet of gRPC workers only has the API (sweeping is idempotent).
+        home = s.queue
+        sweep = sweep_periodically(home.redis, home.keys, s.backends.blobs, f"api {os.getpid()}")
+        self._tasks.append(asyncio.create_task(sweep, name="output-sweep"))
         if api.run_pattern_fold:
             fold = fold_forever(s.patterns, api.pattern_fold_seconds)
             self._tasks.append(asyncio.create_task(fold, name="pattern-fold"))

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 
 from redis.exceptions import RedisError
 
-from emp_core.blobs.retention import Deleter, sweep
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
 from emp_core.queue.reaper import Reaper
@@ -53,19 +51,3 @@ async def reap_periodically(queue: Queue, worker_id: str) -> None:
     """The shared reaper (``emp_core.queue.reaper``): about twice per interval, one sweep per
     interval across every process that runs it."""
     await Reaper(queue, owner=f"worker {worker_id}").run()
-
-
-async def sweep_outputs_periodically(
-    queue: Queue, store: Deleter, worker_id: str, *, every_s: float = 60.0
-) -> None:
-    """Delete job outputs past their job's retention (idempotent: every worker may run it)."""
-    await asyncio.sleep(random.uniform(0, every_s))
-    while True:
-        try:
-            while await sweep(queue.redis, queue.keys, store) > 0:
-                pass  # a backlog: the next batch at once
-        except (RedisError, OSError) as exc:
-            logger.warning("output sweep on worker %s failed: %s", worker_id, exc)
-        except Exception:
-            logger.exception("output sweep on worker %s failed", worker_id)
-        await asyncio.sleep(every_s * random.uniform(0.8, 1.2))

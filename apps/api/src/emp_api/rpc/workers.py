@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +32,7 @@ from redis.exceptions import RedisError
 from emp.v1 import worker_pb2, worker_pb2_grpc
 from emp_api.rpc.errors import abort
 from emp_api.state import Services
+from emp_core.blobs.retention import keep_until, output_paths
 from emp_core.errors import EmpError, InvalidInput, StaleToken, invalid_from_validation
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.patterns import PatternCache
@@ -190,16 +192,31 @@ class _Session:
             result = orjson.loads(body.result_json) if body.result_json else None
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"result_json is not JSON: {exc}", field="result_json") from None
-        if not body.claim_next:
-            await queue.complete(claimed, result)
-            self.held.pop(claimed.id, None)
-            return "completed"
-        # Completing claims this slot's next job in the same Lua call (one round trip per job).
-        slot = self._slot(body.slot)
-        following = await queue.complete(claimed, result, then_claim=self.caps, slot=slot)
+        # The outputs' retention index is in Redis, which this worker cannot reach: recorded
+        # here from the result, before it is stored (a crash in between leaks nothing), as a
+        # Redis worker records its own; due at once when the result is refused.
+        outputs = output_paths(result)
+        await self._keep(outputs, keep=True)
+        try:
+            if not body.claim_next:
+                await queue.complete(claimed, result)
+                self.held.pop(claimed.id, None)
+                return "completed"
+            # Completing claims this slot's next job in the same Lua call (one round trip per
+            # job).
+            slot = self._slot(body.slot)
+            following = await queue.complete(claimed, result, then_claim=self.caps, slot=slot)
+        except StaleToken:
+            await self._keep(outputs, keep=False)
+            raise
         self.held.pop(claimed.id, None)
         self._claimed(rid, slot, following)
         return None
+
+    async def _keep(self, paths: list[str], *, keep: bool) -> None:
+        queue = self.services.queue
+        due = int(time.time() * 1000) + queue.settings.retention_seconds * 1000 if keep else 0
+        await keep_until(queue.redis, queue.keys, paths, due)
 
     async def _fail(self, body: worker_pb2.Fail, claimed: ClaimedJob) -> str:
         """Record a failure; one the worker left undecided is classified here with the error

@@ -394,8 +394,9 @@ class GrpcTransport:
         self._outcome(await self._ask(Request(release=body)))
 
     async def keep_outputs(self, paths: list[str], *, keep: bool) -> None:
-        if paths:  # the outputs' retention index is in Redis; the API would have to keep it
-            logger.debug("outputs %s are not scheduled for deletion (gRPC transport)", paths)
+        """Nothing to send: the server records the outputs from the result it receives (and
+        makes them due at once when it refuses that result), so a worker cannot schedule any
+        other blob for deletion."""
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

@@ -25,7 +25,7 @@ from pydantic import JsonValue
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from emp_core.blobs.retention import keep_until
+from emp_core.blobs.retention import keep_until, sweep_periodically
 from emp_core.errors import EmpError
 from emp_core.loras.advert import withdraw_loras
 from emp_core.loras.cache import LoraCache
@@ -35,11 +35,7 @@ from emp_core.queue.queues import Queues
 from emp_core.queue.wake import Waker, WakeSignal
 from emp_core.redis.client import connect
 from emp_core.registry.workers import WorkerRegistry
-from emp_worker.background import (
-    reap_periodically,
-    refresh_registration,
-    sweep_outputs_periodically,
-)
+from emp_worker.background import reap_periodically, refresh_registration
 from emp_worker.config import WorkerSettings
 from emp_worker.lease import LeaseKeeper
 from emp_worker.loras import advertise_periodically
@@ -135,7 +131,11 @@ class RedisTransport:
         ]  # fmt: skip
         return [
             *per_queue,
-            *(sweep_outputs_periodically(self.queue, store, worker_id) for store in stores),
+            # Outputs are recorded in the home queue (keep_outputs): swept there.
+            *(
+                sweep_periodically(self.redis, self.queue.keys, store, f"worker {worker_id}")
+                for store in stores
+            ),
         ]
 
     async def close(self, slots: int) -> None:
