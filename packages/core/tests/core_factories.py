@@ -31,6 +31,15 @@ def make_caps(
     return WorkerCapabilities(worker_id=worker_id, services=services or ["simulation"], **kw)
 
 
+async def cold_library(queue: Queue) -> None:
+    """Install the library afresh, its in-Lua caches (decoded classes and worker profiles)
+    empty: ``Functions.load`` skips a load of the very code Redis holds, keeping them, so a test
+    that counts one claim's commands flushes first (a warm cache saves reads, so two counts
+    compared must start alike)."""
+    await queue.redis.function_flush()
+    await queue.functions.load()
+
+
 def with_settings(settings: QueueSettings, **changes: Any) -> QueueSettings:
     """The same queue (same keys) with other tunables."""
     return settings.model_copy(update=changes)

@@ -8,7 +8,14 @@ import hashlib
 from typing import Any
 
 import redis.asyncio as aioredis
-from core_factories import claim_one, claimed_id, make_caps, make_spec, with_settings
+from core_factories import (
+    claim_one,
+    claimed_id,
+    cold_library,
+    make_caps,
+    make_spec,
+    with_settings,
+)
 
 from emp_core.loras.advert import advertise_loras
 from emp_core.queue.queue import Queue
@@ -199,7 +206,7 @@ async def test_claim_work_does_not_grow_with_distinct_loras(
     for distinct in (10, 10_000):
         await private_redis.flushall()
         q = Queue(private_redis, with_settings(settings, affinity_window_seconds=30, queue="b"))
-        await q.functions.load()
+        await cold_library(q)
         counts.append(await _claim_commands(private_redis, q, distinct))
     assert counts[0] == counts[1]
     # The affinity read at most `affinity_scan` jobs, each with one SMISMEMBER.

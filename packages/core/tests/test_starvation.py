@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from core_factories import make_caps, make_spec
+from core_factories import cold_library, make_caps, make_spec
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.jobs.job import JobSpec
@@ -73,7 +73,7 @@ async def commands_of_one_claim(
     redis: aioredis.Redis, queue: Queue, caps: WorkerCapabilities
 ) -> tuple[str | None, int]:
     """Claim once with cold library caches; the job claimed and the commands the claim ran."""
-    await queue.functions.load()  # FUNCTION LOAD REPLACE empties the library's caches
+    await cold_library(queue)
     await redis.config_resetstat()
     result = await queue.claim(caps)
     stats = await redis.info("commandstats")
