@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 WIDTH, HEIGHT = 360, 190
-LEFT, RIGHT, TOP, BOTTOM = 40, 12, 14, 30  # room for the axis labels
+# Room for the axis labels; the left one fits the widest y label, a time such as "500 ms".
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 30
 PALETTE = 6  # .series-0 … .series-5 in studio.css; more services reuse the colours
 
 Value = float | int | None
