@@ -145,6 +145,10 @@ async def test_bad_lookups_and_oversized_messages(jobs: Any, accounts: dict[str,
         assert error.code() == getattr(grpc.StatusCode, code)
     error = await refused(jobs.ListJobs(job_pb2.ListJobsRequest(page_size=5000), metadata=me))
     assert (error.code(), field_of(error)) == (grpc.StatusCode.INVALID_ARGUMENT, "page_size")
+    for token in ("x1", "nowhere:3"):  # not a token, a queue this deployment does not have
+        bad = job_pb2.ListJobsRequest(page_token=token)
+        error = await refused(jobs.ListJobs(bad, metadata=me))
+        assert (error.code(), field_of(error)) == (grpc.StatusCode.INVALID_ARGUMENT, "page_token")
     huge = job_pb2.SubmitJobRequest(service="simulation", payload_json="x" * 3_000_000)
     error = await refused(jobs.SubmitJob(huge, metadata=me))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

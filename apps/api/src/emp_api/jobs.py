@@ -13,7 +13,7 @@ from emp_api.schemas import ERRORS, JobPage, SubmittedJob
 from emp_core.jobs.capabilities import Service
 from emp_core.jobs.job import Job, JobStatus
 from emp_core.telemetry import current_traceparent
-from emp_sql.catalog import MAX_PAGE
+from emp_sql.listing import CURSOR_MAX, CURSOR_PATTERN, MAX_PAGE
 from emp_sql.loras import JobRequest
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"], responses={**ERRORS})
@@ -67,11 +67,26 @@ async def list_jobs(
     status: JobStatus | None = None,
     service: Annotated[Service | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,20}$")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=CURSOR_MAX,
+            pattern=CURSOR_PATTERN,
+            description=(
+                "The `next_cursor` of the previous page, sent back as it came. With one queue it "
+                "is a number; with several queues (`EMP_QUEUE_ROUTES`) it is `name:n,name:n`, "
+                "one position per queue. A cursor this API did not return, or one naming a "
+                "queue the deployment does not have, is 422 on `cursor`."
+            ),
+        ),
+    ] = None,
     customer_id: Annotated[
         str | None, Query(max_length=128, description="Admins only: another customer's jobs.")
     ] = None,
 ) -> JobPage:
+    """The caller's jobs in every queue of the deployment, newest first by submit time, `limit`
+    at a time; filters narrow the page, and a filtered page may hold fewer than `limit` jobs
+    (each request reads a bounded number) while `next_cursor` still leads on."""
     page = await services.catalog.list(
         principal, customer_id=customer_id, status=status, service=service, limit=limit,
         cursor=cursor,

@@ -35,7 +35,10 @@ class SubmittedJob(Job):
 class JobPage(BaseModel):
     jobs: list[Job]
     next_cursor: str | None = Field(
-        description="Pass as `cursor` for the next page; null on the last page."
+        description=(
+            "Pass as `cursor` for the next page, unchanged; null on the last page. A number with "
+            "one queue, `name:n,name:n` (one position per queue) with several."
+        )
     )
 
 

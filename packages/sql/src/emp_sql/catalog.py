@@ -8,25 +8,21 @@ is reported as missing, so its existence does not leak.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from emp_core.errors import Conflict, InvalidInput, NotFound
 from emp_core.jobs.job import Job, JobSpec, JobStatus
 from emp_core.queue.idempotency import IdempotencyRecord
 from emp_core.queue.queue import Queue
 from emp_core.queue.queues import Queues
-from emp_core.redis import text, text_map
 from emp_core.registry.workers import unserved_warning
 from emp_sql.auth import Forbidden, Principal
 from emp_sql.job_archive import JobArchiveRepository
+from emp_sql.listing import MAX_PAGE, JobPage, Listing
 from emp_sql.session import Database
 
-MAX_PAGE = 200
-# A filtered listing reads at most this many of the owner's jobs per request; when it stops early
-# it still returns a cursor, so the work of one request stays bounded however rare the match.
-_LIST_BUDGET = 1000
+__all__ = ["MAX_PAGE", "JobCatalog", "JobPage", "Submitted"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +30,6 @@ class Submitted:
     job: Job
     replayed: bool = False
     warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class JobPage:
-    jobs: list[Job]
-    next_cursor: str | None
-
-
-def _decode(raw: Mapping[Any, Any]) -> dict[str, str]:
-    return text_map(raw)
 
 
 def _not_found(job_id: str) -> NotFound:
@@ -54,9 +40,9 @@ class JobCatalog:
     """The jobs of a deployment's queues, seen through a principal.
 
     A submit goes to its service's queue (``Queues.for_service``); reading or cancelling one job
-    asks each queue in turn (N queues, at most N reads), then the archive. Lists read the home
-    queue's per-customer index (``queue``): listing across queues is not built (the indexes are
-    ordered by each queue's own submit counter, which do not compare)."""
+    asks each queue in turn (N queues, at most N reads), then the archive. Lists merge every
+    queue's per-customer index by submit time, with one position per queue in the cursor
+    (``emp_sql.listing``)."""
 
     def __init__(self, queue: Queue, database: Database, *, queues: Queues | None = None) -> None:
         self.queue = queue
@@ -139,45 +125,17 @@ class JobCatalog:
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """A customer's jobs, newest first, ``limit`` at a time (the caller's own unless an admin
-        names another customer). Read from ``Keys.customer_jobs``, never a SCAN; ``cursor`` is the
-        ``next_cursor`` of the previous page."""
+        """A customer's jobs in every queue, newest first, ``limit`` at a time (the caller's own
+        unless an admin names another customer). Read from each queue's ``Keys.customer_jobs``,
+        never a SCAN; ``cursor`` is the ``next_cursor`` of the previous page (``listing``)."""
         owner = customer_id or viewer.user_id
         if owner != viewer.user_id and not viewer.is_admin:
             raise Forbidden("only admins list another customer's jobs")
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"must be from 1 to {MAX_PAGE}", field="limit")
-        upper = "+inf"
-        if cursor is not None:
-            if not cursor.isdigit():
-                raise InvalidInput("is not a cursor this API returned", field="cursor")
-            upper = f"({cursor}"
-        filtered = status is not None or service is not None
-        key = self.keys.customer_jobs(owner)
-        jobs: list[Job] = []
-        read = 0
-        while True:
-            want = limit - len(jobs) + 1 if not filtered else min(_LIST_BUDGET - read, 200)
-            entries: Any = await self.redis.zrevrangebyscore(
-                key, upper, "-inf", start=0, num=want, withscores=True
-            )
-            found = await self._jobs(text(member) for member, _ in entries)
-            for member, score in entries:
-                if len(jobs) == limit:  # one more exists: this page ends at the previous entry
-                    return JobPage(jobs, upper.lstrip("("))
-                read += 1
-                upper = f"({int(score)}"
-                job = found.get(text(member))
-                if job is None:
-                    continue
-                if (status is None or job.status == status) and (
-                    service is None or job.service == service
-                ):
-                    jobs.append(job)
-            if len(entries) < want:
-                return JobPage(jobs, None)
-            if read >= _LIST_BUDGET:
-                return JobPage(jobs, upper.lstrip("("))
+        listing = Listing(
+            self.redis, self.database, list(self.queues), [owner], status=status,
+            service=service, limit=limit,
+        )  # fmt: skip
+        return await listing.page(cursor)
 
     async def list_merged(
         self,
@@ -189,78 +147,18 @@ class JobCatalog:
         limit: int = 50,
         cursor: str | None = None,
     ) -> JobPage:
-        """Several customers' jobs merged newest first, for admins (everyone's, given every user
-        id); pages and cursors as in ``list``. Each round reads every customer's index from the
-        cursor down in one pipeline, so the cost grows with the number of customers: right for
-        an admin's view over a studio's users, not for a million customers (that would want a
-        queue-wide index)."""
+        """Several customers' jobs in every queue merged newest first, for admins (everyone's,
+        given every user id); pages and cursors as in ``list``. Each round reads every
+        customer's index in every queue in one pipeline, so the cost grows with the number of
+        customers: right for an admin's view over a studio's users, not for a million customers
+        (that would want a queue-wide index)."""
         if not viewer.is_admin:
             raise Forbidden("only admins list other customers' jobs")
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidInput(f"must be from 1 to {MAX_PAGE}", field="limit")
-        upper = "+inf"
-        if cursor is not None:
-            if not cursor.isdigit():
-                raise InvalidInput("is not a cursor this API returned", field="cursor")
-            upper = f"({cursor}"
-        keys = [self.keys.customer_jobs(c) for c in dict.fromkeys(customer_ids)]
-        filtered = status is not None or service is not None
-        jobs: list[Job] = []
-        read = 0
-        while keys:
-            want = limit - len(jobs) + 1 if not filtered else min(_LIST_BUDGET - read, 200)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.zrevrangebyscore(key, upper, "-inf", start=0, num=want, withscores=True)
-                answers: list[Any] = await pipe.execute()
-            # A customer that returned ``want`` entries may hold more below its last one, so the
-            # merged order is complete only down to the highest such last score (scores are the
-            # queue-wide submit order: no two jobs share one).
-            floor = max((int(a[-1][1]) for a in answers if len(a) == want), default=None)
-            merged = sorted(
-                ((int(score), text(member)) for a in answers for member, score in a
-                 if floor is None or int(score) >= floor),
-                reverse=True,
-            )  # fmt: skip
-            found = await self._jobs(member for _, member in merged)
-            for score, member in merged:
-                if len(jobs) == limit:  # one more exists: this page ends at the previous entry
-                    return JobPage(jobs, upper.lstrip("("))
-                read += 1
-                upper = f"({score}"
-                job = found.get(member)
-                if (
-                    job is not None
-                    and (status is None or job.status == status)
-                    and (service is None or job.service == service)
-                ):
-                    jobs.append(job)
-            if floor is None:
-                break
-            if read >= _LIST_BUDGET:
-                return JobPage(jobs, upper.lstrip("("))
-        return JobPage(jobs, None)
-
-    async def _jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
-        """Jobs by id: Redis first (one pipeline), the archive for those Redis has forgotten."""
-        ids = list(job_ids)
-        if not ids:
-            return {}
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hgetall(self.keys.job(job_id))
-            hashes = await pipe.execute()
-        found: dict[str, Job] = {}
-        missing: list[str] = []
-        for job_id, raw in zip(ids, hashes, strict=True):
-            if raw:
-                found[job_id] = Job.from_redis(text_map(raw))
-            else:
-                missing.append(job_id)
-        if missing:
-            async with self.database.session() as session:
-                found.update(await JobArchiveRepository(session).get_many(missing))
-        return found
+        listing = Listing(
+            self.redis, self.database, list(self.queues), customer_ids, status=status,
+            service=service, limit=limit,
+        )  # fmt: skip
+        return await listing.page(cursor)
 
     # --- cancel ----------------------------------------------------------------------------------
     async def cancel(self, job_id: str, viewer: Principal) -> Job:

@@ -18,7 +18,7 @@ from emp_core.telemetry import current_traceparent
 from emp_rpc.convert import STATUS_FROM_PROTO, event_to_proto, job_to_proto, submit_to_spec_data
 from emp_rpc.metadata import token_from
 from emp_sql.auth import Principal
-from emp_sql.catalog import MAX_PAGE
+from emp_sql.listing import MAX_PAGE, parse_cursor
 
 _JOB_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
@@ -88,8 +88,8 @@ class JobService(job_pb2_grpc.JobServiceServicer):  # type: ignore[misc]
             if not 1 <= size <= MAX_PAGE:
                 raise InvalidInput(f"page_size must be 1-{MAX_PAGE}", field="page_size")
             token = request.page_token or None
-            if token is not None and not (token.isdigit() and len(token) <= 20):
-                raise InvalidInput("page_token is not one this server issued", field="page_token")
+            # Checked here too, so that a bad token is reported on the field this API names.
+            parse_cursor(token, self.services.catalog.queues.names, field="page_token")
             page = await self.services.catalog.list(
                 principal,
                 customer_id=request.customer_id if request.HasField("customer_id") else None,

@@ -20,6 +20,7 @@ from emp_core.jobs.job import JobStatus
 from emp_core.queue.backlog import backlogs
 from emp_sql.auth import Principal
 from emp_sql.catalog import JobPage
+from emp_sql.listing import CURSOR_MAX, CURSOR_PATTERN
 from emp_sql.loras import JobRequest
 from emp_sql.models import FlatFile
 from emp_sql.users import UserRepository
@@ -84,7 +85,9 @@ async def jobs_page(
     status: Filter = "",
     service: Filter = "",
     owner: Filter = EVERYONE,
-    cursor: Annotated[str, Query(pattern=r"^[0-9]{0,20}$")] = "",
+    # A number with one queue, ``name:n,name:n`` with several (``emp_sql.listing``); the
+    # catalog refuses one naming a queue the deployment does not have.
+    cursor: Annotated[str, Query(max_length=CURSOR_MAX, pattern=rf"^$|{CURSOR_PATTERN}")] = "",
 ) -> Response:
     emails = await _emails(services, viewer)
     if not viewer.is_admin or (owner not in (EVERYONE, MINE) and owner not in emails):
