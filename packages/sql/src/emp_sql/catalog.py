@@ -87,13 +87,17 @@ class JobCatalog:
                 idempotency_key,
                 spec.model_dump(mode="json", exclude={"loras": {"__all__": {"url"}}}),
             )
-            job_id, replayed = await queue.submit_once(args, record)
+            job_id, replayed = await self.queues.submit_once(args, record, archived=self._archived)
             if replayed:
                 # Redis may have forgotten the earlier job (retention): then the archive has it.
                 return Submitted(await self._load(job_id), replayed=True)
             job = await queue.get(job_id)
         warning = await unserved_warning(self.redis, queue.keys, job.service)
         return Submitted(job, warnings=(warning,) if warning else ())
+
+    async def _archived(self, job_id: str) -> bool:
+        async with self.database.session() as session:
+            return bool(await JobArchiveRepository(session).present([job_id]))
 
     # --- read ------------------------------------------------------------------------------------
     async def _load(self, job_id: str) -> Job:

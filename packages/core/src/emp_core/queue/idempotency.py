@@ -8,6 +8,11 @@ failed submit records nothing, and a submit with a key costs one round trip like
 A key is scoped to one user (two users may pick the same key) and lives 24 hours. The request
 body's fingerprint is stored beside the id, so reusing a key for a different job is refused
 instead of silently answered with the wrong job.
+
+With several queues the record lives in the default queue, whichever queue the job goes to, so
+reusing a key with another service (another queue) is refused too; a job of another queue
+reserves the key first, one round trip more (``Queues.submit_once`` says what holds between
+the two writes).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from emp_core.errors import InvalidInput
 
 TTL_SECONDS = 24 * 3600
 HEADER = "Idempotency-Key"
+# What a reused key is told (``emp_submit`` says the same).
+REUSED = "this key was used with a different request; use a new key per job"
 # Printable ASCII, as the IETF draft's examples (UUIDs, random strings) all are.
 _VALID = re.compile(r"^[\x21-\x7e]{1,255}$")
 

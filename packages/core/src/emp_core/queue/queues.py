@@ -15,16 +15,19 @@ more than one of them:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from redis.asyncio import Redis
 
-from emp_core.errors import InvalidInput, NotFound
+from emp_core.errors import Conflict, InvalidInput, NotFound
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.jobs.job import Job, JobSpec
 from emp_core.queue.functions import SubmitArgs
+from emp_core.queue.idempotency import HEADER, REUSED, IdempotencyKeyReused, IdempotencyRecord
 from emp_core.queue.queue import ClaimedJob, ClaimResult, Queue, numbered
+from emp_core.redis import text
 from emp_core.settings import QueueSettings
 
 
@@ -104,6 +107,72 @@ class Queues:
             for name, prepared in groups.items()
         }
         return [stored[name][i] for name, i in where]
+
+    async def submit_once(
+        self,
+        args: SubmitArgs,
+        record: IdempotencyRecord,
+        *,
+        archived: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> tuple[str, bool]:
+        """Enqueue a job made by ``prepare`` on its service's queue unless ``record``'s key was
+        used before: then the earlier job's id (``replayed`` True), or ``IdempotencyKeyReused``
+        for a different request, whichever queue either went to.
+
+        A key's record lives in the **default queue** (``Keys.idempotency``), so one record
+        answers for every queue. A job of the default queue is checked, submitted and recorded
+        in one atomic call, one round trip, as with a single queue. A job of another queue costs
+        one round trip more: ``SET NX GET`` reserves the key in the default queue (key -> the
+        new job's id and the body's fingerprint), then the job's own queue checks its record,
+        submits and records (one call). The two writes are in two slots, so not one atomic
+        step; what holds between them:
+
+        - two requests with one key cannot both reserve it: the second sees the first's
+          fingerprint, and is refused (another body) or answered with the first's job id;
+        - a replay that finds no job under the reserved id (the first request is still on its
+          way, or died between its two writes) submits the job itself under that id; a job id
+          is created once (``emp_submit`` refuses an existing id), so the two cannot make two
+          jobs. ``archived`` (the SQL archive, given by the web apps) keeps a job Redis has
+          forgotten from being submitted again; one purged from Redis and the archive within
+          the key's TTL would be;
+        - a refused submit (bad input) frees the reservation, as the one-call submit records
+          nothing; after a lost connection the reservation stays and the retry settles it;
+        - the reservation is not covered by ``EMP_REDIS_WAIT_REPLICAS``: a failover can lose it
+          while the job and its queue's own record survive. A retry of the same request is then
+          still answered by that record; the same key with *another service* in the seconds
+          around the failover could then submit a second job.
+        """
+        queue = self.for_service(args.service)
+        home = self.default
+        if queue is home:
+            return await queue.submit_once(args, record)
+        key = home.keys.idempotency(record.owner_id, record.key_digest)
+        earlier = await self.redis.set(
+            key, f"{args.id} {record.body_digest}", nx=True, get=True, ex=record.ttl_s
+        )
+        if earlier is None:
+            try:
+                return await queue.submit_once(args, record)
+            except InvalidInput:
+                await self.redis.delete(key)  # nothing was submitted: the key is free again
+                raise
+        earlier_id, _, earlier_body = text(earlier).partition(" ")
+        if earlier_body != record.body_digest:
+            raise IdempotencyKeyReused(f"{HEADER} {REUSED}", field=HEADER)
+        if await self._holds(earlier_id) or (archived is not None and await archived(earlier_id)):
+            return earlier_id, True
+        try:
+            job_id, _ = await queue.submit_once(replace(args, id=earlier_id), record)
+        except Conflict:  # the first request's call landed meanwhile
+            job_id = earlier_id
+        return job_id, True
+
+    async def _holds(self, job_id: str) -> bool:
+        try:
+            await self.locate(job_id)
+        except NotFound:
+            return False
+        return True
 
     # --- finding a job ---------------------------------------------------------------------------
     async def locate(self, job_id: str) -> Queue:
