@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '12'
+local VERSION = '13'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -92,31 +92,35 @@ end
 
 -- Per-minute counters for the studio's charts (emp_core.queue.stats reads them): a hash per
 -- minute of the event (Keys.minute_stats), fields '<metric>:<service>'. Counted here, where every
--- state change passes, at one HINCRBY and an EXPIRE per counted event (a first claim: two HINCRBY
--- and an HGET), instead of a round trip more per job on the Python side.
+-- state change passes, at one HINCRBY per counted event (a first claim: two), plus an EXPIRE when
+-- the count is the minute's first of its kind, instead of a round trip more per job on the Python
+-- side. `created` is the job's created_at when the caller has read it already (a claim has).
 local STATS_TTL_S = 25 * 3600
 local COUNTED = {submitted = 'submitted', completed = 'completed', failed = 'failed',
   retrying = 'retried', cancelled = 'cancelled'}
-local function tally(base, job_id, service, event)
+local function tally(base, job_id, service, event, created)
   local metric = COUNTED[event.type]
   local first_claim = event.type == 'claimed' and tonumber(event.attempt) == 1
   if metric == nil and not first_claim then return end
   local at = tonumber(event.at) or now_ms()
   local key = base .. ':stats:' .. math.floor(at / 60000)
-  if metric then redis.call('HINCRBY', key, metric .. ':' .. service, 1) end
+  -- A count of 1 means this field, and possibly the key, was just created: the key gets its TTL
+  -- then (a key is created by such a first count), not on every event.
+  local fresh = false
+  if metric then fresh = redis.call('HINCRBY', key, metric .. ':' .. service, 1) == 1 end
   if first_claim then
     -- Time in line: submit to first claim (a retry's wait is its backoff, not the queue's).
-    local created = tonumber(redis.call('HGET', base .. ':job:' .. job_id, 'created_at'))
+    created = tonumber(created or redis.call('HGET', base .. ':job:' .. job_id, 'created_at'))
     if created then
       redis.call('HINCRBY', key, 'wait_ms:' .. service, math.max(0, at - created))
-      redis.call('HINCRBY', key, 'waited:' .. service, 1)
+      fresh = redis.call('HINCRBY', key, 'waited:' .. service, 1) == 1 or fresh
     end
   end
-  redis.call('EXPIRE', key, STATS_TTL_S)
+  if fresh then redis.call('EXPIRE', key, STATS_TTL_S) end
 end
 
 -- Append an event to the job's capped stream and publish it on the queue's events channel.
-local function emit(base, job_id, events_key, maxlen, service, event)
+local function emit(base, job_id, events_key, maxlen, service, event, created)
   -- The service goes into the stream too: a replayed event (a socket that connects after the
   -- job was submitted and claimed) says what it is for, as a published one does.
   event.service = service
@@ -132,7 +136,7 @@ local function emit(base, job_id, events_key, maxlen, service, event)
   event.job_id = job_id
   event.event_id = event_id
   redis.call('PUBLISH', base .. ':events', cjson.encode(event))
-  tally(base, job_id, service, event)
+  tally(base, job_id, service, event, created)
   return event_id
 end
 
@@ -568,7 +572,9 @@ end
 --                              scored by (a lower bound of) their head job's score;
 --   idle:{service}:{profile}   sorted set: idle worker slots "worker#slot" by when they went idle.
 -- A class is matched against a profile once: when the class appears (first pending job) against
--- every live profile, or when a profile first claims against every class (one O(classes) pass).
+-- every live profile, or when a profile first claims against every class. That first pass is
+-- spread over the profile's claims, BUILD_STEP classes each (see build_step), so a new kind of
+-- worker joining a queue with 100,000 classes does not block Redis for seconds in one claim.
 -- A claim then reads the first few entries of its ready set, never the class registry, so its
 -- cost does not grow with the number of classes it cannot run. Scores in a ready set are lower
 -- bounds: raised lazily by the claim that finds a class's head moved on, lowered at once
@@ -577,6 +583,11 @@ end
 local PROFILE_TTL_MS = 3600 * 1000  -- a profile no worker has claimed with for this long retires
 local CLASS_WINDOW = 32             -- classes of a ready set one claim looks at, at most
 local WAKE_TRIES = 4                -- idle slots one pending job may try before giving up
+local BUILD_STEP = 64               -- registry classes one claim matches during a profile's first pass
+-- While a profile's first pass runs, its ready set holds this member followed by the pass's HSCAN
+-- cursor, at score 0 (below every job's score), so the claim learns of the pass from the ZRANGE it
+-- does anyway. Class ids are hex digits: the two never meet.
+local BUILD_MARK = '~pass:'
 local profile_cache, profile_count = {}, 0
 local match_cache, match_count = {}, 0
 
@@ -667,7 +678,7 @@ end
 
 -- Put a job into the pending sets of its class (and of its customer and workflow); keep the
 -- ready sets of the service's profiles right, and wake one idle slot able to run it.
-local function index_pending(k, job_id, score, customer, workflow, service, class_id, reqs)
+local function index_pending(k, job_id, score, customer, workflow, service, class_id, reqs, now)
   local head = redis.call('ZRANGE', k.pending, 0, 0, 'WITHSCORES')
   redis.call('ZADD', k.pending, score, job_id)
   -- Ownerless jobs (customer '') get a sub-set too: fair shares treat them as one customer.
@@ -677,7 +688,7 @@ local function index_pending(k, job_id, score, customer, workflow, service, clas
   if workflow ~= '' then redis.call('ZADD', k.pending .. ':wf:' .. workflow, score, job_id) end
   redis.call('HINCRBY', k.count, service, 1)
   local base = k.base
-  local profiles = live_profiles(base, service, now_ms())
+  local profiles = live_profiles(base, service, now or now_ms())
   if head[1] == nil then
     -- The class appears: register it, and match it once against every live profile.
     redis.call('HSET', k.registry, class_id, reqs)
@@ -748,8 +759,11 @@ local function quarantine(base, what, id, reason, now)
 end
 
 -- The fields a claimed job must have for a worker to build it (emp_core.jobs.job.Job.from_redis).
+-- The last three are what the claim then writes from, kept per job in `claim_reads` for the call.
 local CLAIM_FIELDS = {'status', 'customer_id', 'avoid_worker', 'avoid_until', 'id', 'service',
-  'class_id', 'priority', 'max_attempts', 'timeout_s', 'payload'}
+  'class_id', 'priority', 'max_attempts', 'timeout_s', 'payload', 'workflow_id', 'created_at',
+  'attempts'}
+local claim_reads = {}
 
 -- Why a pending set's member cannot be claimed, or nil when it can. `f` is HMGET CLAIM_FIELDS.
 local function unclaimable(job_id, f)
@@ -823,6 +837,7 @@ local function eligible_head(base, zkey, caps, now, class_key, service, depth)
   for i = 1, #heads, 2 do
     local job_id = heads[i]
     local m = redis.call('HMGET', base .. ':job:' .. job_id, unpack(CLAIM_FIELDS))
+    claim_reads[job_id] = m
     local why = unclaimable(job_id, m)
     if why then
       -- Out of the index and into quarantine: the next head is looked at instead.
@@ -1052,6 +1067,8 @@ local function fair_choice(base, caps, now, scan, best, walked)
   local band_end = (band + 1) * SEQ_SPAN
   local priority = fmt_int(PRIORITY_MAX - band)
   local cands = {}
+  local per_service = {}
+  local rivals = false
   for _, service in ipairs(caps.services) do
     local entries = walked[service] or {}
     local svc = {}
@@ -1070,9 +1087,26 @@ local function fair_choice(base, caps, now, scan, best, walked)
         if not caps.denied[c] and (not caps.allowed or caps.allowed[c]) then
           svc[#svc + 1] = {service = service, customer = c, pending = pending, idx = idx,
             zkey = pending .. ':cust:' .. c, recorded = tonumber(listed[j + 1]), order = #svc + 1}
+          rivals = rivals or c ~= best.customer or service ~= best.service
         end
       end
     end
+    per_service[service] = svc
+  end
+  if not rivals then
+    -- Only the plain choice's customer is waiting, in the plain choice's service: it goes next
+    -- whatever the tags say (its entries share the one tag of that service's clock, and the
+    -- plain choice wins a tie), so none is read.
+    for _, service in ipairs(caps.services) do
+      for _, e in ipairs(per_service[service]) do
+        e.start = 0
+        cands[#cands + 1] = e
+      end
+    end
+    return best, cands, nil
+  end
+  for _, service in ipairs(caps.services) do
+    local svc = per_service[service]
     if #svc > 0 then
       local names = {FAIR_CLOCK}
       for i, e in ipairs(svc) do names[i + 1] = e.customer end
@@ -1344,7 +1378,7 @@ local function emp_submit(keys, args)
       'traceparent', j.traceparent, 'loras', j.loras, 'attempts', 0, 'progress', 0, 'seq', seq,
       'score', score, 'created_at', now)
     index_pending(j.keys, j.id, score, j.customer_id, j.workflow_id, j.service, j.class_id,
-      j.requirements)
+      j.requirements, now)
     -- Jobs without an owner (the CLI's, make dev's demo) are indexed too, under the customer '',
     -- so that an admin's "Everyone" list shows them.
     redis.call('ZADD', j.keys.customer, seq, j.id)
@@ -1370,26 +1404,53 @@ local function slot_arg(value)
   return fmt_int(int_arg(value, 'slot', 0, 4096))
 end
 
--- Register the worker's profile for a service on its first claim (or after it retired), and
--- build its ready set: every class of the service matched once, a one-off O(classes) pass. A
--- class that cannot be decoded is quarantined here.
-local function ensure_profile(base, service, prof, registry, now)
+-- Register the worker's profile for a service on its first claim (or after it retired) and start
+-- its first pass over the class registry (build_step does the work, a step per claim).
+local function ensure_profile(base, service, prof, now)
   if redis.call('ZADD', base .. ':profiles_seen:' .. service, now, prof.id) == 0 then return end
   redis.call('HSET', base .. ':profiles:' .. service, prof.id, prof.text)
   local ready = ready_key(base, service, prof.id)
   redis.call('DEL', ready)
-  local flat = redis.call('HGETALL', registry)
+  redis.call('ZADD', ready, 0, BUILD_MARK .. '0')
+end
+
+-- One step of a profile's first pass: match the next BUILD_STEP classes of the registry (HSCAN,
+-- whose full iteration returns every class present from its start to its end; a class that
+-- appears meanwhile is matched by its submit) and list the runnable ones in the ready set. A class
+-- that cannot be decoded is quarantined here. Returns whether the pass goes on.
+local function build_step(base, service, pid, registry, ready, mark, now)
+  local reply = redis.call('HSCAN', registry, string.sub(mark, #BUILD_MARK + 1), 'COUNT', BUILD_STEP)
+  redis.call('ZREM', ready, mark)
+  local flat = reply[2]
   for i = 1, #flat, 2 do
     local class_id, text = flat[i], flat[i + 1]
     local ok, why = pcall(check_requirements, text)
     if not ok then
       redis.call('HDEL', registry, class_id)
       quarantine(base, 'class', class_id, type(why) == 'table' and why.err or tostring(why), now)
-    elseif profile_matches(base, service, prof.id, class_id, text) then
+    elseif profile_matches(base, service, pid, class_id, text) then
       local head = redis.call('ZRANGE', base .. ':pending:' .. class_id, 0, 0, 'WITHSCORES')
       if head[2] then redis.call('ZADD', ready, head[2], class_id) end
     end
   end
+  if reply[1] == '0' then return false end
+  redis.call('ZADD', ready, 0, BUILD_MARK .. reply[1])
+  return true
+end
+
+-- The first CLASS_WINDOW entries of a profile's ready set (class, listed score, ...), after a step
+-- of its first pass when one is under way; and whether the pass goes on.
+local function ready_window(base, service, pid, registry, ready, now)
+  local entries = redis.call('ZRANGE', ready, 0, CLASS_WINDOW - 1, 'WITHSCORES')
+  local mark = entries[1]
+  if mark == nil or string.sub(mark, 1, #BUILD_MARK) ~= BUILD_MARK then return entries, false end
+  local going = build_step(base, service, pid, registry, ready, mark, now)
+  entries = redis.call('ZRANGE', ready, 0, CLASS_WINDOW - 1, 'WITHSCORES')
+  if going then
+    table.remove(entries, 1)
+    table.remove(entries, 1)
+  end
+  return entries, going
 end
 
 -- KEYS of a claim: worker, leases, fence, delayed, then one classes registry per service, then
@@ -1423,7 +1484,8 @@ local function affinity_args(args, i)
     window_ms = int_arg(args[i + 3], 'affinity_window_ms', 0)}
 end
 
-local function emp_claim(keys, args)
+-- `now`: the caller's clock reading when emp_complete claims the next job (one TIME per call).
+local function emp_claim(keys, args, now)
   local base = need_base(args[1])
   local caps = load_caps(args[2])
   local lease_ms = int_arg(args[3], 'lease_ms', 1)
@@ -1434,18 +1496,21 @@ local function emp_claim(keys, args)
   local affinity = affinity_args(args, 7)
   local fair_scan = fair_arg(args[11])
   local worker_key, leases, fence, delayed = keys[1], keys[2], keys[3], keys[4]
-  local now = now_ms()
+  now = now or now_ms()
+  claim_reads = {}  -- job fields read by this call (eligible_head), valid until its writes
   promote_due(base, delayed, now, promote_limit, maxlen)
 
   local best_id, best_score, best_service, hint = nil, nil, nil, nil
   local best_customer, best_zkey = nil, nil
   local cands = {}
   local walked = {}
+  local building = false
   for s, service in ipairs(caps.services) do
     local prof = caps.profiles[service]
-    ensure_profile(base, service, prof, keys[4 + s], now)
+    ensure_profile(base, service, prof, now)
     local ready = ready_key(base, service, prof.id)
-    local entries = redis.call('ZRANGE', ready, 0, CLASS_WINDOW - 1, 'WITHSCORES')
+    local entries, going = ready_window(base, service, prof.id, keys[4 + s], ready, now)
+    building = building or going
     walked[service] = entries
     for i = 1, #entries, 2 do
       local class_id, listed = entries[i], tonumber(entries[i + 1])
@@ -1494,6 +1559,8 @@ local function emp_claim(keys, args)
   end
 
   local member = slot ~= '' and (caps.worker_id .. '#' .. slot) or nil
+  -- A first pass under way may not have listed a runnable class yet: worth trying again at once.
+  if building then hint = 0 end
   if best_id == nil then
     local next_due = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')[2]
     if next_due then
@@ -1515,7 +1582,10 @@ local function emp_claim(keys, args)
   end
 
   local jk = base .. ':job:' .. best_id
-  local f = redis.call('HMGET', jk, 'customer_id', 'workflow_id', 'class_id')
+  local m = claim_reads[best_id]
+  local f = m and {m[2], m[12], m[7], m[13], m[14]}
+    or redis.call('HMGET', jk, 'customer_id', 'workflow_id', 'class_id', 'created_at', 'attempts')
+  claim_reads = {}
   unindex_pending(derived_keys(base, best_service, f[3]), best_id, best_score, f[1], f[2],
     best_service, f[3])
   if fair_scan > 0 then fair_charge(base, best_service, f[1] or '') end
@@ -1528,17 +1598,17 @@ local function emp_claim(keys, args)
     redis.call('ZADD', own, 'XX', next_head[2], f[3])
   end
   local token = redis.call('INCR', fence)
-  local attempt = redis.call('HINCRBY', jk, 'attempts', 1)
+  local attempt = (tonumber(f[5]) or 0) + 1
   local deadline = now + lease_ms
   redis.call('HSET', jk, 'status', 'claimed', 'worker_id', caps.worker_id, 'token', token,
-    'claimed_at', now, 'lease_deadline', deadline)
+    'claimed_at', now, 'lease_deadline', deadline, 'attempts', attempt)
   redis.call('ZADD', leases, deadline, best_id)
   if redis.call('EXISTS', worker_key) == 1 then
     redis.call('HSET', worker_key, 'state', 'busy', 'job_id', best_id, 'last_seen', now)
   end
   emit(base, best_id, base .. ':events:' .. best_id, maxlen, best_service,
     {type = 'claimed', status = 'claimed', at = now, attempt = attempt, worker_id = caps.worker_id,
-      machine_id = caps.machine_id})
+      machine_id = caps.machine_id}, f[4])
   return {'job', redis.call('HGETALL', jk)}
 end
 
@@ -1656,7 +1726,9 @@ local function emp_complete(keys, args)
   redis.call('HSET', keys[1], 'status', 'completed', 'result', result, 'progress', 100,
     'finished_at', now, 'token', '', 'lease_deadline', '')
   redis.call('ZREM', keys[3], job_id)
-  set_idle(keys[4], now)
+  -- With a next claim the worker is idle only if that claim finds nothing (below); a job it takes
+  -- makes it busy again, so the idle write would be overwritten in the same call.
+  if not claim_next then set_idle(keys[4], now) end
   to_archive(keys[5], job_id, now)
   emit(base, job_id, keys[2], maxlen, job.service, {type = 'completed', status = 'completed',
     at = now, attempt = job.attempts, worker_id = job.worker_id, progress = 100})
@@ -1665,8 +1737,10 @@ local function emp_complete(keys, args)
   if not claim_next then return 1 end
   local claim_keys = {keys[4], keys[3], keys[6], keys[7]}
   for i = 8, #keys do claim_keys[#claim_keys + 1] = keys[i] end
-  return emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9], args[10], args[11],
-    args[12], args[13], args[14], args[15]})
+  local reply = emp_claim(claim_keys, {base, args[7], args[8], args[6], args[9], args[10],
+    args[11], args[12], args[13], args[14], args[15]}, now)
+  if reply[1] == 'none' then set_idle(keys[4], now) end
+  return reply
 end
 
 -- KEYS: job, events, leases, worker, delayed, dead, finished.

@@ -44,10 +44,19 @@ async def queue_with_classes(redis: aioredis.Redis, settings: QueueSettings, cla
     return queue
 
 
+async def first_pass(queue: Queue, caps: WorkerCapabilities = WORKER) -> int:
+    """Claim until the profile's first pass over the class registry has ended (a claim during the
+    pass that finds nothing answers "try again at once"); returns the claims it took."""
+    claims = 1
+    while (await queue.claim(caps)).retry_in == 0:
+        claims += 1
+    return claims
+
+
 async def claim_costs(redis: aioredis.Redis, queue: Queue) -> tuple[int, int, int]:
     """Commands of: an empty claim, a claim of a runnable job, a claim of a job submitted after
     the worker's profile was registered (its class matched at submit)."""
-    await queue.claim(WORKER)  # the first claim registers the profile: one O(classes) pass
+    await first_pass(queue)  # the first claims register the profile and match every class once
     result, empty = await commands(redis, queue.claim(WORKER))
     assert result.claimed is None
     job = await queue.submit(make_spec())
@@ -71,6 +80,34 @@ async def test_claim_commands_do_not_grow_with_the_number_of_classes(
     print(f"\nclaim commands (empty, runnable, late class): 10 classes {few}, 10,000 {many}")
     assert few == many
     assert max(many) <= 40
+
+
+async def test_a_new_profiles_first_pass_is_spread_over_its_claims(
+    private_redis: aioredis.Redis, settings: QueueSettings
+) -> None:
+    """The first pass of a new profile over 10,000 classes is not one claim's work: each claim
+    matches a bounded step (64 classes here) and says to try again at once until the pass ends,
+    and a runnable job in a class the pass reaches late is found then."""
+    few = await queue_with_classes(private_redis, settings, 10)
+    _, first_few = await commands(private_redis, few.claim(WORKER))
+    many = await queue_with_classes(private_redis, settings, 10_000)
+    runnable = await many.submit(make_spec(requirements={"gpu_memory_gb": 80}))
+    big = make_caps(worker_id="big", hardware={"gpu_memory_gb": 80})
+    result, first_many = await commands(private_redis, many.claim(WORKER))
+    assert result.claimed is None
+    assert result.retry_in == 0  # the pass goes on: worth claiming again at once
+    print(f"\nfirst claim commands: 10 classes {first_few}, 10,000 classes {first_many}")
+    assert first_many <= first_few + 3 * 64 + 10  # one step: at most ~3 commands per class
+    claims = await first_pass(many)
+    print(f"claims to end the first pass over 10,001 classes: {claims + 1}")
+    assert 10_001 / 128 <= claims + 1 <= 10_001 / 16  # HSCAN's COUNT is a hint, not a bound
+    # Another profile's pass finds the one job it can run wherever HSCAN meets its class.
+    found = None
+    while found is None:
+        result = await many.claim(big)
+        found = result.claimed
+        assert found is not None or result.retry_in == 0
+    assert found.id == runnable
 
 
 async def test_a_new_profile_is_matched_once_against_existing_classes(

@@ -57,7 +57,8 @@ async def test_failed_twice_then_completed_on_a_third_worker(queue: Queue) -> No
         assert a.waited_s is not None
         assert a.run_s is not None
         assert a.run_s == round((a.ended_at - a.claimed_at).total_seconds(), 3)
-    assert a1.claimed_at < a2.claimed_at < a3.claimed_at
+    # Millisecond clock: three claims in a row can share one reading.
+    assert a1.claimed_at <= a2.claimed_at <= a3.claimed_at
     assert report.events[0].type.value == "submitted"
 
 

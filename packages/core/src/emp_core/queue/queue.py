@@ -69,7 +69,9 @@ def _claim_result(reply: list[Any], queue: str) -> ClaimResult:
 def _decode_hash(flat: list[Any]) -> dict[str, str]:
     """A flat ``[field, value, …]`` reply (a hash the Lua read with HGETALL) as str to str."""
     it = iter(flat)
-    return text_map(dict(zip(it, it, strict=True)))
+    # A Lua HGETALL answers bytes only: decoded directly, the worker's per-job hot path (text()
+    # would test each of the ~50 items' type).
+    return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
 
 
 @contextlib.contextmanager

@@ -34,6 +34,41 @@ class _HiredisPackingConnection(Connection):
         return packed
 
 
+class _WaitingPool(BlockingConnectionPool):
+    """redis-py's waiting pool with a fast path for the common case, a free connection and nobody
+    waiting: take it, or put it back, without the pool's condition, timeout scope and event hooks.
+
+    ``BlockingConnectionPool`` spends about 25 µs of CPU per command there: an ``asyncio``
+    condition, a timeout scope, the release event and connection-count hooks. Measured with
+    ``PING`` here: 56 µs of CPU per command through it, 30 µs through this; a submit's round trip
+    fell from ~210 to ~155 µs. Under asyncio nothing runs between the check and the pop, so the
+    fast path hands out a connection no one else holds. Whenever a caller waits for a connection,
+    a connection must reconnect, or the pool is in a maintenance window, the parent's own code
+    runs, so waiting and its wake-up are exactly redis-py's. The hooks the fast path skips serve
+    features EMP does not turn on (redis-py's metrics, re-authentication, maintenance
+    notifications)."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        if not self._available_connections or self._in_maintenance:
+            return cast(Connection, await super().get_connection())  # type: ignore[no-untyped-call]
+        connection = self._available_connections.pop()
+        self._in_use_connections.add(connection)
+        try:
+            await self.ensure_connection(connection)
+        except BaseException:
+            await self.release(connection)
+            raise
+        return cast(Connection, connection)
+
+    async def release(self, connection: Any) -> None:
+        waiting = self._condition._waiters
+        if waiting or connection.should_reconnect() or self._in_maintenance:
+            await super().release(connection)
+            return
+        self._in_use_connections.remove(connection)
+        self._available_connections.append(connection)
+
+
 class _EmpCluster(RedisCluster):
     """redis-py's cluster client, routing FCALL by its declared keys.
 
@@ -114,7 +149,7 @@ def connect(
     if HIREDIS_AVAILABLE and url.startswith("redis://"):
         options["connection_class"] = _HiredisPackingConnection
     options.update(overrides)
-    pool = BlockingConnectionPool.from_url(
+    pool = _WaitingPool.from_url(
         url, max_connections=max_connections, timeout=pool_timeout, **options
     )
     return Redis.from_pool(pool)
