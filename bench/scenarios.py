@@ -243,14 +243,15 @@ async def idle_worker(
     sends under ``asyncio.wait_for``), so a cancelled claim loop would spin on.
     """
     async with Waker(queue.redis, queue.keys, caps.services, caps.worker_id) as waker:
-        signal = waker.signal()
+        signal = waker.signal(0)
         stop_ringing = asyncio.create_task(_ring_on(stop, waker))
         try:
             while not stop.is_set():
                 signal.clear()  # before the claim: a wake-up from now on is not lost
-                result = await queue.claim(caps)
+                # As a slot: an empty claim enters it as idle, and the next job wakes it alone.
+                result = await queue.claim(caps, slot=0)
                 if result.claimed is None:
-                    await signal.wait(result.retry_in or 5.0)
+                    await signal.wait(5.0 if result.retry_in is None else result.retry_in)
                     continue
                 report(result.claimed.id, time.perf_counter())
                 await queue.complete(result.claimed, None)

@@ -678,7 +678,10 @@ end
 
 -- Put a job into the pending sets of its class (and of its customer and workflow); keep the
 -- ready sets of the service's profiles right, and wake one idle slot able to run it.
-local function index_pending(k, job_id, score, customer, workflow, service, class_id, reqs, now)
+-- `live`: a table the caller keeps for one call, caching each service's live profiles (a bulk
+-- submit reads them once per service, not once per job).
+local function index_pending(k, job_id, score, customer, workflow, service, class_id, reqs, now,
+    live)
   local head = redis.call('ZRANGE', k.pending, 0, 0, 'WITHSCORES')
   redis.call('ZADD', k.pending, score, job_id)
   -- Ownerless jobs (customer '') get a sub-set too: fair shares treat them as one customer.
@@ -688,7 +691,11 @@ local function index_pending(k, job_id, score, customer, workflow, service, clas
   if workflow ~= '' then redis.call('ZADD', k.pending .. ':wf:' .. workflow, score, job_id) end
   redis.call('HINCRBY', k.count, service, 1)
   local base = k.base
-  local profiles = live_profiles(base, service, now or now_ms())
+  local profiles = live and live[service]
+  if not profiles then
+    profiles = live_profiles(base, service, now or now_ms())
+    if live then live[service] = profiles end
+  end
   if head[1] == nil then
     -- The class appears: register it, and match it once against every live profile.
     redis.call('HSET', k.registry, class_id, reqs)
@@ -1288,6 +1295,7 @@ local function emp_submit(keys, args)
   -- Validate every job before writing anything.
   local jobs = {}
   local new_workflows = {}
+  local checked, objects, lora_lists = {}, {}, {}
   for i = 1, n do
     local j = {}
     for f, name in ipairs(SUBMIT_FIELDS) do j[name] = args[4 + (i - 1) * width + f] end
@@ -1315,15 +1323,27 @@ local function emp_submit(keys, args)
       bad('INVALID', 'step', 'step ' .. j.step .. ' is past total_steps ' .. j.total_steps)
     end
     if #j.traceparent > 512 then bad('INVALID', 'traceparent', 'is longer than 512 characters') end
-    check_requirements(j.requirements)
-    if j.class_id ~= class_id_of(j.service, j.requirements) then
-      bad('INVALID', 'class_id', 'does not match the service and requirements (expected '
-        .. class_id_of(j.service, j.requirements) .. ')')
+    -- Texts already checked in this call are not decoded again (a bulk submit often repeats its
+    -- requirements, payload and LoRAs); Lua interns strings, so the lookups cost no hashing.
+    local class_key = j.service .. '\n' .. j.requirements
+    if checked[class_key] ~= j.class_id then
+      check_requirements(j.requirements)
+      if j.class_id ~= class_id_of(j.service, j.requirements) then
+        bad('INVALID', 'class_id', 'does not match the service and requirements (expected '
+          .. class_id_of(j.service, j.requirements) .. ')')
+      end
+      checked[class_key] = j.class_id
     end
-    if not is_object_text(j.payload) then bad('INVALID', 'payload', 'is not a JSON object') end
-    local ok, payload = pcall(cjson.decode, j.payload)
-    if not ok or type(payload) ~= 'table' then bad('INVALID', 'payload', 'is not a JSON object') end
-    check_loras(j.loras)
+    if not objects[j.payload] then
+      if not is_object_text(j.payload) then bad('INVALID', 'payload', 'is not a JSON object') end
+      local ok, payload = pcall(cjson.decode, j.payload)
+      if not ok or type(payload) ~= 'table' then bad('INVALID', 'payload', 'is not a JSON object') end
+      objects[j.payload] = true
+    end
+    if not lora_lists[j.loras] then
+      check_loras(j.loras)
+      lora_lists[j.loras] = true
+    end
     local kk = j.keys
     need_key(kk.job, base .. ':job:' .. j.id, 'job')
     need_key(kk.events, base .. ':events:' .. j.id, 'events')
@@ -1354,6 +1374,7 @@ local function emp_submit(keys, args)
   local now = now_ms()
   local last = redis.call('INCRBY', jobs[1].keys.seq, n)
   local ids = {}
+  local live = {}
   for i, j in ipairs(jobs) do
     local seq = last - n + i
     local priority, order = j.priority, seq
@@ -1378,7 +1399,7 @@ local function emp_submit(keys, args)
       'traceparent', j.traceparent, 'loras', j.loras, 'attempts', 0, 'progress', 0, 'seq', seq,
       'score', score, 'created_at', now)
     index_pending(j.keys, j.id, score, j.customer_id, j.workflow_id, j.service, j.class_id,
-      j.requirements, now)
+      j.requirements, now, live)
     -- Jobs without an owner (the CLI's, make dev's demo) are indexed too, under the customer '',
     -- so that an admin's "Everyone" list shows them.
     redis.call('ZADD', j.keys.customer, seq, j.id)
