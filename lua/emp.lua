@@ -769,7 +769,7 @@ end
 -- The last three are what the claim then writes from, kept per job in `claim_reads` for the call.
 local CLAIM_FIELDS = {'status', 'customer_id', 'avoid_worker', 'avoid_until', 'id', 'service',
   'class_id', 'priority', 'max_attempts', 'timeout_s', 'payload', 'workflow_id', 'created_at',
-  'attempts'}
+  'attempts', 'step'}
 local claim_reads = {}
 
 -- Why a pending set's member cannot be claimed, or nil when it can. `f` is HMGET CLAIM_FIELDS.
@@ -834,6 +834,38 @@ local function first_allowed_rank(base, zkey, denied_keys, denied)
   return found
 end
 
+-- A job's workflow step from what this claim read of it (math.huge without one).
+local function step_of(job_id)
+  local m = claim_reads[job_id]
+  return (m and tonumber(m[15])) or math.huge
+end
+
+-- Equal scores occur only within one workflow (its steps share its priority and age): of the
+-- eligible jobs tied with `job_id` at `score`, the lowest step goes first, so steps pending
+-- together run in step order. Reads at most TIE_MAX tied jobs (a workflow with more steps
+-- pending at once is ordered among those).
+local TIE_MAX = 32
+local function lowest_step(base, zkey, caps, now, job_id, score)
+  local tied = redis.call('ZRANGE', zkey, score, score, 'BYSCORE', 'LIMIT', 0, TIE_MAX)
+  local pick, pick_step = job_id, step_of(job_id)
+  for _, other in ipairs(tied) do
+    if other ~= pick then
+      local m = claim_reads[other]
+      if m == nil then
+        m = redis.call('HMGET', base .. ':job:' .. other, unpack(CLAIM_FIELDS))
+        claim_reads[other] = m
+      end
+      local step = tonumber(m[15]) or math.huge
+      local held = m[3] == caps.worker_id and tonumber(m[4]) and tonumber(m[4]) > now
+      if not unclaimable(other, m) and not held
+          and (step < pick_step or (step == pick_step and other < pick)) then
+        pick, pick_step = other, step
+      end
+    end
+  end
+  return pick
+end
+
 -- The best job of one pending set this worker may take: returns id, score, a wait hint (ms)
 -- when a job is held back for another worker, and the job's customer.
 local function eligible_head(base, zkey, caps, now, class_key, service, depth)
@@ -869,6 +901,11 @@ local function eligible_head(base, zkey, caps, now, class_key, service, depth)
         local wait = avoid_until - now
         if hint == nil or wait < hint then hint = wait end
       else
+        local workflow = m[12]
+        if heads[i + 3] == heads[i + 1] and workflow and workflow ~= '' then
+          -- Tied with the next head: steps of one workflow, taken in step order.
+          job_id = lowest_step(base, zkey, caps, now, job_id, heads[i + 1])
+        end
         return job_id, heads[i + 1], hint, customer
       end
     end
@@ -917,7 +954,11 @@ end
 local function better(score, job_id, best_score, best_id)
   if best_id == nil then return true end
   local a, b = tonumber(score), tonumber(best_score)
-  return a < b or (a == b and job_id < best_id)
+  if a ~= b then return a < b end
+  -- A tie is one workflow's steps (in two classes): the lower step first.
+  local sa, sb = step_of(job_id), step_of(best_id)
+  if sa ~= sb then return sa < sb end
+  return job_id < best_id
 end
 
 ---------------------------------------------------------------------------------------------------

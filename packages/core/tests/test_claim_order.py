@@ -227,3 +227,26 @@ async def test_pinned_worker_with_customer_lists(queue: Queue) -> None:
         assert await claimed_id(queue, make_caps(**refused)) is None, refused
     pinned = make_caps(workflow_id="wf", allowed_customers=["a"])
     assert await claimed_id(queue, pinned) in steps
+
+
+async def test_steps_of_one_workflow_pending_together_run_in_step_order(queue: Queue) -> None:
+    """Steps share their workflow's priority and age, so their scores tie; the claim takes the
+    lowest step first, whatever order they were submitted in and whichever classes they are in
+    (the submit order of ids is random: ties used to fall to the id)."""
+    caps = {"hardware": {"gpu_memory_gb": 24}}
+    before = await queue.submit(make_spec(priority=50))
+    steps = [5, 2, 7, 1, 3, 6, 4, 8, 10, 9, 12, 11]
+    ids = await queue.submit_many(
+        [
+            make_spec(
+                priority=50, workflow_id="wf-fan", step=step, total_steps=12,
+                # Three classes: the tie is broken across classes as within one.
+                requirements={"gpu_memory_gb": [8, 16, 24][step % 3]},
+            )
+            for step in steps
+        ]
+    )  # fmt: skip
+    after = await queue.submit(make_spec(priority=50))
+    by_step = dict(zip(steps, ids, strict=True))
+    expected = [before] + [by_step[s] for s in sorted(steps)] + [after]
+    assert await drain(queue, caps) == expected
