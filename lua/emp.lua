@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '13'
+local VERSION = '14'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -1984,15 +1984,22 @@ local function emp_reap(keys, args)
 end
 
 -- A worker stops (shutdown): its slots leave the idle sets, so no job's wake-up goes to a slot
--- that will not claim. KEYS: worker. ARGV: base, capabilities JSON, slots.
+-- that will not claim. With a slot (ARGV[4]), that slot alone leaves them: a slot of a worker
+-- serving several queues went idle here, then took another queue's job, and is busy now.
+-- KEYS: worker. ARGV: base, capabilities JSON, slots[, slot].
 local function emp_rest(keys, args)
   need_keys(keys, 1)
   local base = need_base(args[1])
   local caps = load_caps(args[2])
   local slots = int_arg(args[3], 'slots', 1, 4096)
+  local slot = slot_arg(args[4])
   need_key(keys[1], base .. ':worker:' .. caps.worker_id, 'worker')
   local members = {}
-  for i = 0, slots - 1 do members[#members + 1] = caps.worker_id .. '#' .. i end
+  if slot ~= '' then
+    members[1] = caps.worker_id .. '#' .. slot
+  else
+    for i = 0, slots - 1 do members[#members + 1] = caps.worker_id .. '#' .. i end
+  end
   for _, service in ipairs(caps.services) do
     redis.call('ZREM', idle_key(base, service, caps.profiles[service].id), unpack(members))
   end

@@ -248,6 +248,8 @@ async def test_lua_reports_refuse_bad_arguments(queue: Queue, redis: aioredis.Re
         ("avoid_grace_ms", f.fail("w1", job_id, token, "e", True, 0, 1.5, 60, 100)),  # type: ignore[arg-type]
         ("retention_s", f.cancel(job_id, "r", 0, 100)),
         ("limit", f.reap(0, 60, 100, 10)),
+        ("slot", f.rest("w1", make_caps().wire, 1, -1)),
+        ("slot", f.rest("w1", make_caps().wire, 1, 5000)),
     ]
     for field, call in calls:
         with pytest.raises(InvalidInput) as info:

@@ -17,6 +17,7 @@ from emp_core.jobs.job import JobStatus
 from emp_core.queue.queue import Queue
 from emp_core.queue.queues import Queues
 from emp_core.queue.stats import history, merged, server_ms
+from emp_core.redis import text
 from emp_core.redis.client import connect
 from emp_core.redis.replicated import NotReplicated
 from emp_core.redis.server import LocalCluster
@@ -116,6 +117,35 @@ async def test_an_empty_claim_asks_each_queue_once_and_names_no_job(queues: Queu
     assert result.claimed is not None
     assert result.claimed.id == job_id
     assert result.claimed.queue == queues.for_service("simulation").keys.queue
+
+
+async def _idle_slots(queue: Queue, service: str) -> set[str]:
+    """The slots in the idle sets of ``service``'s profiles in ``queue``."""
+    profiles = await queue.redis.zrange(queue.keys.profiles_seen(service), 0, -1)
+    return {
+        text(member)
+        for pid in profiles
+        for member in await queue.redis.zrange(queue.keys.idle(service, text(pid)), 0, -1)
+    }
+
+
+async def test_a_slot_busy_in_one_queue_leaves_the_others_idle_sets(queues: Queues) -> None:
+    """Two slots of one worker go idle in both queues; slot 0 takes a job of the default queue
+    and leaves the other queue's idle set, so that queue's next job wakes slot 1, not the busy
+    slot 0."""
+    caps = make_caps(services=["simulation", "render"])
+    gpu = queues.for_service("simulation")
+    for slot in (0, 1):
+        assert (await queues.claim(caps, slot=slot)).claimed is None
+    assert await _idle_slots(gpu, "simulation") == {"w1#0", "w1#1"}
+    job_id = await queues.submit(make_spec(service="render"))  # the default queue's
+    result = await queues.claim(caps, slot=0)
+    assert result.claimed is not None
+    assert result.claimed.id == job_id
+    assert await _idle_slots(gpu, "simulation") == {"w1#1"}
+    assert "w1#0" not in await _idle_slots(queues.default, "render")  # (the job woke w1#1)
+    await queues.rest(caps, 2)
+    assert await _idle_slots(gpu, "simulation") == set()
 
 
 async def test_wait_replicas_refuses_a_submit_no_replica_confirmed(

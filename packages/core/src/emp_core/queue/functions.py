@@ -254,9 +254,13 @@ class Functions:
         )  # fmt: skip
         return result
 
-    async def rest(self, worker_id: str, capabilities: bytes, slots: int) -> None:
-        """A stopping worker's slots leave the idle sets (no wake-up is sent to them)."""
-        await self._call("emp_rest", [self.keys.worker(worker_id)], capabilities, slots)
+    async def rest(
+        self, worker_id: str, capabilities: bytes, slots: int, slot: int | None = None
+    ) -> None:
+        """A stopping worker's slots leave the idle sets (no wake-up is sent to them); with
+        ``slot``, that slot alone (it is busy with another queue's job)."""
+        extra = () if slot is None else (slot,)
+        await self._call("emp_rest", [self.keys.worker(worker_id)], capabilities, slots, *extra)
 
     async def heartbeat(self, job_id: str, token: str, lease_ms: int) -> int:
         k = self.keys

@@ -199,10 +199,10 @@ class Queue:
         )  # fmt: skip
         return _claim_result(reply, self.keys.queue)
 
-    async def rest(self, caps: WorkerCapabilities, slots: int) -> None:
+    async def rest(self, caps: WorkerCapabilities, slots: int, *, slot: int | None = None) -> None:
         """A stopping worker's slots leave the idle sets, so no job waits on a wake-up sent to
-        a slot that will not claim."""
-        await self.functions.rest(caps.worker_id, caps.wire, slots)
+        a slot that will not claim; with ``slot``, that slot alone (busy in another queue)."""
+        await self.functions.rest(caps.worker_id, caps.wire, slots, slot)
 
     async def heartbeat(self, claimed: ClaimedJob) -> int:
         """Renew the lease; returns the new deadline (ms). ``StaleToken`` once the job is gone."""

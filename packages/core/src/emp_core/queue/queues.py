@@ -47,6 +47,9 @@ class Queues:
         }
         self._order = list(self._by_name.values())
         self._turn = 0  # where the next claim starts
+        # Per worker slot, the queues whose idle sets an empty claim of this process entered it
+        # in: when it takes a job from one queue it leaves the others' (``_busy``).
+        self._idle_in: dict[int, set[str]] = {}
 
     def __iter__(self) -> Iterator[Queue]:
         return iter(self._order)
@@ -219,13 +222,28 @@ class Queues:
         start, self._turn = self._turn, (self._turn + 1) % count
         retry_in: float | None = None
         for i in range(count):
-            result = await self._order[(start + i) % count].claim(caps, slot=slot)
+            queue = self._order[(start + i) % count]
+            result = await queue.claim(caps, slot=slot)
             if result.claimed is not None:
+                if slot is not None:
+                    await self._busy(caps, slot, queue)
                 return result
+            if slot is not None:
+                self._idle_in.setdefault(slot, set()).add(queue.keys.queue)
             if result.retry_in is not None:
                 retry_in = result.retry_in if retry_in is None else min(retry_in, result.retry_in)
         return ClaimResult(None, retry_in)
 
+    async def _busy(self, caps: WorkerCapabilities, slot: int, claimed_in: Queue) -> None:
+        """``slot`` took a job of ``claimed_in`` (whose claim took it out of that queue's idle
+        sets): it leaves the idle sets it entered in the other queues. Left there, the next job
+        of such a queue would wake this busy slot instead of an idle one (one job wakes one slot)
+        and wait for a fallback claim. One call per such queue; none with one queue, and none
+        for a slot that found work without going idle."""
+        for name in self._idle_in.pop(slot, set()) - {claimed_in.keys.queue}:
+            await self._by_name[name].rest(caps, 1, slot=slot)
+
     async def rest(self, caps: WorkerCapabilities, slots: int) -> None:
+        self._idle_in.clear()
         for queue in self._order:
             await queue.rest(caps, slots)
