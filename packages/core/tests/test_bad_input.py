@@ -166,6 +166,24 @@ async def test_lua_submit_refuses_bad_fields(
     assert await snapshot(redis, queue.keys) == before
 
 
+async def test_submit_prepared_returns_the_stored_job_or_refuses_writing_nothing(
+    queue: Queue, redis: aioredis.Redis
+) -> None:
+    """The API's submit: the job as Redis stored it, in one round trip on one node (the submit
+    and the read pipelined); a bad call raises the Lua's domain error and writes nothing."""
+    job = await queue.submit_prepared(queue.prepare(make_spec(customer_id="acme", priority=70)))
+    assert (job.status.value, job.customer_id, job.priority, job.attempts) == (
+        "pending", "acme", 70, 0,
+    )  # fmt: skip
+    assert job == await queue.get(job.id)
+    before = await snapshot(redis, queue.keys)
+    broken = dataclasses.replace(queue.prepare(make_spec()), payload="[1]")
+    with pytest.raises(InvalidInput) as info:
+        await queue.submit_prepared(broken)
+    assert info.value.field == "payload"
+    assert await snapshot(redis, queue.keys) == before
+
+
 async def test_lua_submit_refuses_a_wrong_key_count(queue: Queue, redis: aioredis.Redis) -> None:
     args = queue.prepare(make_spec())
     k = queue.keys

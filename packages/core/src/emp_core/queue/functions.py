@@ -214,6 +214,28 @@ class Functions:
         )
         return text_list(ids)
 
+    async def submit_and_read(
+        self, job: SubmitArgs, events_maxlen: int, retention_s: int
+    ) -> dict[bytes, bytes] | None:
+        """``emp_submit`` of one job and HGETALL of the job as stored, pipelined: one round trip
+        where the API's submit took two. None where that does not apply (a cluster, whose
+        "library missing on a new node" retry is per call, or a write that must WAIT for
+        replicas): the caller then submits and reads in two calls."""
+        if self.wait_replicas[0] > 0 or is_cluster(self.redis):
+            return None
+        keys, argv = self._submit_args([job])
+        pipe: Any = self.redis.pipeline(transaction=False)
+        pipe.fcall("emp_submit", len(keys), *keys, self.base, 1, events_maxlen, retention_s, *argv)
+        pipe.hgetall(self.keys.job(job.id))
+        # Errors come back as replies (a raising pipeline rewrites their message); the submit's
+        # is the Lua's own, whose EMP_* prefix names the domain error.
+        submitted, fields = await pipe.execute(raise_on_error=False)
+        if isinstance(submitted, ResponseError):
+            raise translate(submitted) from None
+        if isinstance(fields, Exception):
+            raise fields
+        return dict(fields)
+
     async def submit_once(
         self, job: SubmitArgs, record: IdempotencyRecord, events_maxlen: int, retention_s: int
     ) -> tuple[str, bool]:

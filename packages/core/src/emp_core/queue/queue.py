@@ -142,8 +142,11 @@ class Queue:
     async def submit_prepared(self, args: SubmitArgs) -> Job:
         """Enqueue one job made by ``prepare`` and return it as stored (the API answers with it)."""
         s = self.settings
-        await self.functions.submit([args], s.events_maxlen, s.retention_seconds)
-        return await self.get(args.id)
+        fields = await self.functions.submit_and_read(args, s.events_maxlen, s.retention_seconds)
+        if fields is None:
+            await self.functions.submit([args], s.events_maxlen, s.retention_seconds)
+            return await self.get(args.id)
+        return Job.from_redis(text_map(fields))
 
     async def submit_once(self, args: SubmitArgs, record: IdempotencyRecord) -> tuple[str, bool]:
         """Enqueue a job made by ``prepare`` unless ``record``'s key was used before: then answer
