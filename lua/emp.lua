@@ -29,6 +29,8 @@ local EVENT_FIELDS = {'type', 'status', 'at', 'service', 'attempt', 'worker_id',
 -- requirements), so a decoded class, and whether a given capability set matches it, never go stale.
 local caps_cache, caps_count = {}, 0
 local class_cache, class_count = {}, 0
+-- Requirement texts a submit has checked, by class id (the text with its service, as checked).
+local class_texts, class_text_count = {}, 0
 local CACHE_MAX = 4096
 
 ---------------------------------------------------------------------------------------------------
@@ -646,13 +648,22 @@ local function idle_key(base, service, pid) return base .. ':idle:' .. service .
 -- The live profiles of a service (retiring, a few at a time, those unused for PROFILE_TTL_MS).
 local function live_profiles(base, service, now)
   local seen = base .. ':profiles_seen:' .. service
-  for _, pid in ipairs(redis.call('ZRANGEBYSCORE', seen, '-inf', now - PROFILE_TTL_MS,
-      'LIMIT', 0, 8)) do
-    redis.call('ZREM', seen, pid)
-    redis.call('HDEL', base .. ':profiles:' .. service, pid)
-    redis.call('DEL', ready_key(base, service, pid), idle_key(base, service, pid))
+  -- One read: the set is ordered by last use, so the stale come first (a service has a handful
+  -- of profiles, one per worker shape).
+  local entries = redis.call('ZRANGE', seen, 0, -1, 'WITHSCORES')
+  local live, retired = {}, 0
+  for i = 1, #entries, 2 do
+    local pid = entries[i]
+    if retired < 8 and tonumber(entries[i + 1]) <= now - PROFILE_TTL_MS then
+      retired = retired + 1
+      redis.call('ZREM', seen, pid)
+      redis.call('HDEL', base .. ':profiles:' .. service, pid)
+      redis.call('DEL', ready_key(base, service, pid), idle_key(base, service, pid))
+    else
+      live[#live + 1] = pid
+    end
   end
-  return redis.call('ZRANGE', seen, 0, -1)
+  return live
 end
 
 -- One job became pending: wake one idle slot of a profile able to run it, if there is one. A
@@ -1366,14 +1377,19 @@ local function emp_submit(keys, args)
     if #j.traceparent > 512 then bad('INVALID', 'traceparent', 'is longer than 512 characters') end
     -- Texts already checked in this call are not decoded again (a bulk submit often repeats its
     -- requirements, payload and LoRAs); Lua interns strings, so the lookups cost no hashing.
+    -- A class's text checked once per library load (its id is the hash of service and text, so
+    -- an id seen with the very same text needs neither the decode nor the hash again).
     local class_key = j.service .. '\n' .. j.requirements
-    if checked[class_key] ~= j.class_id then
+    if checked[class_key] ~= j.class_id and class_texts[j.class_id] ~= class_key then
       check_requirements(j.requirements)
       if j.class_id ~= class_id_of(j.service, j.requirements) then
         bad('INVALID', 'class_id', 'does not match the service and requirements (expected '
           .. class_id_of(j.service, j.requirements) .. ')')
       end
       checked[class_key] = j.class_id
+      if class_text_count >= CACHE_MAX then class_texts, class_text_count = {}, 0 end
+      class_texts[j.class_id] = class_key
+      class_text_count = class_text_count + 1
     end
     if not objects[j.payload] then
       if not is_object_text(j.payload) then bad('INVALID', 'payload', 'is not a JSON object') end
@@ -1381,7 +1397,7 @@ local function emp_submit(keys, args)
       if not ok or type(payload) ~= 'table' then bad('INVALID', 'payload', 'is not a JSON object') end
       objects[j.payload] = true
     end
-    if not lora_lists[j.loras] then
+    if j.loras ~= '[]' and not lora_lists[j.loras] then
       check_loras(j.loras)
       lora_lists[j.loras] = true
     end
