@@ -4,6 +4,8 @@ Redis is a private ``redis-server`` on a free port started once per session, unl
 ``EMP_TEST_REDIS_URL`` names one (for a CI service container, say). Each test gets its own queue
 name, so its keys never meet another test's and tests can run in parallel.
 
+``EMP_DATA_KEY`` is set for the session (see below).
+
 Azurite (the Azure Storage emulator, installed into ``.tools/azurite`` by
 ``scripts/ensure-azurite.sh``) is started once per session on a free port by the first test that
 asks for ``azurite_connection_string``, unless ``EMP_TEST_AZURE_CONNECTION_STRING`` names one.
@@ -24,9 +26,15 @@ from emp_core.blobs.emulator import binary as azurite_binary
 from emp_core.queue.queue import Queue
 from emp_core.redis.client import connect
 from emp_core.redis.server import LocalCluster, RedisServer
+from emp_core.security.sealing import DATA_KEY_ENV, Sealer
 from emp_core.settings import QueueSettings
 
 ROOT = Path(__file__).resolve().parent
+
+# A web app on PostgreSQL refuses to start without a data key (production does too): the tests
+# hold one per session, in the environment, so apps they start in subprocesses have it as well.
+# Tests of the key's own rules remove it (monkeypatch.delenv).
+os.environ.setdefault(DATA_KEY_ENV, Sealer.generate("test").ring.current.encode())
 
 
 @pytest.fixture(scope="session")

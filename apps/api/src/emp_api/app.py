@@ -27,6 +27,7 @@ from emp_api.settings import ApiSettings
 from emp_api.state import Services
 from emp_core.jobs import jsonvalue
 from emp_core.telemetry import setup_telemetry
+from emp_sql.webhook_secrets import seal_stored
 from emp_web import logs
 from emp_web.body import BodyGuard
 from emp_web.headers import SecurityHeaders
@@ -58,6 +59,9 @@ def create_app(web: WebSettings | None = None, api_settings: ApiSettings | None 
     telemetry = setup_telemetry("emp-api")
 
     async def start_background(app: FastAPI, services: Services) -> None:
+        # Rows from before sealing (or under a key being retired) are sealed with the current
+        # data key before anything sends a delivery; idempotent, so every process may run it.
+        await seal_stored(services.database)
         app.state.background = Background(services)
         app.state.background.start()
         app.state.rpc = None

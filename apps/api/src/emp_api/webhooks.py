@@ -109,7 +109,7 @@ async def create_endpoint(
     url = await _checked(body.url, services)
     async with services.database.session() as db:
         return await WebhookRepository(db, principal.user_id).create(
-            url, body.events, body.description
+            url, body.events, body.description, sealer=services.database.sealer
         )
 
 
@@ -158,7 +158,9 @@ async def rotate_secret(
     """A new secret, shown only in this response. For 24 hours deliveries carry a signature by
     the previous secret as well, so receivers can switch without missing one."""
     async with services.database.session() as db:
-        return await WebhookRepository(db, principal.user_id).rotate_secret(endpoint_id)
+        return await WebhookRepository(db, principal.user_id).rotate_secret(
+            endpoint_id, sealer=services.database.sealer
+        )
 
 
 @router.get("/{endpoint_id}/deliveries", summary="An endpoint's deliveries, newest first")

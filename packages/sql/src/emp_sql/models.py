@@ -236,7 +236,8 @@ class ErrorPatternFold(Base):
 class WebhookEndpoint(Base):
     """Where a user wants to hear about their jobs: a URL, the event types, and the secret that
     signs every delivery (Standard Webhooks). The secret is shown to the user once, when it is
-    made; during a rotation the previous one keeps signing until ``previous_secret_until``."""
+    made; during a rotation the previous one keeps signing until ``previous_secret_until``.
+    Both secrets are stored sealed (``emp_sql.webhook_secrets``), never as plaintext."""
 
     __tablename__ = "webhook_endpoints"
 
@@ -247,8 +248,9 @@ class WebhookEndpoint(Base):
     events: Mapped[list[str]] = mapped_column(Json)
     description: Mapped[str] = mapped_column(String(200), default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    secret: Mapped[str] = mapped_column(String(128))
-    previous_secret: Mapped[str | None] = mapped_column(String(128))
+    # sealed:v1:<kid>:<base64url> (about 130 characters; 0007 widened them from 128).
+    secret: Mapped[str] = mapped_column(String(256))
+    previous_secret: Mapped[str | None] = mapped_column(String(256))
     previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from emp_core.security.sealing import Sealer
+from emp_sql.data_key import load_sealer
 from emp_sql.settings import DatabaseSettings
 
 
@@ -62,6 +65,13 @@ class Database:
         """A session in a transaction: committed when the block ends, rolled back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        """Seals and opens the secrets stored here (``emp_sql.data_key``). Read on first use, so
+        code that stores no secret needs no key; web apps read it at start and refuse to start
+        without one."""
+        return load_sealer(self.settings)
 
     async def ping(self) -> None:
         """Raise when the database cannot answer a trivial query."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,3 +20,8 @@ class DatabaseSettings(BaseSettings):
     database_echo: bool = False
     # Connections kept open per process (PostgreSQL); SQLite ignores it.
     database_pool_size: int = 10
+    # The key ring that seals secrets stored in this database (webhook signing secrets):
+    # KID:BASE64[,KID:BASE64...] from `emp env keygen`; the first seals, any opens. Required
+    # with PostgreSQL; with SQLite, unset means a key file made beside the database file
+    # (emp_sql.data_key). A secret: never logged, never in a URL.
+    data_key: SecretStr | None = None

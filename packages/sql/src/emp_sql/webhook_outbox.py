@@ -24,7 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from emp_core.jobs.events import JobEvent
 from emp_core.jobs.job import Job, JobStatus
+from emp_core.security.sealing import Sealer, SealError
 from emp_sql.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from emp_sql.webhook_secrets import signing_secrets
 from emp_sql.webhooks import as_utc, new_delivery_id, now_utc
 
 _TERMINAL_TYPES = {
@@ -64,7 +66,10 @@ def progress_body(event: JobEvent) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A delivery a dispatcher holds until ``lease_until``: everything one attempt needs."""
+    """A delivery a dispatcher holds until ``lease_until``: everything one attempt needs.
+    ``refused`` says why it must not be sent (its secret does not unseal); the attempt is then
+    recorded as failed with that reason, like any other, and retried on the same schedule (the
+    operator may add the missing key back)."""
 
     id: str
     url: str
@@ -73,6 +78,7 @@ class Claimed:
     attempt: int
     token: str
     give_up_at: datetime
+    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +169,9 @@ class WebhookOutbox:
         return {user for user, events in rows.all() if "job.progress" in events}
 
     # --- dispatching -----------------------------------------------------------------------------
-    async def claim_due(self, *, limit: int, lease: timedelta) -> list[Claimed]:
-        """Take up to ``limit`` due deliveries for ``lease``; each goes to one caller only."""
+    async def claim_due(self, *, limit: int, lease: timedelta, sealer: Sealer) -> list[Claimed]:
+        """Take up to ``limit`` due deliveries for ``lease``; each goes to one caller only, with
+        its endpoint's secrets unsealed by ``sealer``."""
         now = now_utc()
         ids = list(
             await self.session.scalars(
@@ -205,19 +212,24 @@ class WebhookOutbox:
                 delivery.status, delivery.finished_at = "failed", now
                 delivery.last_error, delivery.lease_token = "the endpoint is disabled", None
                 continue
-            keys = [endpoint.secret]
             until = endpoint.previous_secret_until
-            if endpoint.previous_secret and until is not None and as_utc(until) > now:
-                keys.append(endpoint.previous_secret)
+            rotating = until is not None and as_utc(until) > now
+            keys: tuple[str, ...] = ()
+            refused = None
+            try:
+                keys = signing_secrets(sealer, endpoint, rotating=rotating)
+            except SealError as exc:
+                refused = f"not sent: {exc.message}"
             claimed.append(
                 Claimed(
                     id=delivery.id,
                     url=endpoint.url,
-                    secrets=tuple(keys),
+                    secrets=keys,
                     body=delivery.body,
                     attempt=delivery.attempts,
                     token=token,
                     give_up_at=as_utc(delivery.give_up_at),
+                    refused=refused,
                 )
             )
         return claimed

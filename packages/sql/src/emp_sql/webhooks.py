@@ -20,7 +20,9 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from emp_core.errors import Conflict, InvalidInput, NotFound
-from emp_sql.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from emp_core.security.sealing import Sealer, is_sealed
+from emp_sql import webhook_secrets
+from emp_sql.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, new_id
 
 EVENT_TYPES = ("job.completed", "job.failed", "job.cancelled", "job.progress")
 MAX_ENDPOINTS_PER_USER = 20
@@ -161,9 +163,10 @@ class WebhookRepository:
         return row
 
     async def create(
-        self, url: str, events: Iterable[str], description: str = ""
+        self, url: str, events: Iterable[str], description: str = "", *, sealer: Sealer
     ) -> EndpointWithSecret:
-        """Add an endpoint; returns it with its secret (which is never shown again)."""
+        """Add an endpoint; returns it with its secret (which is never shown again, and is
+        stored sealed by ``sealer``)."""
         chosen = parse_events(events)
         text = parse_description(description)
         count = await self.session.scalar(
@@ -173,10 +176,11 @@ class WebhookRepository:
         )  # fmt: skip
         if (count or 0) >= MAX_ENDPOINTS_PER_USER:
             raise Conflict(f"a user may have at most {MAX_ENDPOINTS_PER_USER} webhook endpoints")
-        secret, now = new_secret(), now_utc()
+        secret, now, endpoint_id = new_secret(), now_utc(), new_id()
         row = WebhookEndpoint(
-            user_id=self.user_id, url=url, events=chosen, description=text, enabled=True,
-            secret=secret, created_at=now, updated_at=now,
+            id=endpoint_id, user_id=self.user_id, url=url, events=chosen, description=text,
+            enabled=True, secret=webhook_secrets.seal(sealer, endpoint_id, secret),
+            created_at=now, updated_at=now,
         )  # fmt: skip
         self.session.add(row)
         await self.session.flush()
@@ -215,14 +219,18 @@ class WebhookRepository:
         await self.session.flush()
         return EndpointView.of(row)
 
-    async def rotate_secret(self, endpoint_id: str) -> EndpointWithSecret:
-        """A new secret (returned, shown once); the old one keeps signing for a day."""
+    async def rotate_secret(self, endpoint_id: str, *, sealer: Sealer) -> EndpointWithSecret:
+        """A new secret (returned, shown once, stored sealed); the old one keeps signing for a
+        day. The old one moves as stored (sealed for this row, so it opens in either column);
+        a plaintext one from before sealing is sealed on the way."""
         row = await self._endpoint(endpoint_id)
-        now = now_utc()
-        row.previous_secret, row.previous_secret_until = row.secret, now + ROTATION_GRACE
-        row.secret, row.updated_at = new_secret(), now
+        now, secret, old = now_utc(), new_secret(), row.secret
+        if not is_sealed(old):
+            old = webhook_secrets.seal(sealer, row.id, old)
+        row.previous_secret, row.previous_secret_until = old, now + ROTATION_GRACE
+        row.secret, row.updated_at = webhook_secrets.seal(sealer, row.id, secret), now
         await self.session.flush()
-        return EndpointWithSecret(**_fields(EndpointView.of(row)), secret=row.secret)
+        return EndpointWithSecret(**_fields(EndpointView.of(row)), secret=secret)
 
     async def delete(self, endpoint_id: str) -> None:
         await self._endpoint(endpoint_id)

@@ -35,10 +35,17 @@ class Backends:
         *,
         ws_backlog: int,
     ) -> Backends:
-        """Refuse a database not at head, install the library (never downgrading a newer one)
-        and subscribe the hub to the events channel; on failure close what was opened."""
+        """Refuse a database not at head or without its data key (``EMP_DATA_KEY``, required
+        with PostgreSQL), install the library (never downgrading a newer one) and subscribe the
+        hub to the events channel; on failure close what was opened."""
         queue_settings = settings.queue
         await check_schema(settings.database)
+        database = Database(settings.database)
+        try:
+            _ = database.sealer  # read now: a missing key stops the start, not the first use
+        except BaseException:
+            await database.dispose()
+            raise
         redis = connect(
             queue_settings.redis_url,
             max_connections=queue_settings.redis_max_connections,
@@ -49,7 +56,6 @@ class Backends:
         )
         queue = Queue(redis, queue_settings)
         queues = Queues(redis, queue_settings)
-        database = Database(settings.database)
         blobs: BlobStore | None = None
         try:
             await queue.functions.load()

@@ -76,7 +76,7 @@ async def create_endpoint(
         )
         async with services.database.session() as db:
             made = await WebhookRepository(db, viewer.user_id).create(
-                target.url, chosen, description
+                target.url, chosen, description, sealer=services.database.sealer
             )
     except EmpError as exc:
         form = {"url": url, "description": description, "events": chosen}
@@ -93,7 +93,9 @@ async def rotate_secret(
     request: Request, endpoint_id: EndpointId, viewer: ViewerDep, services: ServicesDep
 ) -> Response:
     async with services.database.session() as db:
-        made = await WebhookRepository(db, viewer.user_id).rotate_secret(endpoint_id)
+        made = await WebhookRepository(db, viewer.user_id).rotate_secret(
+            endpoint_id, sealer=services.database.sealer
+        )
     return await _list_page(request, services, viewer.user_id, secret=(made.id, made.secret))
 
 

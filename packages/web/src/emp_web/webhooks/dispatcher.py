@@ -51,7 +51,7 @@ class WebhookDispatcher:
         s = self.settings
         async with self.database.session() as session:
             claimed = await WebhookOutbox(session, max_age=s.max_age).claim_due(
-                limit=s.concurrency, lease=s.lease
+                limit=s.concurrency, lease=s.lease, sealer=self.database.sealer
             )
         if claimed:
             await asyncio.gather(*(self._deliver(c) for c in claimed))

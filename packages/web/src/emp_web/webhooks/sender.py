@@ -59,6 +59,8 @@ class Sender:
             ms = int((time.perf_counter() - clock) * 1000)
             return Outcome(started_at=started, duration_ms=ms, status_code=status, error=error)
 
+        if claimed.refused is not None:
+            return outcome(None, claimed.refused)
         s = self.settings
         try:
             async with asyncio.timeout(s.timeout_seconds):

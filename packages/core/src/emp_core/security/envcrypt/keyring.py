@@ -84,12 +84,13 @@ class EnvKey:
         return f"{self.kid}:{base64.b64encode(self.master).decode()}"
 
 
-def parse_key(entry: str) -> EnvKey:
-    """One ``KID:BASE64`` entry of ``EMP_ENV_KEY``."""
+def parse_key(entry: str, variable: str = KEY_ENV) -> EnvKey:
+    """One ``KID:BASE64`` entry of ``variable`` (``EMP_ENV_KEY``, or ``EMP_DATA_KEY``, which
+    holds keys of the same form)."""
     kid, sep, text = entry.strip().partition(":")
     if not sep or not kid or not text:
         raise MalformedKey(
-            f"{KEY_ENV} entries read KID:BASE64 (e.g. k1:3q2+7w...=), separated by commas; "
+            f"{variable} entries read KID:BASE64 (e.g. k1:3q2+7w...=), separated by commas; "
             f"got an entry of {len(entry.strip())} characters without that shape"
         )
     try:
@@ -102,25 +103,28 @@ def parse_key(entry: str) -> EnvKey:
         word in text.lower() for word in _PLACEHOLDERS
     ):
         raise PlaceholderKey(
-            f"key {kid!r} in {KEY_ENV} is a placeholder, not a key; make one with `emp env keygen`"
+            f"key {kid!r} in {variable} is a placeholder, not a key; make one with `emp env keygen`"
         )
     if master is None:
-        raise MalformedKey(f"key {kid!r} in {KEY_ENV} is not valid base64")
+        raise MalformedKey(f"key {kid!r} in {variable} is not valid base64")
     return EnvKey(kid, master)
 
 
 @dataclass(frozen=True)
 class KeyRing:
-    """The keys of ``EMP_ENV_KEY``: ``current`` encrypts, any of them decrypts by key id."""
+    """The keys of ``EMP_ENV_KEY`` (or of ``variable``, another setting of the same form):
+    ``current`` encrypts, any of them decrypts by key id."""
 
     keys: tuple[EnvKey, ...]
+    # The setting the keys came from, named in every error.
+    variable: str = field(default=KEY_ENV, compare=False)
 
     def __post_init__(self) -> None:
         if not self.keys:
-            raise MissingKey(f"{KEY_ENV} holds no key")
+            raise MissingKey(f"{self.variable} holds no key")
         kids = [k.kid for k in self.keys]
         if dupes := sorted({k for k in kids if kids.count(k) > 1}):
-            raise MalformedKey(f"{KEY_ENV} names key id {', '.join(dupes)} more than once")
+            raise MalformedKey(f"{self.variable} names key id {', '.join(dupes)} more than once")
 
     @property
     def current(self) -> EnvKey:
@@ -130,13 +134,13 @@ class KeyRing:
         return next((k for k in self.keys if k.kid == kid), None)
 
     @classmethod
-    def parse(cls, text: str) -> KeyRing:
+    def parse(cls, text: str, variable: str = KEY_ENV) -> KeyRing:
         entries = [e for e in text.split(",") if e.strip()]
         if not entries:
             raise MissingKey(
-                f"{KEY_ENV} is empty: set it to KID:BASE64 (make a key with `emp env keygen`)"
+                f"{variable} is empty: set it to KID:BASE64 (make a key with `emp env keygen`)"
             )
-        return cls(tuple(parse_key(e) for e in entries))
+        return cls(tuple(parse_key(e, variable) for e in entries), variable)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeyRing:
