@@ -1,10 +1,13 @@
 """WorkerService.Connect against a real server: a worker with no Redis claims, reports progress
 and completes through the stream; a stale report is refused; a stream that drops loses its lease
-like a dead worker, and the job then runs elsewhere; only admins may connect."""
+like a dead worker, and the job then runs elsewhere; only admins may connect; a worker's LoRAs
+are written to its set in Redis, steer its claim and are withdrawn when the stream ends."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -177,3 +180,79 @@ async def test_a_cancel_reaches_the_worker(
     assert (await worker.read()).refused.job_id == job_id  # no longer this stream's job
     assert (await queue.get(job_id)).status is JobStatus.CANCELLED
     worker.outbox.put_nowait(None)
+
+
+def _sha(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _lora(name: str) -> dict[str, Any]:
+    return {
+        "id": name, "name": f"{name}.safetensors", "sha256": _sha(name), "size": 100,
+        "scope": "user", "url": f"http://blobs.invalid/{name}",
+    }  # fmt: skip
+
+
+async def test_a_grpc_workers_loras_are_written_steer_its_claim_and_are_withdrawn(
+    api: Api, stub: Any, accounts: dict[str, Account]
+) -> None:
+    queue, redis = api.services.queue, api.services.redis
+    worker = Stream(stub, accounts["admin"].token)
+    worker.send(hello=hello("grpc-loras"))
+    await worker.read()
+    held = [_sha("style"), _sha("other"), _sha("style")]  # a repeat is stored once
+    worker.send(loras=worker_pb2.Loras(sha256=held), request_id=1)
+    answer = await worker.read()
+    assert (answer.reply_to, answer.done.outcome) == (1, "advertised")
+    key = queue.keys.worker_loras("grpc-loras")
+    assert {m.decode() for m in await redis.smembers(key)} == {_sha("style"), _sha("other")}
+    assert 0 < await redis.pttl(key) <= 15_000
+    assert await redis.sismember(queue.keys.lora_holders(_sha("style")), "grpc-loras")
+    # The claim's affinity: the younger job that uses a held LoRA goes first.
+    plain, styled = await queue.submit_many(
+        [{"service": "simulation", "payload": {"steps": 1}},
+         {"service": "simulation", "payload": {"steps": 1}, "loras": [_lora("style")]}]
+    )  # fmt: skip
+    worker.send(ready=worker_pb2.Ready(), request_id=2)
+    assert (await worker.read()).assignment.job_id == styled
+    # A new advertisement replaces the last.
+    worker.send(loras=worker_pb2.Loras(sha256=[_sha("other")]), request_id=3)
+    assert (await worker.read()).done.outcome == "advertised"
+    assert {m.decode() for m in await redis.smembers(key)} == {_sha("other")}
+    assert not await redis.sismember(queue.keys.lora_holders(_sha("style")), "grpc-loras")
+    worker.outbox.put_nowait(None)  # the worker leaves: the server withdraws what it held
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        while await asyncio.wait_for(worker.call.read(), 10) is not grpc.aio.EOF:
+            pass
+    for _ in range(200):
+        if not await redis.exists(key):
+            break
+        await asyncio.sleep(0.025)
+    assert not await redis.exists(key)
+    assert not await redis.sismember(queue.keys.lora_holders(_sha("other")), "grpc-loras")
+    await queue.cancel(plain)
+
+
+@pytest.mark.parametrize(
+    ("hashes", "words"),
+    [
+        (["ABC"], "loras.sha256[0] must be a SHA-256 as 64 lowercase hex characters"),
+        ([_sha("a"), _sha("b").upper()], "loras.sha256[1] must be a SHA-256"),
+        ([_sha("a") + "0"], "loras.sha256[0] must be a SHA-256"),
+        ([_sha(str(i)) for i in range(513)], "at most 512"),
+    ],
+)
+async def test_bad_lora_hashes_are_invalid_argument_and_write_nothing(
+    api: Api, stub: Any, accounts: dict[str, Account], hashes: list[str], words: str
+) -> None:
+    worker = Stream(stub, accounts["admin"].token)
+    worker.send(hello=hello("grpc-bad-loras"))
+    await worker.read()
+    worker.send(loras=worker_pb2.Loras(sha256=hashes), request_id=1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker.read()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in (info.value.details() or "")
+    queue = api.services.queue
+    assert not await api.services.redis.exists(queue.keys.worker_loras("grpc-bad-loras"))
+    assert not await api.services.redis.exists(queue.keys.lora_holders(_sha("a")))

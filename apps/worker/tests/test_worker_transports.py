@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -318,3 +320,56 @@ async def test_a_grpc_worker_connects_again_after_the_api_restarts(
     finally:
         worker.stop()
         await asyncio.wait_for(run, 30)
+
+
+async def test_the_loras_a_worker_holds_are_advertised_and_steer_its_claims(
+    harness: Harness, file_server: Any, tmp_path: Path
+) -> None:
+    """The cache's hashes reach the worker's set in Redis (over gRPC through the stream, which
+    the API writes), the claim's LoRA affinity then prefers a younger job that uses them, and a
+    clean exit withdraws them."""
+    data = os.urandom(1000)
+    sha = hashlib.sha256(data).hexdigest()
+    file_server.files[f"/b/{sha}"] = data
+    style = {
+        "id": "id-style", "name": "style.safetensors", "sha256": sha, "size": len(data),
+        "scope": "user", "url": file_server.url(f"/b/{sha}?sig=x"),
+    }  # fmt: skip
+    worker = harness.worker(lora_cache_dir=tmp_path / "loras", burst=False)
+    runner = asyncio.create_task(worker.run())
+    key = harness.queue.keys.worker_loras(worker.id)
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 60)
+        (first,) = await harness.submit(payload={"steps": 1}, loras=[style])
+
+        async def advertised() -> bool:
+            return {m.decode() for m in await harness.redis.smembers(key)} == {sha}
+
+        await eventually(advertised)
+        assert await harness.redis.pttl(key) > 0
+        # Submitted together (one atomic call, so both are pending when the idle worker is
+        # woken): an older job without LoRAs and a younger one using the held file.
+        plain, styled = await harness.queue.submit_many(
+            [{"service": harness.service, "payload": {"steps": 1}},
+             {"service": harness.service, "payload": {"steps": 1}, "loras": [style]}]
+        )  # fmt: skip
+
+        async def done() -> bool:
+            jobs = [await harness.queue.get(i) for i in (first, plain, styled)]
+            return all(j.status is JobStatus.COMPLETED for j in jobs)
+
+        await eventually(done)
+        a, b = await harness.queue.get(plain), await harness.queue.get(styled)
+        assert a.claimed_at is not None
+        assert b.claimed_at is not None
+        assert b.claimed_at <= a.claimed_at, "the job using a held LoRA goes first"
+        worker.stop()
+        await runner
+    finally:
+        if not runner.done():
+            runner.cancel()
+
+    async def withdrawn() -> bool:
+        return not await harness.redis.exists(key)
+
+    await eventually(withdrawn)

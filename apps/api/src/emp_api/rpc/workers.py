@@ -13,6 +13,10 @@ Leases are renewed only by the worker's ``Heartbeat`` messages, so a stream that
 worker that stops sending) loses its lease exactly like a dead Redis worker: the reaper returns
 the job to pending and it runs elsewhere.
 
+The worker's ``Loras`` (the hashes its LoRA cache holds) are written to its set in Redis
+(``Keys.worker_loras``, what the claim's affinity reads) exactly as a Redis worker writes its own,
+kept alive while the stream lasts and withdrawn when it ends.
+
 Workers are operators' processes: the stream needs an admin token.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +40,8 @@ from emp_api.state import Services
 from emp_core.blobs.retention import keep_until, output_paths
 from emp_core.errors import EmpError, InvalidInput, StaleToken, invalid_from_validation
 from emp_core.jobs.capabilities import WorkerCapabilities
+from emp_core.loras.advert import advertise_loras, withdraw_loras
+from emp_core.loras.cache import ADVERTISE_LIMIT
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_rpc.assignments import assignment_to_proto
@@ -44,8 +51,30 @@ logger = logging.getLogger(__name__)
 
 # A worker's slots are numbered from 0; more than this is not a worker (settings allow 64).
 _MAX_SLOTS = 64
-# The registry entry of a connected worker is refreshed this often (its TTL is three times it).
+# The registry entry of a connected worker is refreshed this often (its TTL is three times it);
+# so is its LoRA advertisement, which therefore outlives a dead API process by 15 s at most.
 _REGISTRY_REFRESH_S = 5.0
+_LORAS_TTL_MS = int(3 * _REGISTRY_REFRESH_S * 1000)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def lora_hashes(message: worker_pb2.Loras) -> list[str]:
+    """The hashes of a ``Loras`` message, checked (at most ``ADVERTISE_LIMIT``, each a
+    lowercase hex SHA-256), duplicates dropped, order kept (most recently used first)."""
+    hashes = list(message.sha256)
+    if len(hashes) > ADVERTISE_LIMIT:
+        raise InvalidInput(
+            f"loras holds {len(hashes)} hashes; a worker advertises at most {ADVERTISE_LIMIT}",
+            field="loras.sha256",
+        )
+    for index, sha in enumerate(hashes):
+        if not _SHA256.fullmatch(sha):
+            raise InvalidInput(
+                f"loras.sha256[{index}] must be a SHA-256 as 64 lowercase hex characters, "
+                f"got {sha[:80]!r}",
+                field="loras.sha256",
+            )
+    return list(dict.fromkeys(hashes))
 
 
 def _capabilities(hello: worker_pb2.Hello) -> WorkerCapabilities:
@@ -77,6 +106,7 @@ class _Session:
         self.held: dict[str, ClaimedJob] = {}
         self.out: asyncio.Queue[worker_pb2.ConnectResponse | None] = asyncio.Queue()
         self.slots = 0  # 1 + the highest slot that claimed: what leaves the idle sets at the end
+        self.loras: list[str] | None = None  # the last advertisement; None: none was made
         self._control: asyncio.Task[None] | None = None
         self._registration: asyncio.Task[None] | None = None
 
@@ -92,6 +122,10 @@ class _Session:
                 await asyncio.sleep(_REGISTRY_REFRESH_S)
                 try:
                     await registry.refresh(self.caps, slots=slots)
+                    if self.loras:
+                        # Written whole, not only its TTL renewed: a previous stream of this
+                        # worker that ended late may have withdrawn it meanwhile.
+                        await self._advertise(self.loras)
                 except (RedisError, OSError) as exc:
                     logger.warning(
                         "worker %s's registry entry was not refreshed: %s", self.caps.worker_id, exc
@@ -149,6 +183,12 @@ class _Session:
         self.slots = max(self.slots, slot + 1)
         return slot
 
+    async def _advertise(self, hashes: list[str]) -> None:
+        queue = self.services.queue
+        await advertise_loras(
+            queue.redis, queue.keys, self.caps.worker_id, hashes, ttl_ms=_LORAS_TTL_MS
+        )
+
     async def handle(self, request: worker_pb2.ConnectRequest) -> None:
         queue = self.services.queue
         kind = request.WhichOneof("message")
@@ -156,6 +196,13 @@ class _Session:
         if kind == "ready":
             slot = self._slot(request.ready.slot)
             self._claimed(rid, slot, await queue.claim(self.caps, slot=slot))
+            return
+        if kind == "loras":
+            hashes = lora_hashes(request.loras)  # checked whole before anything is written
+            await self._advertise(hashes)
+            self.loras = hashes
+            if rid:
+                self._answer(rid, done=worker_pb2.Done(outcome="advertised"))
             return
         if kind not in ("heartbeat", "progress", "complete", "fail", "release"):
             raise InvalidInput(f"unexpected message {kind!r}", field="message")
@@ -244,6 +291,10 @@ class _Session:
         if self._registration is not None:
             with contextlib.suppress(RedisError, OSError):
                 await self.services.workers.deregister(self.caps.worker_id)
+        if self.loras is not None:
+            queue = self.services.queue
+            with contextlib.suppress(RedisError, OSError):
+                await withdraw_loras(queue.redis, queue.keys, self.caps.worker_id)
         if self.slots:
             # Out of the idle sets: no job's wake-up goes to a slot whose stream is gone.
             with contextlib.suppress(EmpError, RedisError, OSError):

@@ -15,6 +15,10 @@ job arrived), ``CancelAssignment`` and the ``Refused`` of a heartbeat (the lease
 
 A stream that ends (the API restarted, the network went) ends every lease it held, like a dead
 worker's: the jobs running are stopped as lost, and the next claim opens a new stream.
+
+The LoRA cache's hashes go up as ``Loras`` whenever the set changes, and again at the start of
+every new stream (the server withdraws them when a stream ends), so the claim's LoRA affinity
+prefers this worker as it would a Redis worker.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from pydantic import JsonValue
 
 from emp.v1 import worker_pb2, worker_pb2_grpc
 from emp_core.errors import EmpError, StaleToken
-from emp_core.loras.cache import LoraCache
+from emp_core.loras.cache import ADVERTISE_LIMIT, LoraCache
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_core.queue.wake import WakeSignal
@@ -117,6 +121,7 @@ class GrpcTransport:
         self._heart: threading.Thread | None = None
         self._on_control: ControlHandler = lambda message: None
         self._on_lost: LostHandler = lambda job_id, token, why: None
+        self._loras: list[str] | None = None  # the last LoRA advertisement, for new streams
 
     @property
     def where(self) -> str:
@@ -190,6 +195,9 @@ class GrpcTransport:
             stream.call.cancel()
             raise
         self.lease_seconds = welcome.lease_seconds or self.lease_seconds
+        if self._loras is not None:
+            # Unanswered (no request_id): it goes in order after the hello, before any claim.
+            stream.send(Request(loras=worker_pb2.Loras(sha256=self._loras)))
         with self._lock:
             self._stream = stream
         return stream
@@ -216,9 +224,28 @@ class GrpcTransport:
     def background(
         self, loras: LoraCache, stores: Iterable[BlobWriter]
     ) -> list[Coroutine[Any, Any, None]]:
-        # The registry, the reaper and the LoRA advertisement are Redis's; the server holds the
-        # stream's leases and the API's own reaper returns a dropped stream's jobs.
-        return []
+        # The registry and the reaper are Redis's; the server holds the stream's leases and the
+        # API's own reaper returns a dropped stream's jobs. The LoRAs go up the stream.
+        return [self._advertise(loras)]
+
+    async def _advertise(self, cache: LoraCache) -> None:
+        """Send the hashes the cache holds (most recently used first, bounded) whenever they
+        change; the cache's ``open`` marks it changed, so the first goes at start."""
+        while True:
+            await cache.changed.wait()
+            cache.changed.clear()
+            hashes = cache.held(ADVERTISE_LIMIT)
+            if hashes == self._loras:
+                continue
+            self._loras = hashes  # first: a stream opened from now on is given these
+            try:
+                self._outcome(await self._ask(Request(loras=worker_pb2.Loras(sha256=hashes))))
+            except (TransportError, EmpError) as exc:
+                # A new stream sends them anyway; a refusal (a bug) is the server's to explain.
+                logger.warning(
+                    "worker %s could not advertise its LoRAs to %s: %s",
+                    self.caps.worker_id, self.where, exc,
+                )  # fmt: skip
 
     async def close(self, slots: int) -> None:
         self._stop.set()
