@@ -41,7 +41,11 @@ def ensure_sqlite_directory(url: URL) -> None:
 
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     url = make_url(settings.database_url)
-    options: dict[str, Any] = {"echo": settings.database_echo, "pool_pre_ping": True}
+    # hide_parameters: a statement's bound values never reach an error text or the echo log
+    # (they can be passwords' hashes, tokens' digests, a webhook secret before it is sealed).
+    options: dict[str, Any] = {
+        "echo": settings.database_echo, "pool_pre_ping": True, "hide_parameters": True,
+    }  # fmt: skip
     if url.get_backend_name() == "sqlite":
         ensure_sqlite_directory(url)
     else:

@@ -27,16 +27,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import queue
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import grpc
 import orjson
 from pydantic import JsonValue
 
-from emp.v1 import worker_pb2, worker_pb2_grpc
+from emp.v1 import worker_pb2
 from emp_core.errors import EmpError, StaleToken
 from emp_core.loras.cache import ADVERTISE_LIMIT, LoraCache
 from emp_core.patterns import PatternCache
@@ -48,52 +47,12 @@ from emp_worker.config import WorkerSettings
 from emp_worker.lease import HeldLeases
 from emp_worker.outputs import BlobWriter
 from emp_worker.transport.base import ControlHandler, Failure, LostHandler, TransportError
+from emp_worker.transport.grpc_stream import Request, Response, Stream, failure, reject, resolve
 
 logger = logging.getLogger(__name__)
 
 # How long ``close`` waits for the server to finish the stream after the last message.
 _CLOSE_WAIT_S = 10.0
-Response = worker_pb2.ConnectResponse
-Request = worker_pb2.ConnectRequest
-
-
-class _Stream:
-    """One ``Connect`` call: the outbox grpcio reads requests from, and our reader thread."""
-
-    def __init__(self, transport: GrpcTransport, channel: grpc.Channel) -> None:
-        self.transport = transport
-        self.outbox: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
-        self.closed = False  # under the transport's lock
-        self.welcome: asyncio.Future[worker_pb2.Welcome] = transport.loop.create_future()
-        stub = worker_pb2_grpc.WorkerServiceStub(channel)
-        self.call = stub.Connect(self._requests(), metadata=transport.metadata)
-        self.reader = threading.Thread(
-            target=self._read, name=f"emp-grpc-{transport.caps.worker_id}", daemon=True
-        )
-        self.reader.start()
-
-    def _requests(self) -> Iterator[Request]:
-        while (message := self.outbox.get()) is not None:
-            yield message
-
-    def send(self, message: Request) -> None:
-        self.outbox.put(message)
-
-    def finish(self) -> None:
-        """No more requests: the server answers what it has and ends the stream."""
-        self.outbox.put(None)
-
-    def _read(self) -> None:
-        error: grpc.RpcError | None = None
-        try:
-            for response in self.call:
-                self.transport._received(self, response)
-        except grpc.RpcError as exc:
-            error = exc
-        except Exception:  # a bug in dispatch must still end the stream cleanly
-            logger.exception("the gRPC stream's reader failed")
-        finally:
-            self.transport._ended(self, error)
 
 
 class GrpcTransport:
@@ -113,7 +72,7 @@ class GrpcTransport:
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._held = HeldLeases()
         self._signals: dict[int, WakeSignal] = {}
-        self._stream: _Stream | None = None
+        self._stream: Stream | None = None
         self._channel: grpc.Channel | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Lock | None = None
@@ -173,10 +132,10 @@ class GrpcTransport:
             ) from None
         await self._connect()
 
-    async def _connect(self) -> _Stream:
+    async def _connect(self) -> Stream:
         """Open a stream and introduce the worker; the ``Welcome`` says the lease length."""
         assert self._channel is not None
-        stream = _Stream(self, self._channel)
+        stream = Stream(self, self._channel)
         hello = worker_pb2.Hello(
             worker_id=self.caps.worker_id,
             services=list(self.caps.services),
@@ -202,7 +161,7 @@ class GrpcTransport:
             self._stream = stream
         return stream
 
-    async def _live(self) -> _Stream:
+    async def _live(self) -> Stream:
         """The open stream, or a new one when the last has ended."""
         stream = self._stream
         if stream is not None and not stream.closed:
@@ -266,16 +225,16 @@ class GrpcTransport:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
             self.loop.call_soon_threadsafe(callback, *args)
 
-    def _received(self, stream: _Stream, response: Response) -> None:
+    def _received(self, stream: Stream, response: Response) -> None:
         kind = response.WhichOneof("message")
         if kind == "welcome":
-            self._call_soon(_resolve, stream.welcome, response.welcome)
+            self._call_soon(resolve, stream.welcome, response.welcome)
             return
         if response.reply_to:
             with self._lock:
                 future = self._pending.pop(response.reply_to, None)
             if future is not None:
-                self._call_soon(_resolve, future, response)
+                self._call_soon(resolve, future, response)
                 return
         if kind == "done" and response.done.outcome == "renewed":
             self.renewals += 1
@@ -292,20 +251,20 @@ class GrpcTransport:
         if token is not None:
             self._call_soon(self._on_lost, job_id, token, why)
 
-    def _ended(self, stream: _Stream, error: grpc.RpcError | None) -> None:
+    def _ended(self, stream: Stream, error: grpc.RpcError | None) -> None:
         """The stream is over: fail what waits on it and give up the leases it held."""
         with self._lock:
             stream.closed = True
             pending, self._pending = self._pending, {}
         held = self._held.take_all()
-        failure = _failure(error, self.where)
+        problem = failure(error, self.where)
         if not stream.welcome.done():
-            self._call_soon(_reject, stream.welcome, failure)
+            self._call_soon(reject, stream.welcome, problem)
         for future in pending.values():
-            self._call_soon(_reject, future, failure)
+            self._call_soon(reject, future, problem)
         if self._stop.is_set():
             return
-        logger.warning("worker %s: %s", self.caps.worker_id, failure)
+        logger.warning("worker %s: %s", self.caps.worker_id, problem)
         for job_id, token in held.items():
             self._call_soon(self._on_lost, job_id, token, "the stream to the API ended")
         self._call_soon(self.wake_all)  # idle slots claim again, over a new stream
@@ -424,30 +383,3 @@ class GrpcTransport:
         """Nothing to send: the server records the outputs from the result it receives (and
         makes them due at once when it refuses that result), so a worker cannot schedule any
         other blob for deletion."""
-
-
-def _resolve(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def _reject(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
-
-
-def _failure(error: grpc.RpcError | None, where: str) -> Exception:
-    """What a stream's end means for people: refused credentials stop the worker (EmpError),
-    anything else is a lost connection (TransportError: try again)."""
-    if error is None:
-        return TransportError(f"{where} ended the stream")
-    code, details = error.code(), error.details() or ""
-    if code is grpc.StatusCode.UNAUTHENTICATED:
-        return EmpError(f"{where} refused the token in EMP_API_TOKEN: {details}")
-    if code is grpc.StatusCode.PERMISSION_DENIED:
-        return EmpError(f"{where} needs an admin token for a worker: {details}")
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return EmpError(f"{where} refused the worker: {details}")
-    if code is grpc.StatusCode.CANCELLED:
-        return TransportError(f"the stream to {where} was cancelled")
-    return TransportError(f"lost {where} ({code.name}: {details})")
