@@ -14,7 +14,7 @@ Conventions
 - Times are Redis server time in milliseconds (one clock for every worker).
 ]]
 
-local VERSION = '14'
+local VERSION = '15'
 
 -- Score layout: (PRIORITY_MAX - priority) * 2^42 + submit order; see emp_core.jobs.job.pending_score.
 local PRIORITY_MAX = 1000
@@ -122,6 +122,8 @@ local function tally(base, job_id, service, event, created)
 end
 
 -- Append an event to the job's capped stream and publish it on the queue's events channel.
+-- Every channel is published with SPUBLISH: it carries the queue's hash tag, so in a cluster the
+-- message stays on the queue's shard instead of crossing the bus to every node (PUBLISH).
 local function emit(base, job_id, events_key, maxlen, service, event, created)
   -- The service goes into the stream too: a replayed event (a socket that connects after the
   -- job was submitted and claimed) says what it is for, as a published one does.
@@ -137,7 +139,7 @@ local function emit(base, job_id, events_key, maxlen, service, event, created)
   local event_id = redis.call(unpack(args))
   event.job_id = job_id
   event.event_id = event_id
-  redis.call('PUBLISH', base .. ':events', cjson.encode(event))
+  redis.call('SPUBLISH', base .. ':events', cjson.encode(event))
   tally(base, job_id, service, event, created)
   return event_id
 end
@@ -667,7 +669,7 @@ local function live_profiles(base, service, now)
 end
 
 -- One job became pending: wake one idle slot of a profile able to run it, if there is one. A
--- slot is popped from its idle set and told on its worker's control channel; PUBLISH answers how
+-- slot is popped from its idle set and told on its worker's control channel; SPUBLISH answers how
 -- many received it, so a slot whose process died is skipped for the next.
 local function wake_one(base, service, class_id, req_text, profiles)
   for _, pid in ipairs(profiles) do
@@ -677,7 +679,7 @@ local function wake_one(base, service, class_id, req_text, profiles)
         local popped = redis.call('ZPOPMAX', idle)
         if popped[1] == nil then break end
         local worker, slot = string.match(popped[1], '^(.+)#(%d+)$')
-        if worker and redis.call('PUBLISH', base .. ':control:' .. worker,
+        if worker and redis.call('SPUBLISH', base .. ':control:' .. worker,
             '{"type":"wake","slot":' .. slot .. '}') > 0 then
           return true
         end
@@ -1019,7 +1021,7 @@ local function held_elsewhere(base, loras)
       any = true
       if redis.call('HGET', base .. ':worker:' .. w, 'state') == 'idle' then
         -- Wake-ups are targeted (one idle slot per job): make sure the holder looks now.
-        redis.call('PUBLISH', base .. ':control:' .. w, '{"type":"wake"}')
+        redis.call('SPUBLISH', base .. ':control:' .. w, '{"type":"wake"}')
         return true, true
       end
     end
@@ -1916,7 +1918,7 @@ local function emp_cancel(keys, args)
   else
     redis.call('ZREM', keys[3], job_id)
     set_idle(base .. ':worker:' .. f[6], now)
-    redis.call('PUBLISH', base .. ':control:' .. f[6],
+    redis.call('SPUBLISH', base .. ':control:' .. f[6],
       cjson.encode({type = 'cancel', job_id = job_id, reason = reason}))
   end
   redis.call('HSET', keys[1], 'status', 'cancelled', 'finished_at', now, 'token', '',
@@ -2105,7 +2107,7 @@ local function emp_requeue(keys, args)
     redis.call('ZREM', keys[2], job_id)
     if f[2] and f[2] ~= '' then
       set_idle(base .. ':worker:' .. f[2], now)
-      redis.call('PUBLISH', base .. ':control:' .. f[2],
+      redis.call('SPUBLISH', base .. ':control:' .. f[2],
         cjson.encode({type = 'cancel', job_id = job_id, reason = 'requeued by an operator'}))
     end
     redis.call('HINCRBY', keys[1], 'attempts', -1)

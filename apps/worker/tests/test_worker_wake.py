@@ -76,8 +76,8 @@ def _status_is(queue: Queue, job_id: str, status: JobStatus):
 async def test_waker_rings_every_signal_on_a_wake_message(redis, queue: Queue):
     async with Waker(redis, queue.keys, ["simulation"], "w1") as waker:
         a, b = waker.signal(), waker.signal()
-        await redis.publish(queue.keys.wake_channel("other-service"), "x")  # not subscribed
-        await redis.publish(queue.keys.wake_channel("simulation"), "submit")
+        await redis.spublish(queue.keys.wake_channel("other-service"), "x")  # not subscribed
+        await redis.spublish(queue.keys.wake_channel("simulation"), "submit")
         assert await a.wait(5)
         assert await b.wait(5)
         assert waker.wakeups == 1
@@ -103,10 +103,10 @@ async def test_waker_hands_control_messages_to_the_worker(redis, queue: Queue):
         sig = waker.signal()
         sig.clear()
         channel = queue.keys.control_channel("w1")
-        await redis.publish(channel, b"not json")
-        await redis.publish(channel, orjson.dumps([1, 2]))
-        await redis.publish(channel, orjson.dumps({"type": "cancel", "job_id": "j1"}))
-        await redis.publish(queue.keys.control_channel("w2"), orjson.dumps({"type": "cancel"}))
+        await redis.spublish(channel, b"not json")
+        await redis.spublish(channel, orjson.dumps([1, 2]))
+        await redis.spublish(channel, orjson.dumps({"type": "cancel", "job_id": "j1"}))
+        await redis.spublish(queue.keys.control_channel("w2"), orjson.dumps({"type": "cancel"}))
         await eventually(lambda: _non_empty(received), within=5)
         await asyncio.sleep(0.05)  # let the other worker's message arrive, were it subscribed
     assert received == [{"type": "cancel", "job_id": "j1"}]
@@ -131,7 +131,7 @@ async def _non_empty(items: list) -> bool:
 
 
 async def _published_to_someone(redis, queue: Queue) -> bool:
-    return bool(await redis.publish(queue.keys.wake_channel("simulation"), "x"))
+    return bool(await redis.spublish(queue.keys.wake_channel("simulation"), "x"))
 
 
 @pytest.mark.parametrize("seconds", [0.0, 0.01])

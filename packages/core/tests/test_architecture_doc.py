@@ -12,7 +12,7 @@ DOC = (ROOT / "docs" / "architecture.md").read_text()
 LUA = (ROOT / "lua" / "emp.lua").read_text()
 SOURCES = [p for d in ("apps", "packages") for p in (ROOT / d).glob("*/src/**/*.py")]
 # A key built from the key base or a pending set's name, outside the KEYS checks (need_key)
-# and outside PUBLISH (a channel is not a key).
+# and outside SPUBLISH (a channel is not a key).
 _BUILDS = re.compile(r"(\bbase|\bpending|\bk\.pending)\s*\.\.\s*':")
 
 
@@ -29,7 +29,7 @@ def _functions_that_build_keys() -> set[str]:
         return any(
             _BUILDS.search(line)
             for line in body.splitlines()
-            if "need_key(" not in line and "'PUBLISH'" not in line
+            if "need_key(" not in line and "PUBLISH'" not in line
         )
 
     def builds(name: str, seen: frozenset[str] = frozenset()) -> bool:

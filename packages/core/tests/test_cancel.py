@@ -12,6 +12,7 @@ from core_factories import claim_one, make_caps, make_spec, stream_events
 
 from emp_core.errors import Conflict, NotFound, StaleToken
 from emp_core.queue.queue import Queue
+from emp_core.redis.subscription import ShardSubscription
 
 
 async def test_cancel_pending_leaves_every_index(queue: Queue, redis: aioredis.Redis) -> None:
@@ -66,14 +67,9 @@ async def test_cancel_running_tells_the_worker_at_once(queue: Queue, redis: aior
     await queue.progress(claimed, 30, "step 3 of 10")
     assert (await queue.get(job_id)).status == "running"
 
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(queue.keys.control_channel("w1"))
-    try:
-        await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    async with ShardSubscription(redis, [queue.keys.control_channel("w1")]) as subscription:
         assert await queue.cancel(job_id, "stop") == "running"
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
-    finally:
-        await pubsub.aclose()
+        message = await subscription.get(seconds=2)
     assert message is not None
     assert orjson.loads(message["data"]) == {"type": "cancel", "job_id": job_id, "reason": "stop"}
 

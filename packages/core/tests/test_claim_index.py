@@ -17,6 +17,7 @@ from core_factories import claimed_id, make_caps, make_spec
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue.queue import Queue
+from emp_core.redis.subscription import ShardSubscription
 from emp_core.settings import QueueSettings
 
 BATCH = 1000
@@ -166,29 +167,29 @@ async def idle_slots(queue: Queue, caps: list[WorkerCapabilities], slots: int) -
 
 
 async def wakes(
-    redis: aioredis.Redis, queue: Queue, call: Any
+    redis: aioredis.Redis, queue: Queue, call: Any, workers: list[WorkerCapabilities]
 ) -> tuple[Any, list[tuple[str, int]]]:
-    """Run ``call`` and collect the wake messages it sent: (worker, slot)."""
-    pubsub = redis.pubsub()
-    await pubsub.psubscribe(queue.keys.control_channel("*"))
-    await pubsub.get_message(timeout=1)
-    result = await call
-    got = []
-    while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
-        body = orjson.loads(message["data"])
-        if body.get("type") == "wake":
-            worker = message["channel"].decode().rsplit(":", 1)[1]
-            got.append((worker, body["slot"]))
-    await pubsub.aclose()
+    """Run ``call`` and collect the wake messages it sent to ``workers``: (worker, slot). Each
+    worker's control channel is subscribed (sharded channels have no pattern form), so each
+    SPUBLISH reaches a listener, as a live worker's would."""
+    channels = [queue.keys.control_channel(c.worker_id) for c in workers]
+    async with ShardSubscription(redis, channels) as subscription:
+        result = await call
+        got = []
+        while message := await subscription.get(seconds=0.2):
+            body = orjson.loads(message["data"])
+            if body.get("type") == "wake":
+                worker = message["channel"].decode().rsplit(":", 1)[1]
+                got.append((worker, body["slot"]))
     return result, got
 
 
 async def test_a_submit_wakes_one_idle_slot_not_all(queue: Queue, redis: aioredis.Redis) -> None:
     fleet = [make_caps(worker_id=f"w{i}") for i in range(100)]
     await idle_slots(queue, fleet, slots=2)
-    _, woken = await wakes(redis, queue, queue.submit(make_spec()))
+    _, woken = await wakes(redis, queue, queue.submit(make_spec()), fleet)
     assert len(woken) == 1
-    _, woken = await wakes(redis, queue, queue.submit_many([make_spec()] * 5))
+    _, woken = await wakes(redis, queue, queue.submit_many([make_spec()] * 5), fleet)
     assert len(woken) == 5
     assert len(set(woken)) == 5  # five different slots
 
@@ -198,12 +199,12 @@ async def test_the_woken_slot_can_run_the_job(queue: Queue, redis: aioredis.Redi
     big = make_caps(worker_id="big", hardware={"gpu_memory_gb": 80})
     await idle_slots(queue, [*small, big], slots=1)
     _, woken = await wakes(
-        redis, queue, queue.submit(make_spec(requirements={"gpu_memory_gb": 40}))
+        redis, queue, queue.submit(make_spec(requirements={"gpu_memory_gb": 40})), [*small, big]
     )
     assert woken == [("big", 0)]
     # No idle slot can run it now: nobody is woken (and nothing fails).
     _, woken = await wakes(
-        redis, queue, queue.submit(make_spec(requirements={"gpu_memory_gb": 40}))
+        redis, queue, queue.submit(make_spec(requirements={"gpu_memory_gb": 40})), [*small, big]
     )
     assert woken == []
 
@@ -217,7 +218,7 @@ async def test_a_busy_or_stopped_slot_is_not_woken(queue: Queue, redis: aioredis
     assert first is not None
     second = b if first is a else a
     await queue.rest(second, slots=1)  # the other stops
-    _, woken = await wakes(redis, queue, queue.submit(make_spec()))
+    _, woken = await wakes(redis, queue, queue.submit(make_spec()), [a, b])
     assert woken == []
 
 

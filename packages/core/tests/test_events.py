@@ -10,6 +10,7 @@ from emp_core.errors import NotFound
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.jobs.events import EventType, JobEvent, follow, replay
 from emp_core.queue.queue import Queue
+from emp_core.redis.subscription import ShardSubscription
 
 
 def _caps() -> WorkerCapabilities:
@@ -56,12 +57,9 @@ async def test_replay_after_an_id_is_exclusive(queue: Queue) -> None:
 
 
 async def test_published_message_decodes_like_the_stream_entry(queue: Queue) -> None:
-    pubsub = queue.redis.pubsub()
-    await pubsub.subscribe(queue.keys.events_channel())
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
-    job_id = await queue.submit({"service": "simulation"})
-    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
-    await pubsub.aclose()
+    async with ShardSubscription(queue.redis, [queue.keys.events_channel()]) as subscription:
+        job_id = await queue.submit({"service": "simulation"})
+        message = await subscription.get(seconds=2)
     assert message is not None
     published = JobEvent.from_message(message["data"])
     (stored,) = await replay(queue.redis, queue.keys, job_id)

@@ -9,7 +9,6 @@ import asyncio
 import redis.asyncio as aioredis
 from core_factories import (
     claim_one,
-    glob_escape,
     make_caps,
     make_spec,
     queue_keys,
@@ -20,6 +19,7 @@ from core_factories import (
 from emp_core.queue.keys import Keys
 from emp_core.queue.queue import Queue
 from emp_core.queue.stats import minute_of
+from emp_core.redis.subscription import ShardSubscription
 from emp_core.settings import QueueSettings
 
 
@@ -42,9 +42,12 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
 ) -> None:
     q = Queue(redis, with_settings(settings, lease_seconds=0.05))
     k = q.keys
-    pubsub = redis.pubsub()
-    await pubsub.psubscribe(glob_escape(k.base) + ":*")
-    await pubsub.get_message(timeout=1)
+    # Sharded channels have no pattern form: listen on every channel the library may publish on;
+    # a misspelt one would leave its expected message missing below.
+    candidates = [k.events_channel(), k.control_channel("w1"), k.control_channel("w2"),
+                  k.wake_channel("simulation")]  # fmt: skip
+    subscription = ShardSubscription(redis, candidates)
+    await subscription.open()
     await redis.hset(k.worker("w1"), mapping={"state": "idle"})
     w1 = make_caps(worker_id="w1", hardware={"gpu_memory_gb": 16})
     # The minute counters (Keys.minute_stats) are checked apart: which minutes a run touches
@@ -109,9 +112,9 @@ async def test_lua_keys_and_channels_are_the_ones_keys_py_names(
     assert minutes_seen <= {k.minute_stats(m) for m in range(first_minute, last_minute + 1)}
 
     channels: set[str] = set()
-    while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2):
+    while message := await subscription.get(seconds=0.2):
         channels.add(message["channel"].decode())
-    await pubsub.aclose()
+    await subscription.aclose()
     assert channels == {k.events_channel(), k.control_channel("w2")}
 
 

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from core_factories import claim_one, make_caps, make_spec, stream_events, with_settings
 
 from emp_core.queue.queue import Queue
+from emp_core.redis.subscription import ShardSubscription
 from emp_core.settings import QueueSettings
 
 
@@ -51,17 +52,12 @@ async def test_every_transition_is_streamed_and_published(
     queue: Queue, redis: aioredis.Redis, settings: QueueSettings
 ) -> None:
     short = Queue(redis, with_settings(settings, lease_seconds=0.05))
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(queue.keys.events_channel())
-    await pubsub.get_message(timeout=1)
-    try:
+    async with ShardSubscription(redis, [queue.keys.events_channel()]) as subscription:
         expected = await run_every_transition(queue, short)
         published: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        while message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5):
+        while message := await subscription.get(seconds=0.5):
             event = orjson.loads(message["data"])
             published[event["job_id"]].append(event)
-    finally:
-        await pubsub.aclose()
 
     assert set(published) == set(expected)
     for job_id, types in expected.items():

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from emp_core.queue.queue import Queue
 from emp_core.queue.reaper import Reaper
 from emp_core.redis.client import connect
+from emp_core.redis.subscription import ShardSubscription
 from emp_core.registry.control import CommandReply, reply
 from emp_core.registry.machines import (
     CommandType,
@@ -200,10 +201,10 @@ class Machine:
         keys = self.settings.keys
         while True:
             try:
-                async with redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.machine_commands(self.id))
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
+                channels = [keys.machine_commands(self.id)]
+                async with ShardSubscription(redis, channels) as subscription:
+                    async for message in subscription.listen():
+                        if message.get("type") != "smessage":
                             continue
                         try:
                             command = MachineCommand.model_validate_json(message["data"])

@@ -69,7 +69,8 @@ async def publish(redis: Redis, keys: Keys, revocation: Revocation) -> bool:
     """Tell every web process; False (logged) when Redis cannot be reached, in which case the
     API's caches still forget within their lifetime (``EMP_API_AUTH_CACHE_SECONDS``)."""
     try:
-        await redis.publish(keys.revocations_channel(), revocation.encode())
+        # Sharded, like every channel of a queue: the event hub listens with SSUBSCRIBE.
+        await redis.spublish(keys.revocations_channel(), revocation.encode())
     except (RedisError, OSError) as exc:
         logger.warning("could not publish a revocation (%s); caches expire on their own", exc)
         return False

@@ -15,6 +15,11 @@ If the subscription's connection drops, Redis forgets what it published meanwhil
 the hub puts a ``gap`` marker in every backlog, so job sockets re-read their job's stream from the
 last event they sent (nothing lost) and admin sockets are told events may be missing.
 
+The subscription is sharded (``SSUBSCRIBE``, ``emp_core.redis.subscription``): the Lua's
+``SPUBLISH`` keeps each queue's events on its shard. With several queues on a cluster the one
+subscription holds a connection to each queue's node; a failover moves the channel to the new
+primary, and that confirmation counts as a reconnect (a gap).
+
 The same connection listens to the revocations channel (``emp_sql.revocations``): a socket whose
 principal a revocation ends is closed with 1008 at once, and the process's listeners (the API's
 token cache) drop what they hold. After a reconnect the listeners are told to drop everything,
@@ -33,11 +38,11 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from emp_core.jobs.events import EventType, JobEvent
 from emp_core.redis import text
+from emp_core.redis.subscription import Message, ShardSubscription
 from emp_sql.auth import Principal
 from emp_sql.revocations import Revocation
 
@@ -261,44 +266,44 @@ class EventHub:
     async def _run(self) -> None:
         delay = 0.1
         while True:
-            pubsub = self.redis.pubsub()
+            channels = self.channels + ([self.revocations] if self.revocations else [])
+            subscription = ShardSubscription(self.redis, channels)
             try:
-                await self._subscribe(pubsub)
+                await self._subscribe(subscription)
                 delay = 0.1
-                async for message in pubsub.listen():
-                    if message["type"] != "message":
+                resubscribed = False
+                async for message in subscription.listen():
+                    if message["type"] == "ssubscribe":
+                        # redis-py subscribed again (a reconnect, or the channel's new owner
+                        # after a failover): one gap per burst of confirmations.
+                        if not resubscribed:
+                            self._reconnected(None)
+                        resubscribed = True
                         continue
-                    if self.revocations is not None and text(message["channel"]) == (
-                        self.revocations
-                    ):
-                        self._revocation(message["data"])
-                    else:
-                        self.dispatch(message["data"])
+                    resubscribed = False
+                    self._handle(message)
             except (RedisError, OSError) as exc:
                 logger.warning("event hub lost its Redis subscription (%s); reconnecting", exc)
             finally:
-                connection: Any = pubsub.connection
-                if connection is not None:
-                    connection.deregister_connect_callback(self._reconnected)
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await subscription.aclose()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _subscribe(self, pubsub: PubSub) -> None:
-        channels = self.channels + ([self.revocations] if self.revocations else [])
-        await pubsub.subscribe(*channels)
-        confirmed = 0
-        while confirmed < len(channels):  # from here on every published message reaches us
-            message = await pubsub.get_message(timeout=5.0)
-            if message is not None and message["type"] == "subscribe":
-                confirmed += 1
-        connection: Any = pubsub.connection
-        # redis-py reconnects and resubscribes by itself inside listen(); hear about it too.
-        connection.register_connect_callback(self._reconnected)
+    def _handle(self, message: Message) -> None:
+        if message["type"] != "smessage":
+            return
+        if self.revocations is not None and text(message["channel"]) == self.revocations:
+            self._revocation(message["data"])
+        else:
+            self.dispatch(message["data"])
+
+    async def _subscribe(self, subscription: ShardSubscription) -> None:
+        early = await subscription.open()  # from here on every published event reaches us
         if self._connected_before:
             self._reconnected(None)
         self._connected_before = True
+        for message in early:
+            self._handle(message)
         self._ready.set()
 
     def _reconnected(self, _connection: Any) -> None:

@@ -17,6 +17,7 @@ from emp.v1 import machine_pb2, machine_pb2_grpc
 from emp_api.rpc.errors import guarded, guarded_stream
 from emp_api.state import Services
 from emp_core.errors import InvalidInput, invalid_from_validation
+from emp_core.redis.subscription import ShardSubscription
 from emp_core.registry.machines import (
     CommandType,
     MachineCommand,
@@ -135,11 +136,11 @@ class MachineService(machine_pb2_grpc.MachineServiceServicer):  # type: ignore[m
     ) -> AsyncIterator[MachineCommand]:
         await self._admin(context)
         channel = self.services.queue.keys.machine_commands(_machine_id(request.machine_id))
-        pubsub = self.services.redis.pubsub()
+        subscription = ShardSubscription(self.services.redis, [channel])
         try:
-            await pubsub.subscribe(channel)
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
+            await subscription.open()
+            async for message in subscription.listen():
+                if message.get("type") == "smessage":
                     yield MachineCommand.model_validate_json(message["data"])
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await subscription.aclose()

@@ -44,6 +44,7 @@ from emp_core.loras.advert import advertise_loras, withdraw_loras
 from emp_core.loras.cache import ADVERTISE_LIMIT
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult
+from emp_core.redis.subscription import ShardSubscription
 from emp_rpc.assignments import assignment_to_proto
 from emp_rpc.metadata import token_from
 
@@ -136,13 +137,14 @@ class _Session:
     async def listen(self) -> None:
         """Forward cancels of this worker's jobs (the Lua publishes them on its control channel)
         as ``CancelAssignment``; subscribed before the first claim, so none is missed."""
-        pubsub = self.services.redis.pubsub()
-        await pubsub.subscribe(self.services.queue.keys.control_channel(self.caps.worker_id))
+        channels = [self.services.queue.keys.control_channel(self.caps.worker_id)]
+        subscription = ShardSubscription(self.services.redis, channels)
+        await subscription.open()
 
         async def forward() -> None:
             try:
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
+                async for message in subscription.listen():
+                    if message.get("type") != "smessage":
                         continue
                     body = orjson.loads(message["data"])
                     job_id = str(body.get("job_id", ""))
@@ -155,7 +157,7 @@ class _Session:
                         wake = worker_pb2.Wake(slot=slot if isinstance(slot, int) else -1)
                         self.out.put_nowait(worker_pb2.ConnectResponse(wake=wake))
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await subscription.aclose()
 
         self._control = asyncio.create_task(forward())
 

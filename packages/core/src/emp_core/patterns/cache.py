@@ -9,7 +9,6 @@ import contextlib
 import logging
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from emp_core.patterns import counts
@@ -18,6 +17,7 @@ from emp_core.patterns.portable import STARTER_VERSION, starter_snapshot
 from emp_core.patterns.rules import Classification
 from emp_core.patterns.store import read_snapshot
 from emp_core.queue.keys import Keys
+from emp_core.redis.subscription import ShardSubscription
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +82,15 @@ class PatternCache:
         return True
 
     async def start(self) -> None:
-        pubsub = None
+        subscription = None
         if self.subscribe:
             # Subscribed before the first read, so a version saved in between is not missed.
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            await pubsub.subscribe(self.keys.patterns_channel())
+            subscription = ShardSubscription(self.redis, [self.keys.patterns_channel()])
+            await subscription.open()
         await self.refresh()
-        if pubsub is not None:
-            self._tasks.append(asyncio.create_task(self._listen(pubsub), name="patterns-listen"))
+        if subscription is not None:
+            listen = self._listen(subscription)
+            self._tasks.append(asyncio.create_task(listen, name="patterns-listen"))
         self._tasks.append(asyncio.create_task(self._poll(), name="patterns-poll"))
 
     async def stop(self) -> None:
@@ -100,19 +101,22 @@ class PatternCache:
                 await task
         self._tasks.clear()
 
-    async def _listen(self, pubsub: PubSub) -> None:
+    async def _listen(self, subscription: ShardSubscription) -> None:
         try:
             while True:
                 try:
-                    message = await pubsub.get_message(timeout=self.refresh_s)
-                    if message is not None and int(message["data"]) > self.version:
+                    message = await subscription.get(self.refresh_s)
+                    if message is None:
+                        continue
+                    if message["type"] == "ssubscribe":
+                        await self.refresh()  # subscribed again: an announcement may be lost
+                    elif int(message["data"]) > self.version:
                         await self.refresh()
                 except (RedisError, OSError) as exc:
                     logger.warning("error-pattern announcements interrupted: %s", exc)
                     await asyncio.sleep(1.0)
         finally:
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await subscription.aclose()
 
     async def _poll(self) -> None:
         while True:

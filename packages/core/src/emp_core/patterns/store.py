@@ -52,10 +52,10 @@ async def publish_snapshot(redis: Redis, keys: Keys, snapshot: Snapshot) -> bool
                 break
             except WatchError:
                 continue
-    # Announced after the write, not inside the transaction: Redis Cluster refuses PUBLISH in a
-    # MULTI (a channel has no slot). A worker that hears it reads the snapshot just written; one
-    # that misses it re-reads within five minutes.
-    await redis.publish(keys.patterns_channel(), str(snapshot.version))
+    # Announced after the write, so a worker that hears it reads the snapshot just written; one
+    # that misses it re-reads within five minutes. SPUBLISH: the channel carries the queue's hash
+    # tag, so on a cluster it stays on the queue's shard (emp_core.redis.subscription).
+    await redis.spublish(keys.patterns_channel(), str(snapshot.version))
     logger.info(
         "error patterns snapshot v%d published with %d rules", snapshot.version,
         len(snapshot.rules),

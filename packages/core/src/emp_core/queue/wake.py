@@ -19,23 +19,27 @@ No wake-up is lost when a slot follows this order::
 and the ``Waker`` was started (subscribed, with Redis's confirmation read) before the first claim.
 The timeout (the claim's ``retry_in`` hint, or a few seconds) only covers a connection that dropped
 and missed messages while reconnecting.
+
+Every channel is sharded (``SSUBSCRIBE``, ``emp_core.redis.subscription``): the Lua's ``SPUBLISH``
+stays on the queue's shard. Whenever Redis confirms a subscription again (a reconnect, or on a
+cluster the channel's new owner after a failover) every slot tries a claim, since wake-ups sent
+meanwhile are gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from emp_core.queue.keys import Keys
 from emp_core.redis import text
+from emp_core.redis.subscription import Message, ShardSubscription
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ class Waker:
         self.wakeups = 0  # wake messages received, for tests and logs
         self._signals: set[WakeSignal] = set()
         self._by_slot: dict[int, WakeSignal] = {}
-        self._pubsub: PubSub | None = None
+        self._subscription: ShardSubscription | None = None
         self._listener: asyncio.Task[None] | None = None
 
     @property
@@ -129,22 +133,11 @@ class Waker:
         returns, every later publish reaches this process."""
         if self._listener is not None:
             return
-        pubsub = self.redis.pubsub()
-        self._pubsub = pubsub
-        await pubsub.subscribe(*self.channels)
-        pending = set(self.channels)
-        async with asyncio.timeout(confirm_within):
-            while pending:
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=False, timeout=confirm_within
-                )
-                if message is None:
-                    continue
-                if message["type"] == "subscribe":
-                    pending.discard(text(message["channel"]))
-                else:
-                    self._dispatch(message)
-        self._listener = asyncio.create_task(self._listen(pubsub), name="emp-waker")
+        subscription = ShardSubscription(self.redis, self.channels)
+        self._subscription = subscription
+        for message in await subscription.open(confirm_within):
+            self._dispatch(message)
+        self._listener = asyncio.create_task(self._listen(subscription), name="emp-waker")
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -158,10 +151,9 @@ class Waker:
                     break
             else:
                 logger.error("the wake-up listener did not stop; leaving it")
-        if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            self._pubsub = None
+        if self._subscription is not None:
+            await self._subscription.aclose()
+            self._subscription = None
 
     async def __aenter__(self) -> Waker:
         await self.start()
@@ -170,25 +162,26 @@ class Waker:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _listen(self, pubsub: PubSub) -> None:
+    async def _listen(self, subscription: ShardSubscription) -> None:
         while True:
             try:
-                async for message in pubsub.listen():
+                async for message in subscription.listen():
                     self._dispatch(message)
             except (RedisError, OSError) as exc:
-                # redis-py reconnects and subscribes again on the next read; messages published
-                # meanwhile are gone, so every slot tries a claim once the connection is back.
+                # redis-py reconnects and subscribes again on the next read (on a cluster, on the
+                # slot's new owner once the slot map shows it); messages published meanwhile are
+                # gone, so every slot tries a claim now and again on the confirmation.
                 logger.warning("wake-up subscription lost (%s); listening again", exc)
                 await asyncio.sleep(_RECONNECT_DELAY)
                 self.wake_all()
 
-    def _dispatch(self, message: dict[str, Any]) -> None:
+    def _dispatch(self, message: Message) -> None:
         kind = message.get("type")
-        if kind == "subscribe":
-            # A resubscription after a reconnect: wake-ups may have been missed meanwhile.
+        if kind == "ssubscribe":
+            # A resubscription after a reconnect or a move: wake-ups may have been missed.
             self.wake_all()
             return
-        if kind != "message":
+        if kind != "smessage":
             return
         channel = text(message["channel"])
         if channel in self.control_channels:

@@ -9,10 +9,11 @@ transaction (MULTI/WATCH) never crosses slots. What cannot follow a key is here:
   "function not found" (one that joined, or a replica promoted from an empty node).
 - Calls with no key (``emp_version``) go to a node of our choice.
 
-Pub/sub stays classic ``PUBLISH``/``SUBSCRIBE``: in a cluster a message published on any node is
-forwarded to every node over the cluster bus, so a subscriber connected anywhere hears it. That
-costs one bus message per node per publish; sharded pub/sub (``SPUBLISH``) would keep it on the
-queue's shard, but redis-py 8.1's asyncio cluster client has no sharded subscriber yet.
+Pub/sub is sharded (``SPUBLISH``/``SSUBSCRIBE``), so it needs nothing here: every channel carries
+its queue's hash tag and lives on the queue's shard, where classic ``PUBLISH`` would be copied over
+the cluster bus to every node. ``emp_core.redis.subscription`` listens on both shapes, and after a
+failover refreshes the slot map so redis-py's ``ClusterPubSub`` moves its channels to the new
+primary.
 """
 
 from __future__ import annotations

@@ -215,5 +215,6 @@ class MachineCommand(BaseModel):
 
 
 async def send_command(redis: Redis, keys: Keys, machine_id: str, command: MachineCommand) -> int:
-    """Publish ``command`` to the machine; returns how many listeners heard it (0: none now)."""
-    return int(await redis.publish(keys.machine_commands(machine_id), command.model_dump_json()))
+    """Publish ``command`` to the machine; returns how many listeners heard it (0: none now).
+    Sharded (SPUBLISH): the channel is in the queue's slot, and listeners SSUBSCRIBE."""
+    return int(await redis.spublish(keys.machine_commands(machine_id), command.model_dump_json()))
