@@ -110,6 +110,12 @@ async def test_a_primary_killed_under_load_loses_at_most_unreplicated_submits(
                 if all(s in {"completed", "lost"} for s in statuses):
                     break
             await asyncio.sleep(0.5)
+        # Every worker's wake-ups reach it on the promoted primary: its Waker moved its sharded
+        # subscription there (a failed read refreshes the slot map; redis-py moves the channel).
+        channels = {queue.keys.control_channel(f"fo-{i}") for i in range(WORKERS)}
+        async with asyncio.timeout(20):
+            while not channels <= await _shard_channels(redis, queue):  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
     finally:
         for proc in procs:
             proc.kill()
@@ -142,6 +148,16 @@ async def test_a_primary_killed_under_load_loses_at_most_unreplicated_submits(
             f"{recovered_at - killed_at:.2f} s after the SIGKILL (node timeout 1 s); "
             f"refusals by kind {errors}"
         )
+
+
+async def _shard_channels(redis, queue: Queue) -> set[str]:
+    """The shard channels with a subscriber on the primary that now owns the queue's slot."""
+    try:
+        node = redis.get_node_from_key(queue.keys.pending_count())
+        names = await redis.execute_command("PUBSUB", "SHARDCHANNELS", target_nodes=node)
+    except (RedisError, RedisClusterException):
+        return set()
+    return {text(name) for name in names}
 
 
 async def _statuses(redis, queue: Queue, ids: list[str]) -> list[str]:
