@@ -67,6 +67,28 @@ async def test_a_queues_channels_are_sharded_on_its_node(redis_cluster_url: str,
         await client.aclose()
 
 
+async def test_a_waker_listens_again_after_its_cluster_connection_is_killed(
+    redis_cluster_url: str,
+):
+    client = connect(redis_cluster_url)
+    keys = Keys("emp", "killed")
+    channel = keys.control_channel("w1")
+    try:
+        async with Waker(client, keys, ["simulation"], "w1") as waker:
+            sig = waker.signal(slot=0)
+            owner = client.get_node_from_key(channel)  # type: ignore[attr-defined]
+            assert _node(owner.port).client_kill_filter(_type="pubsub") >= 1
+            assert await sig.wait(10)  # lost and subscribed again: every slot looks
+            sig.clear()
+            wake = orjson.dumps({"type": "wake", "slot": 0})
+            async with asyncio.timeout(10):
+                while not await _published(client, channel, wake):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            assert await sig.wait(5)
+    finally:
+        await client.aclose()
+
+
 @pytest.fixture
 def cluster_with_replicas(tmp_path: Path):
     with LocalCluster(tmp_path / "cluster", primaries=3, replicas=1) as cluster:
