@@ -6,7 +6,6 @@ are written to its set in Redis, steer its claim and are withdrawn when the stre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,11 +14,11 @@ import grpc
 import orjson
 import pytest
 from api_helpers import Api, running_api
+from grpc_helpers import Stream, ended, hello
 
-from emp.v1 import worker_pb2, worker_pb2_grpc
+from emp.v1 import worker_pb2
 from emp_core.jobs.job import JobStatus
 from emp_core.settings import QueueSettings
-from emp_rpc.metadata import bearer
 from emp_web.testing import Account, claim
 
 
@@ -28,36 +27,6 @@ async def api(settings: QueueSettings, database_url: str) -> AsyncIterator[Api]:
     short = settings.model_copy(update={"lease_seconds": 1.0})
     async with running_api(short, database_url, grpc_port=0, run_reaper=False) as running:
         yield running
-
-
-@pytest.fixture
-async def stub(api: Api) -> AsyncIterator[Any]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{api.app.state.grpc_port}") as channel:
-        yield worker_pb2_grpc.WorkerServiceStub(channel)
-
-
-class Stream:
-    """One worker's stream: send messages, read answers."""
-
-    def __init__(self, stub: Any, token: str) -> None:
-        self.outbox: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
-        self.call = stub.Connect(self._requests(), metadata=bearer(token))
-
-    async def _requests(self) -> AsyncIterator[worker_pb2.ConnectRequest]:
-        while (message := await self.outbox.get()) is not None:
-            yield message
-
-    def send(self, **kind: Any) -> None:
-        self.outbox.put_nowait(worker_pb2.ConnectRequest(**kind))
-
-    async def read(self) -> worker_pb2.ConnectResponse:
-        answer = await asyncio.wait_for(self.call.read(), 10)
-        assert answer is not grpc.aio.EOF
-        return answer
-
-
-def hello(worker_id: str = "grpc-w1") -> worker_pb2.Hello:
-    return worker_pb2.Hello(worker_id=worker_id, services=["simulation"])
 
 
 async def claimed_by(
@@ -220,10 +189,7 @@ async def test_a_grpc_workers_loras_are_written_steer_its_claim_and_are_withdraw
     assert (await worker.read()).done.outcome == "advertised"
     assert {m.decode() for m in await redis.smembers(key)} == {_sha("other")}
     assert not await redis.sismember(queue.keys.lora_holders(_sha("style")), "grpc-loras")
-    worker.outbox.put_nowait(None)  # the worker leaves: the server withdraws what it held
-    with contextlib.suppress(grpc.aio.AioRpcError):
-        while await asyncio.wait_for(worker.call.read(), 10) is not grpc.aio.EOF:
-            pass
+    await ended(worker)  # the worker leaves: the server withdraws what it held
     for _ in range(200):
         if not await redis.exists(key):
             break

@@ -5,8 +5,11 @@ queue it came from."""
 from __future__ import annotations
 
 import asyncio
+import uuid
+from pathlib import Path
 
 import pytest
+from grpc_api import grpc_api
 from worker_helpers import eventually, make_worker_settings
 
 from emp_core.errors import InvalidInput
@@ -14,6 +17,7 @@ from emp_core.jobs.job import JobStatus
 from emp_core.queue.queue import Queue
 from emp_core.settings import QueueSettings
 from emp_worker.config import WorkerSettings
+from emp_worker.connectors import SimulationConnector
 from emp_worker.main import _queues
 from emp_worker.worker import Worker
 
@@ -90,18 +94,18 @@ async def test_an_idle_worker_is_woken_by_either_queue_and_registered_in_both(
 
 
 def test_queue_flags_and_the_grpc_transport() -> None:
-    assert _queues(["gpu"]) == {"queue": "gpu"}
+    assert _queues(["gpu"]) == {"queue": "gpu", "queues": ["gpu"]}
     assert _queues(["gpu", "cpu,gpu"]) == {"queues": ["gpu", "cpu", "gpu"]}
     s = WorkerSettings(queues="gpu, cpu,gpu")  # type: ignore[arg-type]
     assert s.queue_names_served == ["gpu", "cpu"]
+    assert WorkerSettings(**_queues(["gpu"])).queue_names_served == ["gpu"]
     assert WorkerSettings().queue_names_served == ["default"]
-    with pytest.raises(InvalidInput, match="grpc serves the API's queue"):
-        WorkerSettings(
-            transport="grpc",
-            api_address="h:1",
-            api_token="t",
-            queues=["a", "b"],  # type: ignore[arg-type]
-        )
+    grpc = {"transport": "grpc", "api_address": "h:1", "api_token": "t"}
+    # Over gRPC the API picks the queues (by route): even one --queue is refused, not ignored.
+    for given in (["a", "b"], ["a"]):
+        with pytest.raises(InvalidInput, match="--transport grpc takes no --queue"):
+            WorkerSettings(**grpc, **_queues(given))  # type: ignore[arg-type]
+    assert WorkerSettings(**grpc, queue="gpu").transport == "grpc"  # EMP_QUEUE alone is fine
 
 
 async def _claims_at_least(worker: Worker, n: int) -> bool:
@@ -110,3 +114,32 @@ async def _claims_at_least(worker: Worker, n: int) -> bool:
 
 async def _completed(queue: Queue, job_id: str) -> bool:
     return (await queue.get(job_id)).status is JobStatus.COMPLETED
+
+
+async def test_a_grpc_burst_worker_is_served_by_the_queues_its_services_are_routed_to(
+    redis, redis_url: str, tmp_path: Path
+) -> None:
+    """Over gRPC the worker names no queue: the API routes (EMP_QUEUE_ROUTES) say which queues
+    serve its services, and each job's reports (lease, progress, outcome) go to its own."""
+    tag = uuid.uuid4().hex[:10]
+    routes = {f"sa{tag}": f"qa{tag}", f"sb{tag}": f"qb{tag}"}
+    env = {"EMP_QUEUE_ROUTES": ",".join(f"{s}={q}" for s, q in routes.items())}
+    with grpc_api(redis_url, tmp_path, **env) as api:
+        home = QueueSettings(redis_url=redis_url, queue=api.queue)
+        queues = {s: Queue(redis, home.model_copy(update={"queue": q})) for s, q in routes.items()}
+        submitted = {
+            s: await q.submit_many([{"service": s} for _ in range(3)]) for s, q in queues.items()
+        }
+        settings = make_worker_settings(
+            home, services=list(routes), transport="grpc", api_address=api.address,
+            api_token=api.token, redis_url="redis://127.0.0.1:1/0",
+        )  # fmt: skip
+        connectors = {s: SimulationConnector(steps=2, step_time=0) for s in routes}
+        stats = await Worker(settings, connectors=connectors).run()
+    assert stats.completed == 6
+    for service, queue in queues.items():
+        for job_id in submitted[service]:
+            job = await queue.get(job_id)
+            assert (job.status, job.attempts) == (JobStatus.COMPLETED, 1)
+        assert await queue.depth() == {}
+        assert await redis.zscore(queue.keys.workers(), settings.worker_id) is None

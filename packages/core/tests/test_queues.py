@@ -222,3 +222,20 @@ async def test_the_last_hour_sums_the_queues(queues: Queues) -> None:
     assert sum(both.series("submitted", "render")) == 1
     assert len(both.minutes) == 60
     assert merged(each[:1]) is each[0]
+
+
+def test_serving_is_the_queues_a_workers_services_are_routed_to(
+    redis: aioredis.Redis, settings: QueueSettings
+) -> None:
+    """What the API serves a gRPC worker from: its services' queues, the default first, over
+    the same ``Queue`` objects with a claim rotation of its own; an unrouted service goes to the
+    default."""
+    routes = {"simulation": f"{settings.queue}-sim", "sdxl": f"{settings.queue}-gpu"}
+    qs = Queues(redis, with_settings(settings, queue_routes=routes))
+    both = qs.serving(["sdxl", "simulation"])
+    assert both.names == [f"{settings.queue}-sim", f"{settings.queue}-gpu"]
+    assert both.named(f"{settings.queue}-gpu") is qs.named(f"{settings.queue}-gpu")
+    assert both is not qs.serving(["sdxl", "simulation"])  # one rotation per worker
+    assert qs.serving(["upscale", "simulation"]).names == [settings.queue, f"{settings.queue}-sim"]
+    home = qs.serving(["upscale"])
+    assert (home.names, home.default) == ([settings.queue], qs.default)

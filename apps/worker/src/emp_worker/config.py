@@ -125,7 +125,8 @@ class WorkerSettings(QueueSettings):
 
     # --- how the worker reaches the queue ---------------------------------------------------------
     # The queues this worker serves (EMP_QUEUES=a,b; --queue a --queue b), claimed from in turn;
-    # empty: EMP_QUEUE alone. The redis transport only (a gRPC worker serves the API's queue).
+    # empty: EMP_QUEUE alone. The redis transport only: the API serves a gRPC worker from the
+    # queues its services are routed to.
     queues: Annotated[list[Annotated[str, Field(pattern=QUEUE_NAME)]], NoDecode] = Field(
         default_factory=list, max_length=64
     )
@@ -209,10 +210,14 @@ class WorkerSettings(QueueSettings):
         return self
 
     @model_validator(mode="after")
-    def _grpc_serves_one_queue(self) -> WorkerSettings:
-        if self.transport == "grpc" and len(self.queue_names_served) > 1:
+    def _grpc_names_no_queue(self) -> WorkerSettings:
+        # The API serves a gRPC worker from the queues its services are routed to (its own
+        # EMP_QUEUE_ROUTES): a queue named here would be ignored, so it is refused instead.
+        if self.transport == "grpc" and self.queues:
             raise InvalidInput(
-                "--transport grpc serves the API's queue: name no more than one --queue",
+                "--transport grpc takes no --queue (EMP_QUEUES): the API serves a gRPC worker "
+                "from the queues its services are routed to (the API's EMP_QUEUE_ROUTES); "
+                "--queue is for --transport redis",
                 field="queues",
             )
         return self

@@ -100,9 +100,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _queues(given: list[str]) -> dict[str, Any]:
     """One ``--queue`` names the worker's queue, as before; several (``--queue a --queue b``)
-    are all served, and EMP_QUEUE stays the home of the error patterns and outputs."""
+    are all served, and EMP_QUEUE stays the home of the error patterns and outputs. Either way
+    the flag is recorded in ``queues`` too, so that ``--transport grpc`` can refuse it."""
     names = [p.strip() for q in given for p in q.split(",") if p.strip()]
-    return {"queue": names[0]} if len(names) == 1 else {"queues": names}
+    return {"queue": names[0], "queues": names} if len(names) == 1 else {"queues": names}
 
 
 def run(argv: list[str] | None = None) -> None:

@@ -17,6 +17,14 @@ The worker's ``Loras`` (the hashes its LoRA cache holds) are written to its set 
 (``Keys.worker_loras``, what the claim's affinity reads) exactly as a Redis worker writes its own,
 kept alive while the stream lasts and withdrawn when it ends.
 
+Several queues (``EMP_QUEUE_ROUTES``, issue 13): the worker names no queue; the server serves it
+from the queues its services are routed to (``Queues.serving``), claiming from them in turn as a
+Redis worker over ``--queue a --queue b`` does (one call per queue at most, the starting queue
+rotating per stream). Each report goes to its job's queue (``Queues.of``); the worker is
+registered, advertises its LoRAs, rests and hears its control channel in each of them. The error
+patterns and the outputs' index stay with the API's home queue. A worker whose services all go to
+one queue costs exactly the calls it did before routes existed.
+
 Workers are operators' processes: the stream needs an admin token.
 """
 
@@ -25,26 +33,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from emp.v1 import worker_pb2, worker_pb2_grpc
 from emp_api.rpc.errors import abort
+from emp_api.rpc.hello import capabilities, lora_hashes
 from emp_api.state import Services
 from emp_core.blobs.retention import keep_until, output_paths
-from emp_core.errors import EmpError, InvalidInput, StaleToken, invalid_from_validation
+from emp_core.errors import EmpError, InvalidInput, StaleToken
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.loras.advert import advertise_loras, withdraw_loras
-from emp_core.loras.cache import ADVERTISE_LIMIT
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_core.redis.subscription import ShardSubscription
+from emp_core.registry.workers import WorkerRegistry
 from emp_rpc.assignments import assignment_to_proto
 from emp_rpc.metadata import token_from
 
@@ -56,43 +63,6 @@ _MAX_SLOTS = 64
 # so is its LoRA advertisement, which therefore outlives a dead API process by 15 s at most.
 _REGISTRY_REFRESH_S = 5.0
 _LORAS_TTL_MS = int(3 * _REGISTRY_REFRESH_S * 1000)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def lora_hashes(message: worker_pb2.Loras) -> list[str]:
-    """The hashes of a ``Loras`` message, checked (at most ``ADVERTISE_LIMIT``, each a
-    lowercase hex SHA-256), duplicates dropped, order kept (most recently used first)."""
-    hashes = list(message.sha256)
-    if len(hashes) > ADVERTISE_LIMIT:
-        raise InvalidInput(
-            f"loras holds {len(hashes)} hashes; a worker advertises at most {ADVERTISE_LIMIT}",
-            field="loras.sha256",
-        )
-    for index, sha in enumerate(hashes):
-        if not _SHA256.fullmatch(sha):
-            raise InvalidInput(
-                f"loras.sha256[{index}] must be a SHA-256 as 64 lowercase hex characters, "
-                f"got {sha[:80]!r}",
-                field="loras.sha256",
-            )
-    return list(dict.fromkeys(hashes))
-
-
-def _capabilities(hello: worker_pb2.Hello) -> WorkerCapabilities:
-    try:
-        extra = orjson.loads(hello.capabilities_json) if hello.capabilities_json else {}
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"capabilities_json is not JSON: {exc}", field="capabilities_json"
-        ) from None
-    if not isinstance(extra, dict):
-        raise InvalidInput("capabilities_json must be a JSON object", field="capabilities_json")
-    try:
-        return WorkerCapabilities.model_validate(
-            {**extra, "worker_id": hello.worker_id, "services": list(hello.services)}
-        )
-    except ValidationError as exc:
-        raise invalid_from_validation(exc, root="hello") from None
 
 
 class _Session:
@@ -104,6 +74,13 @@ class _Session:
         self.services = services
         self.caps = caps
         self.patterns = patterns
+        # The queues this worker's services are routed to: claims rotate over them, a job's
+        # reports go to its own (``of``). A registry per queue; the web's listing dedups them.
+        self.queues = services.queues.serving(caps.services)
+        self.registries = [
+            WorkerRegistry(services.redis, q.keys, ttl_s=3 * _REGISTRY_REFRESH_S)
+            for q in self.queues
+        ]
         self.held: dict[str, ClaimedJob] = {}
         self.out: asyncio.Queue[worker_pb2.ConnectResponse | None] = asyncio.Queue()
         self.slots = 0  # 1 + the highest slot that claimed: what leaves the idle sets at the end
@@ -115,14 +92,16 @@ class _Session:
         """List the worker in the registry while its stream lasts, as a Redis worker lists
         itself (the studio's workers, a pending job's explanation); the hostname and pid are
         this API process's, which holds the stream."""
-        registry, slots = self.services.workers, max(1, min(slots, _MAX_SLOTS))
-        await registry.register(self.caps, slots=slots)
+        slots = max(1, min(slots, _MAX_SLOTS))
+        for registry in self.registries:
+            await registry.register(self.caps, slots=slots)
 
         async def refresh() -> None:
             while True:
                 await asyncio.sleep(_REGISTRY_REFRESH_S)
                 try:
-                    await registry.refresh(self.caps, slots=slots)
+                    for registry in self.registries:
+                        await registry.refresh(self.caps, slots=slots)
                     if self.loras:
                         # Written whole, not only its TTL renewed: a previous stream of this
                         # worker that ended late may have withdrawn it meanwhile.
@@ -135,9 +114,11 @@ class _Session:
         self._registration = asyncio.create_task(refresh())
 
     async def listen(self) -> None:
-        """Forward cancels of this worker's jobs (the Lua publishes them on its control channel)
-        as ``CancelAssignment``; subscribed before the first claim, so none is missed."""
-        channels = [self.services.queue.keys.control_channel(self.caps.worker_id)]
+        """Forward cancels of this worker's jobs (the Lua publishes them on its control channel
+        in the job's queue) as ``CancelAssignment``, and wake-ups as ``Wake``; subscribed to the
+        channel of every queue served (on a cluster, each on its queue's shard) before the first
+        claim, so none is missed."""
+        channels = [q.keys.control_channel(self.caps.worker_id) for q in self.queues]
         subscription = ShardSubscription(self.services.redis, channels)
         await subscription.open()
 
@@ -186,18 +167,18 @@ class _Session:
         return slot
 
     async def _advertise(self, hashes: list[str]) -> None:
-        queue = self.services.queue
-        await advertise_loras(
-            queue.redis, queue.keys, self.caps.worker_id, hashes, ttl_ms=_LORAS_TTL_MS
-        )
+        # In each queue served: a queue's claim reads the affinity from its own keys.
+        for queue in self.queues:
+            await advertise_loras(
+                queue.redis, queue.keys, self.caps.worker_id, hashes, ttl_ms=_LORAS_TTL_MS
+            )
 
     async def handle(self, request: worker_pb2.ConnectRequest) -> None:
-        queue = self.services.queue
         kind = request.WhichOneof("message")
         rid = request.request_id
         if kind == "ready":
             slot = self._slot(request.ready.slot)
-            self._claimed(rid, slot, await queue.claim(self.caps, slot=slot))
+            self._claimed(rid, slot, await self.queues.claim(self.caps, slot=slot))
             return
         if kind == "loras":
             hashes = lora_hashes(request.loras)  # checked whole before anything is written
@@ -222,8 +203,9 @@ class _Session:
             self._answer(rid, done=worker_pb2.Done(job_id=claimed.id, outcome=outcome))
 
     async def _apply(self, kind: str, body: Any, claimed: ClaimedJob, rid: int) -> str | None:
-        """Apply one report under its token; the outcome to answer with (None: answered)."""
-        queue = self.services.queue
+        """Apply one report under its token, in the job's queue; the outcome to answer with
+        (None: answered)."""
+        queue = self.queues.of(claimed)
         if kind == "heartbeat":
             await queue.heartbeat(claimed)
             return "renewed"
@@ -251,10 +233,15 @@ class _Session:
                 await queue.complete(claimed, result)
                 self.held.pop(claimed.id, None)
                 return "completed"
-            # Completing claims this slot's next job in the same Lua call (one round trip per
-            # job).
             slot = self._slot(body.slot)
-            following = await queue.complete(claimed, result, then_claim=self.caps, slot=slot)
+            if len(self.queues) > 1:
+                # The next claim may be another queue's turn: two round trips, and fair.
+                await queue.complete(claimed, result)
+                following = await self.queues.claim(self.caps, slot=slot)
+            else:
+                # Completing claims this slot's next job in the same Lua call (one round trip
+                # per job).
+                following = await queue.complete(claimed, result, then_claim=self.caps, slot=slot)
         except StaleToken:
             await self._keep(outputs, keep=False)
             raise
@@ -276,7 +263,7 @@ class _Session:
         if body.classify:
             classified = self.patterns.classify(error, connector=service)
             retryable, delay = classified.retryable, classified.delay_s
-        outcome = await self.services.queue.fail(
+        outcome = await self.queues.of(claimed).fail(
             claimed, error, retryable=retryable, delay_s=delay, classification=classified
         )
         self.held.pop(claimed.id, None)
@@ -290,17 +277,16 @@ class _Session:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        if self._registration is not None:
+        for registry in self.registries if self._registration is not None else ():
             with contextlib.suppress(RedisError, OSError):
-                await self.services.workers.deregister(self.caps.worker_id)
-        if self.loras is not None:
-            queue = self.services.queue
+                await registry.deregister(self.caps.worker_id)
+        for queue in self.queues if self.loras is not None else ():
             with contextlib.suppress(RedisError, OSError):
                 await withdraw_loras(queue.redis, queue.keys, self.caps.worker_id)
         if self.slots:
-            # Out of the idle sets: no job's wake-up goes to a slot whose stream is gone.
+            # Out of every queue's idle sets: no job's wake-up goes to a slot whose stream is gone.
             with contextlib.suppress(EmpError, RedisError, OSError):
-                await self.services.queue.rest(self.caps, self.slots)
+                await self.queues.rest(self.caps, self.slots)
         if self.held:
             logger.info(
                 "worker %s's stream ended holding %s: their leases will run out and the reaper "
@@ -339,7 +325,7 @@ class WorkerService(worker_pb2_grpc.WorkerServiceServicer):  # type: ignore[misc
             first = await anext(aiter(requests), None)
             if first is None or first.WhichOneof("message") != "hello":
                 raise InvalidInput("the first message must be hello", field="hello")
-            caps = _capabilities(first.hello)
+            caps = capabilities(first.hello)
         except EmpError as exc:
             await abort(context, exc)
         session = _Session(self.services, caps, await self._started_patterns())

@@ -35,15 +35,22 @@ class Queues:
     """The queues ``names`` (default: every queue the settings name) on one client."""
 
     def __init__(
-        self, redis: Redis, settings: QueueSettings, names: Sequence[str] | None = None
+        self,
+        redis: Redis,
+        settings: QueueSettings,
+        names: Sequence[str] | None = None,
+        *,
+        built: Mapping[str, Queue] | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         names = list(dict.fromkeys(names or settings.queue_names))
         if not names:
             raise InvalidInput("name at least one queue", field="queue")
+        built = built or {}
         self._by_name = {
-            name: Queue(redis, settings.model_copy(update={"queue": name})) for name in names
+            name: built.get(name) or Queue(redis, settings.model_copy(update={"queue": name}))
+            for name in names
         }
         self._order = list(self._by_name.values())
         self._turn = 0  # where the next claim starts
@@ -76,6 +83,14 @@ class Queues:
         """The queue a job of ``service`` is submitted to (routes, else the default)."""
         name = self.settings.queue_for(service)
         return self._by_name.get(name) or self.default
+
+    def serving(self, services: Iterable[str]) -> Queues:
+        """The queues jobs of ``services`` are routed to, in this deployment's order (the default
+        first), for one worker: its own claim rotation and idle record over the same ``Queue``
+        objects. What the API serves a gRPC worker from, which names no queue itself."""
+        routed = {self.settings.queue_for(service) for service in services}
+        names = [name for name in self.names if name in routed] or [self.default.keys.queue]
+        return Queues(self.redis, self.settings, names, built=self._by_name)
 
     def of(self, claimed: ClaimedJob) -> Queue:
         """The queue a claimed job came from: every report on it goes there."""
