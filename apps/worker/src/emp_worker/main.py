@@ -74,7 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--api-tls", action=argparse.BooleanOptionalAction, help="grpc transport: TLS.")
     add("--api-ca-file", type=Path, help="grpc transport: a CA bundle to trust (PEM).")
     add("--redis-url", help="Default: EMP_REDIS_URL.")
-    add("--queue", action="append", help="Queue to serve (repeat, or a,b; default: EMP_QUEUE).")
+    add(
+        "--queue",
+        action="append",
+        help="Queue to serve (repeat, or a,b; default: EMP_QUEUE); --transport redis only.",
+    )
     add("--gpu-memory-gb", type=float)
     add("--cpu-cores", type=int)
     add("--ram-gb", type=float)
