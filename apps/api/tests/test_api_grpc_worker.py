@@ -151,6 +151,27 @@ async def test_a_cancel_reaches_the_worker(
     worker.outbox.put_nowait(None)
 
 
+async def test_a_cancel_reaches_the_worker_after_the_control_channel_was_lost(
+    api: Api, stub: Any, accounts: dict[str, Account]
+) -> None:
+    """Redis drops the API's subscriptions (a restart, a network blip, CLIENT KILL): the stream
+    subscribes again by itself, tells the worker's idle slots to look (a wake-up may have been
+    missed), and a later cancel still reaches the worker."""
+    queue = api.services.queue
+    job_id = await queue.submit({"service": "simulation", "payload": {}})
+    worker, got = await claimed_by(stub, accounts["admin"], "grpc-resubscribed")
+    killed = await queue.redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    assert int(killed) >= 1
+    woken = await asyncio.wait_for(worker.read(), 15)
+    assert woken.WhichOneof("message") == "wake"
+    assert woken.wake.slot == -1
+    await queue.cancel(job_id)
+    assert (await asyncio.wait_for(worker.read(), 15)).cancel.job_id == job_id
+    worker.send(complete=worker_pb2.Complete(job_id=job_id, token=got.token))
+    assert (await worker.read()).refused.job_id == job_id
+    worker.outbox.put_nowait(None)
+
+
 def _sha(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 

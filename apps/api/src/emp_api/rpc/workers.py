@@ -63,6 +63,8 @@ _MAX_SLOTS = 64
 # so is its LoRA advertisement, which therefore outlives a dead API process by 15 s at most.
 _REGISTRY_REFRESH_S = 5.0
 _LORAS_TTL_MS = int(3 * _REGISTRY_REFRESH_S * 1000)
+# After the control channel's connection is lost: the pause before reading (reconnecting) again.
+_RESUBSCRIBE_S = 0.5
 
 
 class _Session:
@@ -124,23 +126,43 @@ class _Session:
 
         async def forward() -> None:
             try:
-                async for message in subscription.listen():
-                    if message.get("type") != "smessage":
-                        continue
-                    body = orjson.loads(message["data"])
-                    job_id = str(body.get("job_id", ""))
-                    if body.get("type") == "cancel" and self.held.pop(job_id, None) is not None:
-                        cancel = worker_pb2.CancelAssignment(job_id=job_id)
-                        self.out.put_nowait(worker_pb2.ConnectResponse(cancel=cancel))
-                    elif body.get("type") == "wake":
-                        # The Lua woke one idle slot of this worker; -1: any slot may look.
-                        slot = body.get("slot")
-                        wake = worker_pb2.Wake(slot=slot if isinstance(slot, int) else -1)
-                        self.out.put_nowait(worker_pb2.ConnectResponse(wake=wake))
+                while True:
+                    try:
+                        async for message in subscription.listen():
+                            self._forward(message)
+                    except (RedisError, OSError) as exc:
+                        # Reading again reconnects and subscribes again (its confirmation then
+                        # wakes every slot, above); until then a cancel waits for the job's
+                        # next heartbeat, which the Lua refuses.
+                        logger.warning(
+                            "worker %s's control channel was lost (%s); subscribing again",
+                            self.caps.worker_id, exc,
+                        )  # fmt: skip
+                        await asyncio.sleep(_RESUBSCRIBE_S)
             finally:
                 await subscription.aclose()
 
         self._control = asyncio.create_task(forward())
+
+    def _forward(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "ssubscribe":
+            # Subscribed again after a lost connection: a wake-up may have been missed meanwhile,
+            # so every idle slot looks once (-1: any slot).
+            self.out.put_nowait(worker_pb2.ConnectResponse(wake=worker_pb2.Wake(slot=-1)))
+            return
+        if kind != "smessage":
+            return
+        body = orjson.loads(message["data"])
+        job_id = str(body.get("job_id", ""))
+        if body.get("type") == "cancel" and self.held.pop(job_id, None) is not None:
+            cancel = worker_pb2.CancelAssignment(job_id=job_id)
+            self.out.put_nowait(worker_pb2.ConnectResponse(cancel=cancel))
+        elif body.get("type") == "wake":
+            # The Lua woke one idle slot of this worker; -1: any slot may look.
+            slot = body.get("slot")
+            wake = worker_pb2.Wake(slot=slot if isinstance(slot, int) else -1)
+            self.out.put_nowait(worker_pb2.ConnectResponse(wake=wake))
 
     def _answer(self, reply_to: int, **kind: Any) -> None:
         self.out.put_nowait(worker_pb2.ConnectResponse(reply_to=reply_to, **kind))
