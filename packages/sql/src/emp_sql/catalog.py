@@ -16,7 +16,7 @@ from emp_core.jobs.job import Job, JobSpec, JobStatus
 from emp_core.queue.idempotency import IdempotencyRecord
 from emp_core.queue.queue import Queue
 from emp_core.queue.queues import Queues
-from emp_core.registry.workers import unserved_warning
+from emp_core.registry.workers import ServedCache
 from emp_sql.auth import Forbidden, Principal
 from emp_sql.job_archive import JobArchiveRepository
 from emp_sql.listing import MAX_PAGE, JobPage, Listing
@@ -50,6 +50,7 @@ class JobCatalog:
         self.redis = queue.redis
         self.keys = queue.keys
         self.database = database
+        self._served = ServedCache()  # the submit's "no worker serves this" warning
 
     # --- submit ----------------------------------------------------------------------------------
     def _owned_spec(self, spec: JobSpec, owner: Principal) -> JobSpec:
@@ -92,7 +93,7 @@ class JobCatalog:
                 # Redis may have forgotten the earlier job (retention): then the archive has it.
                 return Submitted(await self._load(job_id), replayed=True)
             job = await queue.get(job_id)
-        warning = await unserved_warning(self.redis, queue.keys, job.service)
+        warning = await self._served.warning(self.redis, queue.keys, job.service)
         return Submitted(job, warnings=(warning,) if warning else ())
 
     async def _archived(self, job_id: str) -> bool:

@@ -162,6 +162,8 @@ class LoraLibrary:
     async def resolve(self, principal: Principal, uses: list[LoraUse]) -> list[LoraRef]:
         """The job's LoRAs as the worker needs them: each checked usable by ``principal`` (own
         or shared, else 404 as for a missing one), with hash, size, scope and a signed URL."""
+        if not uses:
+            return []  # most jobs: no database session (a thread hop on SQLite) for nothing
         if len(uses) > MAX_LORAS:
             raise InvalidInput(f"a job may use at most {MAX_LORAS} LoRAs", field="loras")
         seen: set[str] = set()

@@ -199,3 +199,29 @@ async def unserved_warning(redis: Redis, keys: Keys, service: str) -> str | None
     if int(until) < _now_ms():
         return f"no live worker serves {service!r} now: the job waits until one registers"
     return None
+
+
+class ServedCache:
+    """``unserved_warning`` for a process that submits a lot (the API, the studio): a service
+    found served is not asked about again for up to ``ttl_s`` (and never past the time it is
+    served until), so a busy API asks once a second per service instead of once per submit. An
+    unserved service is asked about every time: a worker that registers clears its warning at
+    once. The cost: for up to ``ttl_s`` after the last worker of a service died, its submits
+    carry no warning."""
+
+    _MAX = 1024  # (queue, service) pairs kept; services are names users send
+
+    def __init__(self, ttl_s: float = 1.0) -> None:
+        self.ttl_s = ttl_s
+        self._served: dict[tuple[str, str], float] = {}
+
+    async def warning(self, redis: Redis, keys: Keys, service: str) -> str | None:
+        key = (keys.queue, service)
+        if self._served.get(key, 0.0) > time.monotonic():
+            return None
+        warning = await unserved_warning(redis, keys, service)
+        if warning is None:
+            if len(self._served) >= self._MAX:
+                self._served.clear()
+            self._served[key] = time.monotonic() + self.ttl_s
+        return warning
