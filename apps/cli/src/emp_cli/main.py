@@ -23,6 +23,7 @@ from emp_cli.env import env_app
 from emp_cli.output import err, error, summarise
 from emp_cli.output import out as console
 from emp_cli.patterns import patterns_app
+from emp_cli.secrets import secrets_app
 from emp_core.errors import EmpError
 from emp_core.jobs.events import follow
 from emp_core.jobs.job import DEFAULT_PRIORITY, Job, JobStatus
@@ -41,6 +42,7 @@ app.add_typer(tokens_app, name="tokens")
 app.add_typer(db_app, name="db")
 app.add_typer(env_app, name="env")
 app.add_typer(patterns_app, name="patterns")
+app.add_typer(secrets_app, name="secrets")
 fair_app = typer.Typer(
     help="Fair shares between customers: weights (default 1, equal shares).", no_args_is_help=True
 )

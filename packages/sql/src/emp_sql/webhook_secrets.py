@@ -134,3 +134,18 @@ async def _seal_stored(database: Database) -> SealReport:
             kids,
         )
     return report
+
+
+async def stored_by_key(database: Database) -> Counter[str]:
+    """How many stored secret values (both columns) each key id sealed; plaintext ones count
+    under ``""``. What an operator reads before retiring a key: none left under its id."""
+    counts: Counter[str] = Counter()
+    async with database.session() as session:
+        result = await session.stream(
+            select(WebhookEndpoint.secret, WebhookEndpoint.previous_secret)
+        )
+        async for secret, previous in result:
+            for value in (secret, previous):
+                if value is not None:
+                    counts[key_id(value) or ""] += 1
+    return counts
