@@ -31,7 +31,7 @@ async def _drain(
     ids = await queue.submit_many([{"service": "simulation", "payload": _PAYLOAD}] * jobs)
     command = [
         sys.executable, "-m", "emp_worker.main", "--burst", "--service", "simulation",
-        "--slots", str(slots), "--queue", queue.settings.queue, "--log-level", "WARNING", *args,
+        "--slots", str(slots), "--log-level", "WARNING", *args,
     ]  # fmt: skip
     done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True)
     if done.returncode != 0:
@@ -55,8 +55,9 @@ async def worker_throughput(
     with tempfile.TemporaryDirectory(prefix="emp-bench-loras-") as folder:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMP_")}
         env["EMP_LORA_CACHE_DIR"] = folder
-        redis = (["--redis-url", queue.settings.redis_url], env)
-        # The gRPC worker is given no Redis at all: everything goes through the API.
+        redis = (["--redis-url", queue.settings.redis_url, "--queue", queue.settings.queue], env)
+        # The gRPC worker is given no Redis at all: everything goes through the API, which also
+        # decides its queues (the routes of the API's own settings; --queue is refused).
         grpc = (
             ["--transport", "grpc", "--api", address, "--redis-url", "redis://127.0.0.1:1/0"],
             {**env, "EMP_API_TOKEN": token},
