@@ -97,6 +97,26 @@ async def test_waker_sees_a_submit_published_right_after_start(redis, queue: Que
         assert waker.wakeups == 1
 
 
+async def test_a_targeted_wake_up_names_the_queue_whose_job_rang(redis, queue: Queue):
+    """A worker serving two queues: the Lua's wake-up of slot 0 comes on one queue's control
+    channel, and the slot's signal says which, so its claim starts there
+    (``Queues.claim(first=...)``); any other ring names no queue."""
+    other = Queue(redis, queue.settings.model_copy(update={"queue": queue.settings.queue + "-2"}))
+    caps = WorkerCapabilities(worker_id="w1", services=["simulation"])
+    async with Waker(redis, [queue.keys, other.keys], ["simulation"], "w1") as waker:
+        sig = waker.signal(0)
+        sig.clear()
+        assert (await other.claim(caps, slot=0)).claimed is None  # slot 0 idle in the other
+        await other.submit({"service": "simulation"})
+        assert await sig.wait(5)
+        assert sig.queue == other.keys.queue
+        sig.clear()
+        assert sig.queue is None
+        waker.wake_all()  # a reconnect, a shutdown: no queue to prefer
+        assert sig.is_set()
+        assert sig.queue is None
+
+
 async def test_waker_hands_control_messages_to_the_worker(redis, queue: Queue):
     received: list[dict] = []
     async with Waker(redis, queue.keys, ["simulation"], "w1", on_control=received.append) as waker:

@@ -108,6 +108,31 @@ async def test_a_deep_backlog_in_one_queue_does_not_starve_another(
     assert await shallow.depth() == {}
 
 
+async def test_a_slot_woken_by_a_queues_job_claims_there_first(
+    redis: aioredis.Redis, settings: QueueSettings
+) -> None:
+    """A slot idle in queues a and b is woken by b's job (the Lua rang it alone); a's job arrived
+    meanwhile. The claim that follows tries b first (``first``, from ``WakeSignal.queue``), so
+    b's job is not left to an idle fallback; the rotation's turn is not spent on it."""
+    names = [f"{settings.queue}-a", f"{settings.queue}-b"]
+    qs = Queues(redis, settings, names)
+    await qs.default.functions.load()
+    a, b = qs.named(names[0]), qs.named(names[1])
+    caps = make_caps(worker_id="w-woken")
+    assert (await qs.claim(caps, slot=0)).claimed is None  # idle in both; the turn moves to b
+    on_a = await a.submit(make_spec())
+    on_b = await b.submit(make_spec())
+    woken = await qs.claim(caps, slot=0, first=names[1])
+    assert woken.claimed is not None
+    assert (woken.claimed.id, woken.claimed.queue) == (on_b, names[1])
+    # Without a hint the turn is where it was: b's turn (now empty), then a.
+    plain = await qs.claim(caps, slot=0)
+    assert plain.claimed is not None
+    assert plain.claimed.id == on_a
+    # A hint naming no served queue is ignored.
+    assert (await qs.claim(caps, slot=0, first="nowhere")).claimed is None
+
+
 async def test_an_empty_claim_asks_each_queue_once_and_names_no_job(queues: Queues) -> None:
     caps = make_caps()
     result = await queues.claim(caps, slot=0)

@@ -248,10 +248,11 @@ class Worker:
 
     async def _claim_and_run(self, signal: WakeSignal, slot: int) -> bool:
         """One turn of a slot. False when a burst worker has nothing left to do."""
+        woken_by = signal.queue  # the queue whose job rang this slot, if one did
         signal.clear()  # before the claim: a wake-up from now on is not lost
         sent_ns = time.time_ns()
         # An empty claim enters this slot as idle: the next job it can run wakes it alone.
-        result = await self.transport.claim(slot)
+        result = await self.transport.claim(slot, woken_by)
         self.stats.claims += 1
         while result.claimed is not None:
             # Completing a job claims the next in the same call (see Reporter.complete): a wake-up

@@ -100,9 +100,9 @@ class Transport(Protocol):
         """After a slot met ``exc`` (a lost connection): repair what can be repaired."""
 
     # --- jobs ------------------------------------------------------------------------------------
-    async def claim(self, slot: int) -> ClaimResult:
+    async def claim(self, slot: int, first: str | None = None) -> ClaimResult:
         """Claim the best job this worker can run; an empty claim leaves the slot idle (woken by
-        its signal)."""
+        its signal). ``first``: the queue whose job woke the slot (``WakeSignal.queue``)."""
 
     def hold(self, claimed: ClaimedJob) -> None:
         """Renew this claim's lease until ``drop``."""

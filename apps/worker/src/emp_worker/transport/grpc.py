@@ -333,7 +333,9 @@ class GrpcTransport:
             raise TransportError(f"the API answered a report with {kind!r}")
         return response.done.outcome
 
-    async def claim(self, slot: int) -> ClaimResult:
+    async def claim(self, slot: int, first: str | None = None) -> ClaimResult:
+        # The API chooses the queues of a gRPC worker (its Wake names no queue): ``first`` is
+        # always None here.
         return self._claim_result(await self._ask(Request(ready=worker_pb2.Ready(slot=slot))))
 
     def hold(self, claimed: ClaimedJob) -> None:

@@ -186,8 +186,8 @@ class RedisTransport:
             )
 
     # --- jobs ------------------------------------------------------------------------------------
-    async def claim(self, slot: int) -> ClaimResult:
-        return await self.queues.claim(self.caps, slot=slot)
+    async def claim(self, slot: int, first: str | None = None) -> ClaimResult:
+        return await self.queues.claim(self.caps, slot=slot, first=first)
 
     def hold(self, claimed: ClaimedJob) -> None:
         self._leases[self.queues.of(claimed).keys.queue].hold(claimed)

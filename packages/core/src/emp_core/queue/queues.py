@@ -229,12 +229,22 @@ class Queues:
         return total
 
     # --- working ---------------------------------------------------------------------------------
-    async def claim(self, caps: WorkerCapabilities, *, slot: int | None = None) -> ClaimResult:
+    async def claim(
+        self, caps: WorkerCapabilities, *, slot: int | None = None, first: str | None = None
+    ) -> ClaimResult:
         """Claim from the queues in turn, starting one queue further on at each call, with at most
         one call per queue; the first job found wins. When no queue has one, the slot is idle in
-        each of them (any one's next job wakes it) and ``retry_in`` is the soonest hint."""
+        each of them (any one's next job wakes it) and ``retry_in`` is the soonest hint.
+
+        ``first``: the queue whose job woke this slot (``WakeSignal.queue``), tried first without
+        moving the turn on: that job woke this slot alone, so taking another queue's job first
+        would leave it to an idle fallback claim."""
         count = len(self._order)
-        start, self._turn = self._turn, (self._turn + 1) % count
+        woken = self._by_name.get(first) if first is not None else None
+        if woken is not None:
+            start = self._order.index(woken)
+        else:
+            start, self._turn = self._turn, (self._turn + 1) % count
         retry_in: float | None = None
         for i in range(count):
             queue = self._order[(start + i) % count]

@@ -52,15 +52,21 @@ _CLOSE_TRIES = 40
 
 
 class WakeSignal:
-    """The doorbell of one idle slot: clear it before a claim, wait on it after an empty one."""
+    """The doorbell of one idle slot: clear it before a claim, wait on it after an empty one.
+    ``queue`` names the queue whose job rang it (a targeted wake-up; None for any other ring),
+    so a slot serving several queues claims there first: the job that woke it is waiting in
+    that queue, and a wake-up goes to one slot only."""
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.queue: str | None = None
 
     def clear(self) -> None:
         self._event.clear()
+        self.queue = None
 
-    def set(self) -> None:
+    def set(self, queue: str | None = None) -> None:
+        self.queue = queue
         self._event.set()
 
     def is_set(self) -> bool:
@@ -98,6 +104,7 @@ class Waker:
         self.keys = queues[0]
         self.wake_channels = [k.wake_channel(s) for k in queues for s in services]
         self.control_channels = [k.control_channel(worker_id) for k in queues] if worker_id else []
+        self._queue_of = {c: k.queue for c, k in zip(self.control_channels, queues, strict=False)}
         self.on_control = on_control
         self.wakeups = 0  # wake messages received, for tests and logs
         self._signals: set[WakeSignal] = set()
@@ -185,12 +192,12 @@ class Waker:
             return
         channel = text(message["channel"])
         if channel in self.control_channels:
-            self._control(message["data"])
+            self._control(message["data"], self._queue_of.get(channel))
             return
         self.wakeups += 1
         self.wake_all()
 
-    def _control(self, data: Any) -> None:
+    def _control(self, data: Any, queue: str | None = None) -> None:
         try:
             decoded = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -204,7 +211,7 @@ class Waker:
             self.wakeups += 1
             sig = self._by_slot.get(decoded.get("slot"))  # type: ignore[arg-type]
             if sig is not None:
-                sig.set()
+                sig.set(queue)
             else:
                 self.wake_all()  # a slot this process does not know: let every slot look
             return
