@@ -1349,7 +1349,7 @@ local function emp_submit(keys, args)
   -- Validate every job before writing anything.
   local jobs = {}
   local new_workflows = {}
-  local checked, objects, lora_lists = {}, {}, {}
+  local objects, lora_lists = {}, {}
   for i = 1, n do
     local j = {}
     for f, name in ipairs(SUBMIT_FIELDS) do j[name] = args[4 + (i - 1) * width + f] end
@@ -1377,18 +1377,17 @@ local function emp_submit(keys, args)
       bad('INVALID', 'step', 'step ' .. j.step .. ' is past total_steps ' .. j.total_steps)
     end
     if #j.traceparent > 512 then bad('INVALID', 'traceparent', 'is longer than 512 characters') end
-    -- Texts already checked in this call are not decoded again (a bulk submit often repeats its
-    -- requirements, payload and LoRAs); Lua interns strings, so the lookups cost no hashing.
-    -- A class's text checked once per library load (its id is the hash of service and text, so
-    -- an id seen with the very same text needs neither the decode nor the hash again).
+    -- A class's text is checked once per library load (its id is the hash of service and text,
+    -- so an id seen with the very same text needs neither the decode nor the hash again); a
+    -- payload or LoRA list once per call (a bulk submit often repeats them). Lua interns
+    -- strings, so the lookups cost no hashing.
     local class_key = j.service .. '\n' .. j.requirements
-    if checked[class_key] ~= j.class_id and class_texts[j.class_id] ~= class_key then
+    if class_texts[j.class_id] ~= class_key then
       check_requirements(j.requirements)
       if j.class_id ~= class_id_of(j.service, j.requirements) then
         bad('INVALID', 'class_id', 'does not match the service and requirements (expected '
           .. class_id_of(j.service, j.requirements) .. ')')
       end
-      checked[class_key] = j.class_id
       if class_text_count >= CACHE_MAX then class_texts, class_text_count = {}, 0 end
       class_texts[j.class_id] = class_key
       class_text_count = class_text_count + 1

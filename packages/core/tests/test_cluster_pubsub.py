@@ -80,10 +80,7 @@ async def test_a_waker_listens_again_after_its_cluster_connection_is_killed(
             assert _node(owner.port).client_kill_filter(_type="pubsub") >= 1
             assert await sig.wait(10)  # lost and subscribed again: every slot looks
             sig.clear()
-            wake = orjson.dumps({"type": "wake", "slot": 0})
-            async with asyncio.timeout(10):
-                while not await _published(client, channel, wake):  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)
+            await _wake_slot_0(client, channel)
             assert await sig.wait(5)
     finally:
         await client.aclose()
@@ -118,10 +115,7 @@ async def test_a_waker_listens_again_after_its_node_fails_over(
                     await asyncio.sleep(0.05)
             resubscribed_s = time.monotonic() - killed_at
             sig.clear()
-            wake = orjson.dumps({"type": "wake", "slot": 0})
-            async with asyncio.timeout(10):
-                while not await _published(client, channel, wake):  # noqa: ASYNC110
-                    await asyncio.sleep(0.1)
+            await _wake_slot_0(client, channel)
             assert await sig.wait(5)  # a wake-up SPUBLISHed on the new primary reaches it
             assert client.get_node_from_key(channel).port == new_port  # type: ignore[attr-defined]
         with capsys.disabled():
@@ -143,6 +137,15 @@ def _listening_node(cluster: LocalCluster, channel: str, dead: int) -> int | Non
         except RedisError:
             continue
     return None
+
+
+async def _wake_slot_0(client, channel: str) -> None:
+    """SPUBLISH a wake-up of slot 0 until a subscriber receives it (the Waker may still be
+    moving to the channel's node)."""
+    wake = orjson.dumps({"type": "wake", "slot": 0})
+    async with asyncio.timeout(10):
+        while not await _published(client, channel, wake):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 async def _published(client, channel: str, message: bytes) -> bool:
