@@ -67,6 +67,8 @@ class RedisTransport:
             self.redis, self.queue.keys, refresh_s=settings.patterns_refresh_seconds
         )
         self._stopping = stopping
+        # Set by a slot that lost Redis: each registry loop refreshes as soon as Redis answers.
+        self._connection_lost = [asyncio.Event() for _ in self.registries]
         self._waker: Waker | None = None
         self._leases: dict[str, LeaseKeeper] = {}
 
@@ -116,11 +118,13 @@ class RedisTransport:
         s, worker_id = self.settings, self.caps.worker_id
         per_queue = [
             loop
-            for registry, queue in zip(self.registries, self.queues, strict=True)
+            for registry, queue, lost in zip(
+                self.registries, self.queues, self._connection_lost, strict=True
+            )
             for loop in (
                 refresh_registration(
                     registry, self.caps, slots=s.slots, every_s=s.registry_refresh_seconds,
-                    stop_requested=self._stopping,
+                    stop_requested=self._stopping, connection_lost=lost,
                 ),
                 reap_periodically(queue, worker_id),
                 advertise_periodically(
@@ -168,14 +172,19 @@ class RedisTransport:
             self._waker.wake_all()
 
     async def recover(self, exc: BaseException) -> None:
-        """Redis lost the Function library (restarted without persistence): load it again, and
-        register again rather than at the next refresh, since the registry went with it."""
-        if not (isinstance(exc, ResponseError) and "function not found" in str(exc).lower()):
+        """After a slot lost Redis: the registry loops register again as soon as it answers (a
+        Redis restarted without persistence has lost the registry, and the slot may claim again
+        before the next refresh: a reaper can have reloaded the library meanwhile). When the
+        Function library is missing, load it here."""
+        library_lost = isinstance(exc, ResponseError) and "function not found" in str(exc).lower()
+        if isinstance(exc, ResponseError) and not library_lost:
+            return  # an answer, not a lost connection: nothing to repair
+        for lost in self._connection_lost:
+            lost.set()
+        if not library_lost:
             return
         try:
             await self.queue.functions.load()
-            for registry in self.registries:
-                await registry.refresh(self.caps, slots=self.settings.slots)
         except (EmpError, RedisError, OSError) as exc2:
             logger.warning(
                 "worker %s could not load the emp library: %s", self.caps.worker_id, exc2
