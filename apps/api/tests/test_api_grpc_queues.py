@@ -190,3 +190,62 @@ async def test_a_worker_of_home_services_only_is_served_by_the_home_queue(
     assert (await home.get(job_id)).status is JobStatus.COMPLETED
     assert await home.redis.zscore(home.keys.workers(), "grpc-home") is not None
     await ended(worker)
+
+
+async def _woken_claim(api: Api, stub: Any, admin: Account, woke: str, other: str) -> None:
+    """A fresh stream's slot goes idle in both queues; ``woke``'s job wakes it, then ``other``'s
+    job arrives before the slot's Ready, which names the queue its Wake named."""
+    queues = api.services.queues
+    worker = await _connected(stub, admin, f"grpc-woken-by-{woke}")
+    worker.send(ready=worker_pb2.Ready(slot=0), request_id=1)
+    assert (await worker.read()).HasField("no_job")
+    woke_job = await queues.submit({"service": woke, "payload": {}})
+    wake = (await worker.read()).wake
+    assert (wake.slot, wake.queue) == (0, _queue(api, woke).keys.queue)
+    other_job = await queues.submit({"service": other, "payload": {}})
+    worker.send(ready=worker_pb2.Ready(slot=0, first_queue=wake.queue), request_id=2)
+    got = (await _reply(worker)).assignment
+    assert got.job_id == woke_job  # not other's, which the rotation's turn may point at
+    worker.send(
+        complete=worker_pb2.Complete(job_id=got.job_id, token=got.token, claim_next=True),
+        request_id=3,
+    )
+    following = (await _reply(worker)).assignment
+    assert following.job_id == other_job  # left to the rotation, not lost
+    worker.send(complete=worker_pb2.Complete(job_id=other_job, token=following.token), request_id=4)
+    assert (await _reply(worker)).done.outcome == "completed"
+    await ended(worker)
+
+
+async def test_a_slot_woken_by_a_queues_job_claims_there_first(
+    api: Api, stub: Any, accounts: dict[str, Account]
+) -> None:
+    """The Wake names the queue whose control channel rang, and a Ready naming it as
+    ``first_queue`` takes that queue's job before the other's. Each queue wakes a fresh stream
+    once, so in one of the two the rotation's turn points at the other queue."""
+    await _woken_claim(api, stub, accounts["admin"], "sdxl", "simulation")
+    await _woken_claim(api, stub, accounts["admin"], "simulation", "sdxl")
+
+
+async def test_a_first_queue_the_worker_is_not_served_from_is_ignored(
+    api: Api, stub: Any, accounts: dict[str, Account], caplog: pytest.LogCaptureFixture
+) -> None:
+    """``first_queue`` is only a preference: a queue this worker is not served from (the home
+    queue here, which none of its services is routed to, or no queue at all) is ignored with a
+    warning, the claim goes in turn, and the stream carries on."""
+    home = api.services.queue
+    home_job = await api.services.queues.submit({"service": "upscale", "payload": {}})
+    sim_job = await api.services.queues.submit({"service": "simulation", "payload": {}})
+    worker = await _connected(stub, accounts["admin"], "grpc-first-elsewhere")
+    with caplog.at_level("WARNING", logger="emp_api.rpc.worker_session"):
+        worker.send(ready=worker_pb2.Ready(first_queue=home.keys.queue), request_id=1)
+        got = (await _reply(worker)).assignment
+        worker.send(ready=worker_pb2.Ready(slot=1, first_queue="nowhere"), request_id=2)
+        assert (await _reply(worker)).HasField("no_job")
+    assert got.job_id == sim_job
+    assert (await home.get(home_job)).status is JobStatus.PENDING
+    warned = [r.getMessage() for r in caplog.records if "not served from" in r.getMessage()]
+    assert len(warned) == 2
+    assert f"{home.keys.queue!r}" in warned[0]
+    assert "'nowhere'" in warned[1]
+    await ended(worker)

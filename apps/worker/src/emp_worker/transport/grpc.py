@@ -11,7 +11,9 @@ as the Redis transport's ``LeaseKeeper`` does.
 Every request that expects an answer carries a ``request_id`` and awaits the response whose
 ``reply_to`` is that id (``Done``, ``Refused``, ``Assignment`` or ``NoJob``); a ``Refused``
 becomes ``StaleToken``, as from the Lua. What the server sends unasked: ``Wake`` (an idle slot's
-job arrived), ``CancelAssignment`` and the ``Refused`` of a heartbeat (the lease is lost).
+job arrived; it names the job's queue, which the slot's next ``Ready`` asks to be tried first, as
+the Redis transport's ``WakeSignal.queue`` does), ``CancelAssignment`` and the ``Refused`` of a
+heartbeat (the lease is lost).
 
 A stream that ends (the API restarted, the network went) ends every lease it held, like a dead
 worker's: the jobs running are stopped as lost, and the next claim opens a new stream.
@@ -244,7 +246,7 @@ class GrpcTransport:
             message = {"type": "cancel", "job_id": response.cancel.job_id, "reason": "cancelled"}
             self._call_soon(self._on_control, message)
         elif kind == "wake":
-            self._call_soon(self._wake, response.wake.slot)
+            self._call_soon(self._wake, response.wake.slot, response.wake.queue or None)
 
     def _lost(self, job_id: str, why: str) -> None:
         token = self._held.take(job_id)
@@ -292,12 +294,13 @@ class GrpcTransport:
         for signal in self._signals.values():
             signal.set()
 
-    def _wake(self, slot: int) -> None:
+    def _wake(self, slot: int, queue: str | None) -> None:
         signal = self._signals.get(slot)
         if signal is None:
             self.wake_all()  # a slot we do not know (or -1): let every slot look
         else:
-            signal.set()
+            # The queue whose job rang: the slot's next claim asks the server to try it first.
+            signal.set(queue)
 
     async def recover(self, exc: BaseException) -> None:
         """Nothing to repair here: the next claim opens a new stream."""
@@ -334,9 +337,10 @@ class GrpcTransport:
         return response.done.outcome
 
     async def claim(self, slot: int, first: str | None = None) -> ClaimResult:
-        # The API chooses the queues of a gRPC worker (its Wake names no queue): ``first`` is
-        # always None here.
-        return self._claim_result(await self._ask(Request(ready=worker_pb2.Ready(slot=slot))))
+        # The API chooses the queues of a gRPC worker; ``first`` (the queue a Wake named) only
+        # says where to start.
+        ready = worker_pb2.Ready(slot=slot, first_queue=first or "")
+        return self._claim_result(await self._ask(Request(ready=ready)))
 
     def hold(self, claimed: ClaimedJob) -> None:
         self._held.hold(claimed)

@@ -45,10 +45,12 @@ class Hello(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., services: _Optional[_Iterable[str]] = ..., capabilities_json: _Optional[str] = ..., slots: _Optional[int] = ...) -> None: ...
 
 class Ready(_message.Message):
-    __slots__ = ("slot",)
+    __slots__ = ("slot", "first_queue")
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_QUEUE_FIELD_NUMBER: _ClassVar[int]
     slot: int
-    def __init__(self, slot: _Optional[int] = ...) -> None: ...
+    first_queue: str
+    def __init__(self, slot: _Optional[int] = ..., first_queue: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("job_id", "token")
@@ -177,10 +179,12 @@ class NoJob(_message.Message):
     def __init__(self, slot: _Optional[int] = ..., retry_in: _Optional[float] = ...) -> None: ...
 
 class Wake(_message.Message):
-    __slots__ = ("slot",)
+    __slots__ = ("slot", "queue")
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
     slot: int
-    def __init__(self, slot: _Optional[int] = ...) -> None: ...
+    queue: str
+    def __init__(self, slot: _Optional[int] = ..., queue: _Optional[str] = ...) -> None: ...
 
 class ConnectResponse(_message.Message):
     __slots__ = ("welcome", "assignment", "cancel", "refused", "done", "no_job", "wake", "reply_to")
