@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Self, cast
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage
+from limits.aio.storage import RedisClusterStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from redis.asyncio import Redis
 
@@ -73,6 +73,16 @@ class RuleSet:
         return cls(**rules)
 
 
+def _cluster_uri(url: str) -> tuple[str, dict[str, bool]]:
+    """``redis+cluster://[auth@]h1:p1,h2:p2[/...]`` (``rediss+cluster``: TLS) as limits' cluster
+    storage reads it, ``async+redis+cluster://[auth@]h1:p1,h2:p2``, and its options. limits'
+    plain storage passes the URL to ``Redis.from_url``, which refuses a cluster scheme (the API
+    and the studio did not start on a cluster)."""
+    scheme, _, rest = url.partition("://")
+    seeds = rest.partition("/")[0]
+    return f"async+redis+cluster://{seeds}", {"ssl": True} if scheme == "rediss+cluster" else {}
+
+
 class RateLimiter:
     def __init__(self, redis: Redis, keys: Keys, url: str) -> None:
         pool: Any = getattr(redis, "connection_pool", None)  # a Cluster client has none
@@ -82,8 +92,9 @@ class RateLimiter:
                 implementation="redispy", key_prefix=keys.rate_limits(), connection_pool=pool,
             )  # fmt: skip
         else:  # a Cluster (redis+cluster://): limits opens its own client of the same nodes
-            storage = RedisStorage(
-                f"async+{url}", implementation="redispy", key_prefix=keys.rate_limits()
+            uri, options = _cluster_uri(url)
+            storage = RedisClusterStorage(
+                uri, implementation="redispy", key_prefix=keys.rate_limits(), **options
             )
         self._moving = MovingWindowRateLimiter(storage)
         self._fixed = FixedWindowRateLimiter(storage)

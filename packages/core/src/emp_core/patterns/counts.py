@@ -123,7 +123,10 @@ async def fold(
         token = uuid.uuid4().hex
         async with redis.pipeline(transaction=True) as pipe:
             pipe.zadd(keys.pattern_folding(), {f"{token}{_SEP}{day.isoformat()}": now_s * 1000})
-            pipe.rename(keys.pattern_matches(day.isoformat()), keys.pattern_matches_folding(token))
+            # As a plain command: redis-py's cluster pipeline refuses its ``rename`` method (two
+            # keys may be in two slots), but both keys are in this queue's slot.
+            day_key = keys.pattern_matches(day.isoformat())
+            pipe.execute_command("RENAME", day_key, keys.pattern_matches_folding(token))
             try:
                 await pipe.execute()
             except ResponseError:  # no such key: nothing counted that day since the last fold
