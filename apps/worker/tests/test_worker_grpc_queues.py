@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -162,11 +162,20 @@ async def test_a_grpc_worker_works_two_queues_on_two_primaries(
             await eventually(lambda q=queue, s=service: _idle_in(q, s, worker.id), within=30)
             job_id = await queue.submit({"service": service, "payload": {"steps": 1}})
             await eventually(lambda q=queue, j=job_id: _completed(q, j), within=30)
+        # The job is completed in Redis before the API's answer reaches the worker's counters.
+        await eventually(_counted(worker, 2), within=10)
         assert (worker.stats.completed, worker.stats.failed, worker.stats.lost) == (2, 0, 0)
     finally:
         worker.stop()
         await asyncio.wait_for(run, 20)
         await client.aclose()
+
+
+def _counted(worker: Worker, completed: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return worker.stats.completed >= completed
+
+    return check
 
 
 async def _completed(queue: Queue, job_id: str) -> bool:
