@@ -1,5 +1,7 @@
 """``make bench-cluster``: claim+complete throughput and claim latency with 1, 2 and 3 queues, on
-one Redis node and on a local three-primary Redis Cluster, in one run, with each node's Redis CPU.
+one Redis node and on a local three-primary Redis Cluster, in one run, with each node's Redis CPU;
+then how long a message takes from ``SPUBLISH`` to a subscription over 1 and 3 queues' channels
+(a worker serving several queues, the API's event hub).
 
 Each queue is drained by a process of its own (``--coroutines`` claim-then-complete loops, one
 job at a time each), so the client side scales with the queues too. On the cluster the queue
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import random
 import statistics
 import tempfile
 import time
@@ -27,36 +30,38 @@ from rich.table import Table
 
 from emp_core.jobs.capabilities import WorkerCapabilities
 from emp_core.queue import Queue
+from emp_core.queue.keys import Keys
 from emp_core.redis import connect
 from emp_core.redis.cluster import is_cluster
 from emp_core.redis.server import LocalCluster, RedisServer
+from emp_core.redis.subscription import ShardSubscription
 from emp_core.settings import QueueSettings
 
 
 def _queue_names(url: str, count: int) -> list[str]:
     """``count`` queue names whose slots sit on different primaries (any names on one node)."""
+    return asyncio.run(_spread_names(url, count))
 
-    async def pick() -> list[str]:
-        client = connect(url)
-        try:
-            if not is_cluster(client):
-                return [f"bench{i}" for i in range(count)]
-            await client.initialize()
-            names: list[str] = []
-            owners: set[str] = set()
-            n = 0
-            while len(names) < count:
-                name = f"bench{n}"
-                n += 1
-                node = client.get_node_from_key(f"emp:{{{name}}}:seq")  # type: ignore[attr-defined]
-                if node.name not in owners:
-                    owners.add(node.name)
-                    names.append(name)
-            return names
-        finally:
-            await client.aclose()
 
-    return asyncio.run(pick())
+async def _spread_names(url: str, count: int) -> list[str]:
+    client = connect(url)
+    try:
+        if not is_cluster(client):
+            return [f"bench{i}" for i in range(count)]
+        await client.initialize()
+        names: list[str] = []
+        owners: set[str] = set()
+        n = 0
+        while len(names) < count:
+            name = f"bench{n}"
+            n += 1
+            node = client.get_node_from_key(f"emp:{{{name}}}:seq")  # type: ignore[attr-defined]
+            if node.name not in owners:
+                owners.add(node.name)
+                names.append(name)
+        return names
+    finally:
+        await client.aclose()
 
 
 async def _drain(url: str, name: str, jobs: int, coroutines: int) -> dict[str, Any]:
@@ -132,8 +137,42 @@ def run_shape(
     }
 
 
-def _measure(tmp: Path, jobs: int, coroutines: int) -> list[tuple[str, ...]]:
+async def _delivery(url: str, queues: int, messages: int) -> list[float]:
+    """Seconds from ``SPUBLISH`` to a listening task's ``get``, one message at a time, each on a
+    random queue's channel after a random pause, as a worker's or the hub's listener hears them.
+    Both random: a reader that visits the nodes in turn is caught at any point of its round (in
+    a fixed order with short pauses it would keep pace with the publisher and look fast)."""
+    client = connect(url)
+    try:
+        channels = [Keys("emp", name).events_channel() for name in await _spread_names(url, queues)]
+        if is_cluster(client):
+            await client.initialize()
+        async with ShardSubscription(client, channels) as subscription:
+            heard: asyncio.Queue[float] = asyncio.Queue()
+
+            async def listen() -> None:
+                async for message in subscription.listen():
+                    if message["type"] == "smessage":
+                        heard.put_nowait(time.perf_counter())
+
+            listener = asyncio.create_task(listen())
+            seconds = []
+            try:
+                for _ in range(messages):
+                    await asyncio.sleep(random.uniform(0.001, 0.03))
+                    sent = time.perf_counter()
+                    await client.spublish(random.choice(channels), "x")  # type: ignore[union-attr]
+                    seconds.append(await asyncio.wait_for(heard.get(), 5) - sent)
+            finally:
+                listener.cancel()
+            return sorted(seconds)
+    finally:
+        await client.aclose()
+
+
+def _measure(tmp: Path, jobs: int, coroutines: int, messages: int) -> tuple[list, list]:
     rows: list[tuple[str, ...]] = []
+    delivery: list[tuple[str, ...]] = []
     with RedisServer(tmp / "node") as node, LocalCluster(tmp / "cluster") as cluster:
         shapes = [
             ("one node", node.url, [node.port]),
@@ -145,13 +184,19 @@ def _measure(tmp: Path, jobs: int, coroutines: int) -> list[tuple[str, ...]]:
                 cpu = " / ".join(f"{r['cpu'][p]:.2f}" for p in ports)
                 rows.append((label, str(queues), f"{r['jobs_per_s']:,.0f}",
                              f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", cpu))  # fmt: skip
-    return rows
+        for label, url, _ in shapes:
+            for queues in (1, 3):
+                s = [x * 1000 for x in asyncio.run(_delivery(url, queues, messages))]
+                p50, p99 = statistics.median(s), s[int(len(s) * 0.99)]
+                delivery.append((label, str(queues), f"{p50:.2f}", f"{p99:.2f}", f"{s[-1]:.2f}"))
+    return rows, delivery
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="bench.cluster", description=__doc__)
     parser.add_argument("--jobs", type=int, default=4000, help="jobs per queue")
     parser.add_argument("--coroutines", type=int, default=8, help="claim loops per queue")
+    parser.add_argument("--messages", type=int, default=300, help="messages per delivery row")
     args = parser.parse_args()
     console = Console()
     table = Table(title="claim+complete, one process per queue (no-op jobs)")
@@ -164,13 +209,24 @@ def main() -> None:
         "Redis CPU s per node",
     ):
         table.add_column(column, justify="right" if column != "shape" else "left")
+    delivery = Table(title="SPUBLISH to a subscription over the queues' channels, one at a time")
+    for column in ("shape", "queues", "p50 ms", "p99 ms", "max ms"):
+        delivery.add_column(column, justify="right" if column != "shape" else "left")
     with tempfile.TemporaryDirectory(prefix="emp-bench-cluster-") as tmp:
-        for row in _measure(Path(tmp), args.jobs, args.coroutines):
-            table.add_row(*row)
+        rows, delivered = _measure(Path(tmp), args.jobs, args.coroutines, args.messages)
+    for row in rows:
+        table.add_row(*row)
+    for row in delivered:
+        delivery.add_row(*row)
     console.print(table)
     console.print(
         "[dim]Each queue lives in one slot; on the cluster the queues were placed on different "
         "primaries. Client processes and Redis share this machine's cores.[/dim]"
+    )
+    console.print(delivery)
+    console.print(
+        "[dim]One ShardSubscription (as a worker serving the queues, or the API's event hub, "
+        "holds); publisher and subscriber in one process.[/dim]"
     )
 
 

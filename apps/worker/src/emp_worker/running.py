@@ -78,17 +78,3 @@ class QueueJobContext:
         await self._transport.progress(
             self._claimed, min(100.0, max(0.0, float(pct))), message, preview=preview
         )
-
-
-async def cancel_until_done(tasks: list[asyncio.Task[None]], *, within: float) -> None:
-    """Cancel tasks and wait for them, cancelling again while they linger (a cancellation can be
-    lost on Python 3.11, see ``RunningJob.stop``); give up after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    pending = {t for t in tasks if not t.done()}
-    while pending and (left := deadline - loop.time()) > 0:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=min(left, 0.05))
-    for task in pending:
-        logger.error("task %s did not stop within %g s", task.get_name(), within)

@@ -35,13 +35,14 @@ from emp_core.loras.cache import LoraCache
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_core.queue.wake import WakeSignal
+from emp_core.tasks import cancel_until_done
 from emp_core.telemetry import Telemetry, job_span, setup_telemetry
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors import Connector, build_connectors
 from emp_worker.failures import Classifier, classify
 from emp_worker.loras import run_with_loras
 from emp_worker.reporting import Reporter, WorkerStats
-from emp_worker.running import QueueJobContext, RunningJob, cancel_until_done
+from emp_worker.running import QueueJobContext, RunningJob
 from emp_worker.transport import Transport, open_transport
 
 logger = logging.getLogger(__name__)

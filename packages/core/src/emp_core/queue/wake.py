@@ -40,6 +40,7 @@ from redis.exceptions import RedisError
 from emp_core.queue.keys import Keys
 from emp_core.redis import text
 from emp_core.redis.subscription import Message, ShardSubscription
+from emp_core.tasks import cancel_until_done
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ ControlHandler = Callable[[dict[str, Any]], None]
 
 # After a lost connection, how long to wait before listening again (seconds).
 _RECONNECT_DELAY = 0.5
-# How many times ``close`` cancels the listener, 50 ms apart, before leaving it.
-_CLOSE_TRIES = 40
+# How long ``close`` keeps cancelling the listener (see ``emp_core.tasks``) before leaving it.
+_CLOSE_S = 2.0
 
 
 class WakeSignal:
@@ -148,16 +149,8 @@ class Waker:
 
     async def close(self) -> None:
         if self._listener is not None:
-            # Cancel until it ends: on Python 3.11 a cancellation landing as one of redis-py's
-            # inner ``asyncio.wait_for`` calls completes is lost (python/cpython#86296).
             listener, self._listener = self._listener, None
-            for _ in range(_CLOSE_TRIES):
-                listener.cancel()
-                done, _ = await asyncio.wait({listener}, timeout=0.05)
-                if done:
-                    break
-            else:
-                logger.error("the wake-up listener did not stop; leaving it")
+            await cancel_until_done([listener], within=_CLOSE_S)
         if self._subscription is not None:
             await self._subscription.aclose()
             self._subscription = None
