@@ -22,13 +22,14 @@ from emp_worker.worker import Worker
 async def test_worker_survives_a_redis_restart(tmp_path, loader):
     """``loader``: who loads the library into the restarted Redis. Another process (the API, a
     second worker, this worker's own reaper) can be first, and then no slot of this worker meets
-    "function not found": it must register again all the same."""
+    "function not found" (an idle slot's next claim even reconnects without an error): it must
+    register again all the same."""
     server = RedisServer(tmp_path / "redis").start()
     settings = QueueSettings(redis_url=server.url, queue=f"t{uuid.uuid4().hex[:12]}")
     client = aioredis.Redis.from_url(server.url)
     queue = Queue(client, settings)
-    # A refresh interval longer than the test: only the prompt re-registration after a lost
-    # connection can put the worker back in the registry in time.
+    # A refresh interval longer than the test: only the prompt re-registration after the lost
+    # wake-up subscription can put the worker back in the registry in time.
     worker = Worker(
         make_worker_settings(
             settings, burst=False, idle_wait_seconds=0.5, registry_refresh_seconds=60

@@ -73,12 +73,16 @@ async def test_a_waker_listens_again_after_its_cluster_connection_is_killed(
     client = connect(redis_cluster_url)
     keys = Keys("emp", "killed")
     channel = keys.control_channel("w1")
+    lost: list[bool] = []
     try:
-        async with Waker(client, keys, ["simulation"], "w1") as waker:
+        async with Waker(
+            client, keys, ["simulation"], "w1", on_lost=lambda: lost.append(True)
+        ) as waker:
             sig = waker.signal(slot=0)
             owner = client.get_node_from_key(channel)  # type: ignore[attr-defined]
             assert _node(owner.port).client_kill_filter(_type="pubsub") >= 1
             assert await sig.wait(10)  # lost and subscribed again: every slot looks
+            assert lost  # told (a worker registers again on it)
             sig.clear()
             await _wake_slot_0(client, channel)
             assert await sig.wait(5)

@@ -33,10 +33,10 @@ async def refresh_registration(
     """Keep the registry entry alive (TTL three refreshes); mark it draining once
     ``stop_requested`` is set (at once, not at the next refresh).
 
-    ``connection_lost`` (set by a slot that lost Redis) refreshes at once, and a failed refresh
-    is tried again each ``_RETRY_SECONDS``: a Redis that restarted without persistence has lost
-    the entry, and the worker registers again as soon as it answers, whoever else (a reaper, a
-    slot) reloaded the Function library first."""
+    ``connection_lost`` (set when the worker's wake-up subscription loses Redis) refreshes at
+    once, and a failed refresh is tried again each ``_RETRY_SECONDS``: a Redis that restarted
+    without persistence has lost the entry, and the worker registers again as soon as it
+    answers, whoever (another process, this worker's reaper) reloaded the Function library."""
     worker_id = caps.worker_id
     wait_s = every_s
     failing = False

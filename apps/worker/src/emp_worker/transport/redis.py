@@ -67,7 +67,8 @@ class RedisTransport:
             self.redis, self.queue.keys, refresh_s=settings.patterns_refresh_seconds
         )
         self._stopping = stopping
-        # Set by a slot that lost Redis: each registry loop refreshes as soon as Redis answers.
+        # Set when Redis may have lost the registry (the wake-up subscription's connection went, or
+        # the Function library is missing): each registry loop refreshes as soon as Redis answers.
         self._connection_lost = [asyncio.Event() for _ in self.registries]
         self._waker: Waker | None = None
         self._leases: dict[str, LeaseKeeper] = {}
@@ -88,7 +89,7 @@ class RedisTransport:
         s = self.settings
         self._waker = Waker(
             self.redis, [q.keys for q in self.queues], self.caps.services, self.caps.worker_id,
-            on_control=on_control,
+            on_control=on_control, on_lost=self._registry_lost,
         )  # fmt: skip
         self._leases = {
             q.keys.queue: LeaseKeeper(
@@ -171,18 +172,21 @@ class RedisTransport:
         if self._waker is not None:
             self._waker.wake_all()
 
-    async def recover(self, exc: BaseException) -> None:
-        """After a slot lost Redis: the registry loops register again as soon as it answers (a
-        Redis restarted without persistence has lost the registry, and the slot may claim again
-        before the next refresh: a reaper can have reloaded the library meanwhile). When the
-        Function library is missing, load it here."""
-        library_lost = isinstance(exc, ResponseError) and "function not found" in str(exc).lower()
-        if isinstance(exc, ResponseError) and not library_lost:
-            return  # an answer, not a lost connection: nothing to repair
+    def _registry_lost(self) -> None:
+        """The wake-up subscription's connection went: Redis restarted (without persistence it
+        comes back empty), failed over or dropped us. Every restart drops that connection, while
+        a slot's commands may reconnect unnoticed and another process (the API, a worker's
+        reaper) may reload the library first, so this, not a slot's error, is the signal to
+        register again as soon as Redis answers."""
         for lost in self._connection_lost:
             lost.set()
-        if not library_lost:
+
+    async def recover(self, exc: BaseException) -> None:
+        """After a slot met ``exc``: when the Function library is missing (Redis restarted
+        without persistence), load it and register again rather than at the next refresh."""
+        if not (isinstance(exc, ResponseError) and "function not found" in str(exc).lower()):
             return
+        self._registry_lost()
         try:
             await self.queue.functions.load()
         except (EmpError, RedisError, OSError) as exc2:

@@ -97,6 +97,7 @@ class Waker:
         worker_id: str | None = None,
         *,
         on_control: ControlHandler | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         # A worker serving several queues hears the wake-ups and cancels of each of them.
         queues = [keys] if isinstance(keys, Keys) else list(keys)
@@ -107,6 +108,9 @@ class Waker:
         self.control_channels = [k.control_channel(worker_id) for k in queues] if worker_id else []
         self._queue_of = {c: k.queue for c, k in zip(self.control_channels, queues, strict=False)}
         self.on_control = on_control
+        # Called when the subscription's connection is lost: Redis restarted, failed over or
+        # dropped us, and what the process keeps there (its registry entry) may be gone.
+        self.on_lost = on_lost
         self.wakeups = 0  # wake messages received, for tests and logs
         self._signals: set[WakeSignal] = set()
         self._by_slot: dict[int, WakeSignal] = {}
@@ -172,6 +176,8 @@ class Waker:
                 # slot's new owner once the slot map shows it); messages published meanwhile are
                 # gone, so every slot tries a claim now and again on the confirmation.
                 logger.warning("wake-up subscription lost (%s); listening again", exc)
+                if self.on_lost is not None:
+                    self.on_lost()
                 await asyncio.sleep(_RECONNECT_DELAY)
                 self.wake_all()
 
