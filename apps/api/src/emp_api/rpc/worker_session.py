@@ -38,6 +38,8 @@ _REGISTRY_REFRESH_S = 5.0
 _LORAS_TTL_MS = int(3 * _REGISTRY_REFRESH_S * 1000)
 # After the control channel's connection is lost: the pause before reading (reconnecting) again.
 _RESUBSCRIBE_S = 0.5
+# While a refresh fails (Redis restarting): how often it is tried again.
+_REFRESH_RETRY_S = 1.0
 
 
 class Session:
@@ -64,6 +66,9 @@ class Session:
         self._queue_of = {q.keys.control_channel(caps.worker_id): q.keys.queue for q in self.queues}
         self._control: asyncio.Task[None] | None = None
         self._registration: asyncio.Task[None] | None = None
+        # Set when the control channel's connection is lost: Redis restarted (without
+        # persistence the registry is gone), failed over or dropped us; refresh at once.
+        self._registry_lost = asyncio.Event()
 
     async def register(self, slots: int) -> None:
         """List the worker in the registry while its stream lasts, as a Redis worker lists
@@ -74,8 +79,14 @@ class Session:
             await registry.register(self.caps, slots=slots)
 
         async def refresh() -> None:
+            wait_s, failing = _REGISTRY_REFRESH_S, False
             while True:
-                await asyncio.sleep(_REGISTRY_REFRESH_S)
+                # The next refresh, or at once when the control channel lost Redis (as a Redis
+                # worker does: registered again as soon as a restarted Redis answers).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self._registry_lost.wait()
+                self._registry_lost.clear()
                 try:
                     for registry in self.registries:
                         await registry.refresh(self.caps, slots=slots)
@@ -83,10 +94,14 @@ class Session:
                         # Written whole, not only its TTL renewed: a previous stream of this
                         # worker that ended late may have withdrawn it meanwhile.
                         await self._advertise(self.loras)
+                    wait_s, failing = _REGISTRY_REFRESH_S, False
                 except (RedisError, OSError) as exc:
-                    logger.warning(
-                        "worker %s's registry entry was not refreshed: %s", self.caps.worker_id, exc
-                    )
+                    if not failing:  # once per outage, not once per retry
+                        logger.warning(
+                            "worker %s's registry entry was not refreshed: %s",
+                            self.caps.worker_id, exc,
+                        )  # fmt: skip
+                    wait_s, failing = min(_REGISTRY_REFRESH_S, _REFRESH_RETRY_S), True
 
         self._registration = asyncio.create_task(refresh())
 
@@ -112,6 +127,7 @@ class Session:
                             "worker %s's control channel was lost (%s); subscribing again",
                             self.caps.worker_id, exc,
                         )  # fmt: skip
+                        self._registry_lost.set()
                         await asyncio.sleep(_RESUBSCRIBE_S)
             finally:
                 await subscription.aclose()
