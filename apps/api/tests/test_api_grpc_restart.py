@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -24,7 +23,8 @@ from emp_web.testing import Account
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Any:
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to restart (without persistence: it returns empty)."""
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
@@ -32,7 +32,7 @@ def redis_server(tmp_path: Path) -> Any:
 
 @pytest.fixture
 async def api(
-    redis_server: Any, database_url: str, monkeypatch: pytest.MonkeyPatch
+    redis_server: RedisServer, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Api]:
     # A refresh interval longer than the test: only the prompt refresh can pass it.
     monkeypatch.setattr(worker_session, "_REGISTRY_REFRESH_S", 60.0)
@@ -42,7 +42,7 @@ async def api(
 
 
 async def test_a_grpc_workers_entry_comes_back_after_a_redis_restart(
-    api: Api, redis_server: Any, accounts: dict[str, Account], tmp_path: Path
+    api: Api, redis_server: RedisServer, accounts: dict[str, Account], tmp_path: Path
 ) -> None:
     services = api.app.state.services
     key = services.queue.keys.worker("grpc-restart")
