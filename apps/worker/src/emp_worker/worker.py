@@ -35,7 +35,7 @@ from emp_core.loras.cache import LoraCache
 from emp_core.patterns import PatternCache
 from emp_core.queue.queue import ClaimedJob, ClaimResult
 from emp_core.queue.wake import WakeSignal
-from emp_core.tasks import cancel_until_done
+from emp_core.redis.tasks import cancel_until_done
 from emp_core.telemetry import Telemetry, job_span, setup_telemetry
 from emp_worker.config import WorkerSettings
 from emp_worker.connectors import Connector, build_connectors

@@ -40,7 +40,7 @@ from redis.exceptions import RedisError
 from emp_core.queue.keys import Keys
 from emp_core.redis import text
 from emp_core.redis.subscription import Message, ShardSubscription
-from emp_core.tasks import cancel_until_done
+from emp_core.redis.tasks import cancel_until_done
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ ControlHandler = Callable[[dict[str, Any]], None]
 
 # After a lost connection, how long to wait before listening again (seconds).
 _RECONNECT_DELAY = 0.5
-# How long ``close`` keeps cancelling the listener (see ``emp_core.tasks``) before leaving it.
+# How long ``close`` keeps cancelling the listener (see ``emp_core.redis.tasks``) before leaving it.
 _CLOSE_S = 2.0
 
 

@@ -33,7 +33,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from emp_core.redis.replies import text
-from emp_core.tasks import cancel_until_done
+from emp_core.redis.tasks import cancel_until_done
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ READ_S = 5.0
 # While a slot's channels move to a new owner its pubsub may hold two nodes for a moment, and
 # redis-py then visits them in turn: the wait per node is this short.
 _ROUND_ROBIN_S = 0.02
-# How long closing waits for the reader tasks (see ``emp_core.tasks``).
+# How long closing waits for the reader tasks (see ``emp_core.redis.tasks``).
 _CLOSE_S = 2.0
 
 
